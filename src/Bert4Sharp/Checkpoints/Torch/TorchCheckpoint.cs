@@ -217,7 +217,9 @@ public sealed class TorchCheckpoint : Checkpoint
             throw new CheckpointFormatException(source.Name, name, $"a view of {count} elements over a file of {source.Length} bytes is not plausible");
         if (count > 0)
         {
-            var (lo, hi) = ShapeMath.Span(t.Shape, t.Stride, t.StorageOffset);
+            long lo, hi;
+            try { (lo, hi) = ShapeMath.Span(t.Shape, t.Stride, t.StorageOffset); }
+            catch (OverflowException) { throw new CheckpointFormatException(source.Name, name, "strides overflow"); }
             if (lo < 0 || hi >= viewElements)
                 throw new CheckpointFormatException(source.Name, name, $"tensor reaches storage elements {lo}..{hi} but the storage has {viewElements}");
             if ((hi + 1) * es > storageAvailable)

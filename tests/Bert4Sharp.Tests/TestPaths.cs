@@ -1,0 +1,31 @@
+namespace Bert4Sharp.Tests;
+
+/// <summary>Where the repository, its fixtures and the shared real material are.</summary>
+public static class TestPaths
+{
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static string Fixtures => Path.Combine(RepoRoot, "tests", "fixtures");
+
+    public static string Fixture(params string[] parts) => Path.Combine([Fixtures, .. parts]);
+
+    /// <summary>../shared beside the checkout, or $B4S_SHARED.</summary>
+    public static string SharedRoot => Environment.GetEnvironmentVariable("B4S_SHARED") is { Length: > 0 } s
+        ? s : Path.GetFullPath(Path.Combine(RepoRoot, "..", "shared"));
+
+    /// <summary>A path under ../shared; skips the test with the reason when it is absent.</summary>
+    public static string SharedOrSkip(string relative)
+    {
+        string p = Path.Combine(SharedRoot, relative);
+        if (!File.Exists(p) && !Directory.Exists(p))
+            Assert.Skip($"needs the real material {relative} from ../shared (looked in {SharedRoot}); a fresh clone without ../shared skips this test. Set B4S_SHARED to point elsewhere.");
+        return p;
+    }
+
+    static string FindRepoRoot()
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "Bert4Sharp.slnx"))) dir = dir.Parent;
+        return dir?.FullName ?? throw new InvalidOperationException("cannot find Bert4Sharp.slnx above " + AppContext.BaseDirectory);
+    }
+}
