@@ -31,6 +31,8 @@ public sealed class SafetensorsCheckpoint : Checkpoint
         byte[] header = source.ReadArray(8, (long)headerLen);
         long dataStart = 8 + (long)headerLen, dataLength = source.Length - dataStart;
 
+        if (!System.Text.Unicode.Utf8.IsValid(header))
+            throw new CheckpointFormatException(file, null, "the header is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 8 }); }
         catch (JsonException e) { throw new CheckpointFormatException(file, null, $"the header is not valid JSON: {e.Message}", e); }
