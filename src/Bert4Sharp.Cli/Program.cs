@@ -1,1 +1,10 @@
-return 0;
+using System.CommandLine;
+using Bert4Sharp.Cli;
+
+// b4s: the Bert4Sharp command-line tool. Each command lives in Commands/; all share --json and the
+// error convention (one line on stderr, non-zero exit code).
+var root = new RootCommand("Bert4Sharp: Transformer checkpoints, models and tools for .NET");
+root.Subcommands.Add(InspectCommand.Create());
+root.Subcommands.Add(ConvertCommand.Create());
+root.Subcommands.Add(DoctorCommand.Create());
+return CliErrors.Run(() => root.Parse(args).Invoke());

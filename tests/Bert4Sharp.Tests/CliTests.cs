@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Bert4Sharp.Checkpoints;
+
+namespace Bert4Sharp.Tests;
+
+/// <summary>The b4s tool run as a separate process, the way scripts use it (--json, exit codes, stderr).</summary>
+public class CliTests
+{
+    static (int Code, string Out, string Err) B4s(params string[] args)
+    {
+        string dll = Path.Combine(AppContext.BaseDirectory, "b4s.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException("b4s " + string.Join(' ', args)); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void InspectJsonListsTheTensors()
+    {
+        var (code, stdout, stderr) = B4s("inspect", "--json", TestPaths.Fixture("checkpoints", "torch_legacy.pt"));
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal("TorchLegacy", doc.RootElement.GetProperty("format").GetString());
+        var tensors = doc.RootElement.GetProperty("tensors").EnumerateArray().ToList();
+        Assert.Equal(18, tensors.Count);
+        var f16 = tensors.Single(t => t.GetProperty("name").GetString() == "f16");
+        Assert.Equal("float16", f16.GetProperty("dtype").GetString());
+        Assert.Equal(14, f16.GetProperty("bytes").GetInt64());
+        Assert.Equal(18, doc.RootElement.GetProperty("totals").GetProperty("tensors").GetInt32());
+    }
+
+    [Fact]
+    public void InspectRealAlbertIndexSaysTheShardIsAbsent()
+    {
+        string dir = TestPaths.SharedOrSkip("models/albert_tiny_zh_google");
+        var (code, stdout, stderr) = B4s("inspect", "--json", dir);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(97, doc.RootElement.GetProperty("tensors").GetArrayLength());
+        Assert.Contains("absent", doc.RootElement.GetProperty("notes")[0].GetString());
+        Assert.Equal(65, doc.RootElement.GetProperty("totals").GetProperty("by_state").GetProperty("slot").GetInt32());
+        Assert.Equal("312", doc.RootElement.GetProperty("config").GetProperty("hidden_size").GetString());
+    }
+
+    [Theory]
+    [InlineData("torch_zip.pt")]
+    [InlineData("torch_legacy.pt")]
+    [InlineData("reference.safetensors")]
+    [InlineData("tf_bundle.index")]
+    public void ConvertRoundTripsBitIdentically(string file)
+    {
+        string input = TestPaths.Fixture("checkpoints", file);
+        string outDir = Directory.CreateTempSubdirectory("b4s-convert").FullName;
+        try
+        {
+            var (code, stdout, stderr) = B4s("convert", "--json", "--include-slots", input, outDir);
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Empty(doc.RootElement.GetProperty("skipped").EnumerateArray());
+            using var a = Checkpoint.Open(input);
+            using var b = Checkpoint.Open(Path.Combine(outDir, "model.safetensors"));
+            Assert.Equal(a.Entries.Select(e => e.Name).Order(StringComparer.Ordinal), b.Entries.Select(e => e.Name).Order(StringComparer.Ordinal));
+            foreach (var e in a.Entries)
+            {
+                Assert.Equal(e.Shape, b[e.Name].Shape);
+                Assert.Equal(e.DType, b[e.Name].DType);
+                Assert.Equal(a.ReadBytes(e), b.ReadBytes(e.Name));
+            }
+        }
+        finally { Directory.Delete(outDir, true); }
+    }
+
+    [Fact]
+    public void ErrorsAreOneLineOnStderrWithANonZeroExitCode()
+    {
+        var (code, stdout, stderr) = B4s("inspect", TestPaths.Fixture("checkpoints", "evil_zip.pt"));
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Contains("posix.system", stderr);
+
+        (code, _, stderr) = B4s("inspect", "--json", "/no/such/model");
+        Assert.Equal(1, code);
+        Assert.StartsWith("b4s: error: /no/such/model", stderr);
+    }
+
+    [Fact]
+    public void ConvertRefusesUnreadableTensorsUnlessAsked()
+    {
+        string bin = TestPaths.SharedOrSkip("models/albert_chinese_tiny_TRUNCATED/pytorch_model.bin");
+        string outDir = Directory.CreateTempSubdirectory("b4s-convert").FullName;
+        try
+        {
+            var (code, _, stderr) = B4s("convert", bin, outDir);
+            Assert.Equal(1, code);
+            Assert.Contains("--skip-unreadable", stderr);
+            (code, var stdout, stderr) = B4s("convert", "--json", "--skip-unreadable", bin, outDir);
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal(17, doc.RootElement.GetProperty("tensors").GetInt32());
+            Assert.Equal(15, doc.RootElement.GetProperty("skipped").GetArrayLength());
+        }
+        finally { Directory.Delete(outDir, true); }
+    }
+
+    [Fact]
+    public void DoctorReportsTheEngineAndTheFix()
+    {
+        var (code, stdout, stderr) = B4s("doctor", "--json");
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.True(doc.RootElement.GetProperty("torch_initialised").GetBoolean());
+        Assert.StartsWith("2.10", doc.RootElement.GetProperty("libtorch").GetString());
+        Assert.Equal("cpu", doc.RootElement.GetProperty("default_device").GetString());
+        var fix = doc.RootElement.GetProperty("runtime_fix");
+        if (fix.GetProperty("system_has_glibcxx_3_4_32").ValueKind == JsonValueKind.False)
+            Assert.True(fix.GetProperty("applied").GetBoolean());
+    }
+}
