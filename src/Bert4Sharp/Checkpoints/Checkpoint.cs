@@ -92,7 +92,12 @@ public abstract class Checkpoint : IDisposable
         var t = torch.empty(entry.Shape.ToArray(), entry.DType.ToScalarType());
         try
         {
-            if (entry.ByteCount > 0) ReadInto(entry, t.bytes);
+            if (entry.ByteCount > 0)
+            {
+                var span = t.bytes;
+                Runtime.HugePages.Advise(span);
+                ReadInto(entry, span);
+            }
         }
         catch
         {
