@@ -36,6 +36,19 @@ public abstract class ByteSource : IDisposable
     /// <summary>Opens a file for random access.</summary>
     public static ByteSource OpenFile(string path) => new FileByteSource(path);
 
+    /// <summary>
+    /// Maps a file into memory (read-only). Reads become copies out of the mapping, and
+    /// <see cref="TryGetSpan"/> gives zero-copy access to any range.
+    /// </summary>
+    public static ByteSource MapFile(string path) => new MappedByteSource(path);
+
+    /// <summary>Zero-copy view of a range, for sources that are mapped or in memory; false otherwise.</summary>
+    public virtual bool TryGetSpan(long offset, int count, out ReadOnlySpan<byte> span)
+    {
+        span = default;
+        return false;
+    }
+
     /// <summary>Wraps a buffer (tests, fuzzing, in-memory downloads).</summary>
     public static ByteSource FromMemory(ReadOnlyMemory<byte> data, string name) => new MemoryByteSource(data, name);
 
@@ -66,11 +79,63 @@ public abstract class ByteSource : IDisposable
         public override void Dispose() { handle.Dispose(); base.Dispose(); }
     }
 
+    sealed unsafe class MappedByteSource : ByteSource
+    {
+        readonly System.IO.MemoryMappedFiles.MemoryMappedFile? file;
+        readonly System.IO.MemoryMappedFiles.MemoryMappedViewAccessor? view;
+        readonly byte* pointer;
+
+        public MappedByteSource(string path)
+        {
+            Name = path;
+            Length = new FileInfo(path).Length;
+            if (Length == 0) return;   // an empty file cannot be mapped; every read is out of range anyway
+            file = System.IO.MemoryMappedFiles.MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+            view = file.CreateViewAccessor(0, 0, System.IO.MemoryMappedFiles.MemoryMappedFileAccess.Read);
+            byte* p = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
+            pointer = p + view.PointerOffset;
+        }
+
+        public override string Name { get; }
+        public override long Length { get; }
+
+        protected override void ReadCore(long offset, Span<byte> destination) =>
+            new ReadOnlySpan<byte>(pointer + offset, destination.Length).CopyTo(destination);
+
+        public override bool TryGetSpan(long offset, int count, out ReadOnlySpan<byte> span)
+        {
+            span = default;
+            if (offset < 0 || count < 0 || offset > Length - count) return false;
+            span = new ReadOnlySpan<byte>(pointer + offset, count);
+            return true;
+        }
+
+        public override void Dispose()
+        {
+            if (view is not null)
+            {
+                view.SafeMemoryMappedViewHandle.ReleasePointer();
+                view.Dispose();
+            }
+            file?.Dispose();
+            base.Dispose();
+        }
+    }
+
     sealed class MemoryByteSource(ReadOnlyMemory<byte> data, string name) : ByteSource
     {
         public override string Name { get; } = name;
         public override long Length => data.Length;
         protected override void ReadCore(long offset, Span<byte> destination) =>
             data.Span.Slice((int)offset, destination.Length).CopyTo(destination);
+
+        public override bool TryGetSpan(long offset, int count, out ReadOnlySpan<byte> span)
+        {
+            span = default;
+            if (offset < 0 || count < 0 || offset > Length - count) return false;
+            span = data.Span.Slice((int)offset, count);
+            return true;
+        }
     }
 }

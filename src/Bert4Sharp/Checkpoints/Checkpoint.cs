@@ -118,7 +118,24 @@ public abstract class Checkpoint : IDisposable
     /// </summary>
     /// <exception cref="FileNotFoundException">Nothing readable at <paramref name="path"/>.</exception>
     /// <exception cref="CheckpointException">The file is corrupt or of an unknown format.</exception>
-    public static Checkpoint Open(string path) => CheckpointDetector.Open(path);
+    public static Checkpoint Open(string path) => CheckpointDetector.Open(path, memoryMap: false);
+
+    /// <summary>
+    /// Opens a checkpoint with the file memory-mapped instead of read with positioned reads: tensor
+    /// bytes can then be viewed without copying (<see cref="TryGetSpan"/>). Same detection as <see cref="Open(string)"/>.
+    /// </summary>
+    public static Checkpoint OpenMapped(string path) => CheckpointDetector.Open(path, memoryMap: true);
+
+    /// <summary>
+    /// Zero-copy view of a tensor's bytes when the checkpoint is memory-mapped or in memory and the
+    /// tensor is stored contiguously (safetensors always, TensorFlow bundles, contiguous PyTorch views).
+    /// The span is valid until the checkpoint is disposed.
+    /// </summary>
+    public bool TryGetSpan(TensorEntry entry, out ReadOnlySpan<byte> span)
+    {
+        span = default;
+        return entry.ByteCount <= int.MaxValue && entry.Locator.TryGetSpan(entry, out span);
+    }
 
     /// <summary>Opens a single-file checkpoint held in memory (tests, fuzzing, downloads).</summary>
     public static Checkpoint Open(ReadOnlyMemory<byte> data, string name) => CheckpointDetector.Open(ByteSource.FromMemory(data, name), ownsSource: true);

@@ -13,22 +13,23 @@ internal static class CheckpointDetector
         "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
     ];
 
-    public static Checkpoint Open(string path)
+    public static Checkpoint Open(string path, bool memoryMap)
     {
+        ByteSource OpenSource(string p) => memoryMap ? ByteSource.MapFile(p) : ByteSource.OpenFile(p);
         if (Directory.Exists(path))
         {
             foreach (string c in DirectoryCandidates)
             {
                 string p = System.IO.Path.Combine(path, c);
-                if (File.Exists(p)) return Open(p);
+                if (File.Exists(p)) return Open(p, memoryMap);
             }
             if (TensorFlowCheckpoint.ResolvePrefix(path) is not null) return TensorFlowCheckpoint.OpenPrefix(path);
             var any = Directory.GetFiles(path, "*.safetensors").Concat(Directory.GetFiles(path, "*.bin")).Concat(Directory.GetFiles(path, "*.pt"))
                 .Order(StringComparer.Ordinal).FirstOrDefault();
-            if (any is not null) return Open(any);
+            if (any is not null) return Open(any, memoryMap);
             throw new FileNotFoundException($"{path}: no checkpoint found (looked for {string.Join(", ", DirectoryCandidates)}, a TensorFlow 'checkpoint'/*.index, *.safetensors, *.bin, *.pt)", path);
         }
-        if (path.EndsWith(".index.json", StringComparison.Ordinal) && File.Exists(path)) return ShardedCheckpoint.OpenIndex(path);
+        if (path.EndsWith(".index.json", StringComparison.Ordinal) && File.Exists(path)) return ShardedCheckpoint.OpenIndex(path, memoryMap);
         if (!File.Exists(path) || path.EndsWith(".index", StringComparison.Ordinal) || System.IO.Path.GetFileName(path) == "checkpoint")
         {
             if (TensorFlowCheckpoint.ResolvePrefix(path) is not null) return TensorFlowCheckpoint.OpenPrefix(path);
@@ -36,7 +37,7 @@ internal static class CheckpointDetector
         }
         if (TensorFlowCheckpoint.ResolvePrefix(path) is string prefix && path != prefix + ".index" && path.Contains(".data-", StringComparison.Ordinal))
             return TensorFlowCheckpoint.OpenPrefix(prefix);
-        return Open(ByteSource.OpenFile(path), ownsSource: true);
+        return Open(OpenSource(path), ownsSource: true);
     }
 
     public static Checkpoint Open(ByteSource source, bool ownsSource)
@@ -81,12 +82,14 @@ public sealed class ShardedCheckpoint : Checkpoint
     readonly List<TensorEntry> entries = [];
     readonly Dictionary<string, string> metadata = [];
 
+    bool memoryMap;
+
     ShardedCheckpoint(string path) => this.path = path;
 
     /// <summary>Opens the index and every shard it names; checks that each mapped tensor is in its shard.</summary>
-    public static ShardedCheckpoint OpenIndex(string indexPath)
+    public static ShardedCheckpoint OpenIndex(string indexPath, bool memoryMap = false)
     {
-        var ck = new ShardedCheckpoint(indexPath);
+        var ck = new ShardedCheckpoint(indexPath) { memoryMap = memoryMap };
         try { ck.Load(); }
         catch { ck.Dispose(); throw; }
         return ck;
@@ -115,7 +118,7 @@ public sealed class ShardedCheckpoint : Checkpoint
                 {
                     string shardPath = System.IO.Path.Combine(dir, shard);
                     if (!File.Exists(shardPath)) throw new CheckpointFormatException(path, p.Name, $"shard file '{shard}' does not exist");
-                    part = CheckpointDetector.Open(ByteSource.OpenFile(shardPath), ownsSource: true);
+                    part = CheckpointDetector.Open(memoryMap ? ByteSource.MapFile(shardPath) : ByteSource.OpenFile(shardPath), ownsSource: true);
                     opened[shard] = part;
                     parts.Add(part);
                 }

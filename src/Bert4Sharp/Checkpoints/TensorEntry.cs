@@ -63,6 +63,13 @@ internal abstract class TensorLocator
 {
     /// <summary>Writes the tensor's bytes, contiguous and row-major, into <paramref name="destination"/>.</summary>
     public abstract void ReadInto(TensorEntry entry, Span<byte> destination);
+
+    /// <summary>Zero-copy view when the bytes are contiguous in a mapped or in-memory source (CRCs are not checked).</summary>
+    public virtual bool TryGetSpan(TensorEntry entry, out ReadOnlySpan<byte> span)
+    {
+        span = default;
+        return false;
+    }
 }
 
 /// <summary>Locator for a tensor whose data cannot be read; raises the reason.</summary>
@@ -75,6 +82,9 @@ internal sealed class UnavailableLocator(string file, string reason) : TensorLoc
 /// <summary>Contiguous bytes at a known offset of a source, optionally checked by TensorFlow's masked CRC32C.</summary>
 internal sealed class ContiguousLocator(ByteSource source, long offset, uint? maskedCrc32C = null) : TensorLocator
 {
+    public override bool TryGetSpan(TensorEntry entry, out ReadOnlySpan<byte> span) =>
+        source.TryGetSpan(offset, (int)entry.ByteCount, out span);
+
     public override void ReadInto(TensorEntry entry, Span<byte> destination)
     {
         if (destination.Length != entry.ByteCount)
@@ -96,6 +106,14 @@ internal sealed class ContiguousLocator(ByteSource source, long offset, uint? ma
 internal sealed class StridedLocator(ByteSource source, long storageStart, long storageBytesAvailable, long storageElements,
     int elementSize, long storageOffset, long[] shape, long[] stride) : TensorLocator
 {
+    public override bool TryGetSpan(TensorEntry entry, out ReadOnlySpan<byte> span)
+    {
+        span = default;
+        if (entry.ElementCount == 0 || !ShapeMath.IsContiguous(shape, stride)) return false;
+        long start = storageStart + storageOffset * elementSize;
+        return (storageOffset * elementSize + entry.ByteCount) <= storageBytesAvailable && source.TryGetSpan(start, (int)entry.ByteCount, out span);
+    }
+
     public override void ReadInto(TensorEntry entry, Span<byte> destination)
     {
         if (destination.Length != entry.ByteCount)

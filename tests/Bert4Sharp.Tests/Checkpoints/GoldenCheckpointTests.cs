@@ -173,6 +173,29 @@ public class GoldenCheckpointTests
         finally { File.Delete(path); }
     }
 
+    [Theory]
+    [InlineData("reference.safetensors")]
+    [InlineData("torch_zip.pt")]
+    [InlineData("torch_legacy.pt")]
+    public void MemoryMappedOpenGivesZeroCopySpansWithTheSameBytes(string file)
+    {
+        using var mapped = Checkpoint.OpenMapped(TestPaths.Fixture("checkpoints", file));
+        using var plain = Checkpoint.Open(TestPaths.Fixture("checkpoints", file));
+        int views = 0;
+        foreach (var e in mapped.Entries)
+        {
+            Assert.Equal(plain.ReadBytes(e.Name), mapped.ReadBytes(e));
+            if (mapped.TryGetSpan(e, out var span))
+            {
+                Assert.Equal(plain.ReadBytes(e.Name), span.ToArray());
+                views++;
+            }
+        }
+        // Non-contiguous PyTorch views (transposed, strided_cols) have no zero-copy span; everything else does.
+        Assert.True(views >= mapped.Entries.Count - 3, $"{views} of {mapped.Entries.Count}");
+        Assert.False(plain.TryGetSpan(plain.Entries[0], out _));
+    }
+
     [Fact]
     public void Crc32CMatchesTheStandardCheckValue()
     {
