@@ -7,4 +7,5 @@ var root = new RootCommand("Bert4Sharp: Transformer checkpoints, models and tool
 root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(DoctorCommand.Create());
+root.Subcommands.Add(DataCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());
