@@ -6,11 +6,12 @@ string which = args.Length > 0 ? args[0] : "checkpoint-load";
 return which switch
 {
     "checkpoint-load" => CheckpointLoadBench.Run(args[1..]),
+    "tokenize" => TokenizerBench.Run(args[1..]),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR]");
     return 2;
 }

@@ -8,4 +8,5 @@ root.Subcommands.Add(InspectCommand.Create());
 root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(DoctorCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
+root.Subcommands.Add(TokenizeCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

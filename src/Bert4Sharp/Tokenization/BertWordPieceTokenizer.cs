@@ -69,16 +69,20 @@ public readonly record struct TokenSpan(int Start, int End)
 /// <summary>The result of <see cref="BertWordPieceTokenizer.Encode"/>: tokens, ids, segment ids and offsets.</summary>
 public sealed class EncodedText
 {
-    internal EncodedText(string[] tokens, int[] ids, int[] segmentIds, TokenSpan[] offsets)
+    readonly Vocabulary? vocabulary;
+    string[]? tokens;
+
+    internal EncodedText(string[]? tokens, int[] ids, int[] segmentIds, TokenSpan[] offsets, Vocabulary? vocabulary = null)
     {
-        Tokens = tokens;
+        this.tokens = tokens;
+        this.vocabulary = vocabulary;
         Ids = ids;
         SegmentIds = segmentIds;
         Offsets = offsets;
     }
 
     /// <summary>Token strings (vocabulary spelling; an unknown word appears as the unknown token).</summary>
-    public IReadOnlyList<string> Tokens { get; }
+    public IReadOnlyList<string> Tokens => tokens ??= Ids.Select(vocabulary!.IdToToken).ToArray();
 
     /// <summary>Token ids.</summary>
     public IReadOnlyList<int> Ids { get; }
@@ -137,6 +141,7 @@ public sealed partial class BertWordPieceTokenizer
     readonly BertWordPieceOptions options;
     readonly string[] specials;
     readonly ConcurrentDictionary<int, string> decompositions = new();
+    readonly string?[] bmpNormalized = new string?[0x10000];   // lower-cased, accent-stripped form of each BMP char, filled lazily
 
     /// <summary>Creates a tokenizer over <paramref name="vocabulary"/>.</summary>
     /// <exception cref="ArgumentException">The unknown token (or a configured start/end token) is missing from the vocabulary.</exception>
@@ -232,23 +237,33 @@ public sealed partial class BertWordPieceTokenizer
             }
         }
         int n = added + a.Count + (b?.Count ?? 0);
-        var tokens = new string[n];
+        bool translate = options.TokenTranslate is not null;
+        var tokens = translate ? new string[n] : null;
         var ids = new int[n];
         var segs = new int[n];
         var offs = new TokenSpan[n];
         int k = 0;
-        void Add(int id, string token, int seg, TokenSpan span) { tokens[k] = token; ids[k] = id; segs[k] = seg; offs[k] = span; k++; }
-        if (StartId >= 0) Add(StartId, options.StartToken!, 0, default);
-        foreach (var p in a) Add(p.Id, Translate(Vocabulary.IdToToken(p.Id)), 0, new TokenSpan(p.Start, p.End));
-        if (EndId >= 0) Add(EndId, options.EndToken!, 0, default);
+        if (StartId >= 0) { ids[k] = StartId; k++; }
+        foreach (var p in a) { ids[k] = p.Id; offs[k] = new TokenSpan(p.Start, p.End); k++; }
+        if (EndId >= 0) { ids[k] = EndId; k++; }
         if (b is not null)
         {
-            foreach (var p in b) Add(p.Id, Translate(Vocabulary.IdToToken(p.Id)), 1, new TokenSpan(p.Start, p.End));
-            if (EndId >= 0) Add(EndId, options.EndToken!, 1, default);
+            int from = k;
+            foreach (var p in b) { ids[k] = p.Id; offs[k] = new TokenSpan(p.Start, p.End); k++; }
+            if (EndId >= 0) { ids[k] = EndId; k++; }
+            segs.AsSpan(from, k - from).Fill(1);
         }
-        if (options.TokenTranslate is not null)
-            for (int i = 0; i < n; i++) { int t = Vocabulary[tokens[i]]; ids[i] = t >= 0 ? t : UnknownId; }
-        return new EncodedText(tokens, ids, segs, offs);
+        if (tokens is not null)
+        {
+            // bert4keras token_translate works on strings: translate, then look the ids up again.
+            for (int i = 0; i < n; i++)
+            {
+                tokens[i] = Translate(Vocabulary.IdToToken(ids[i]));
+                int t = Vocabulary[tokens[i]];
+                ids[i] = t >= 0 ? t : UnknownId;
+            }
+        }
+        return new EncodedText(tokens, ids, segs, offs, Vocabulary);
     }
 
     /// <summary>Encodes texts and pads them into <c>[batch, length]</c> tensors (length = longest, or <paramref name="maxLength"/> truncation).</summary>
@@ -414,38 +429,66 @@ public sealed partial class BertWordPieceTokenizer
 
     /// <summary>
     /// Lower-case + NFD + drop Mn, remembering for each output char the original span it came from.
+    /// ASCII and the main CJK blocks take a fast path; every other character's result is cached.
     /// </summary>
     (string Text, int[] Starts, int[] Ends) Normalize(string text, int start, int end, bool dropControls)
     {
-        var sb = new StringBuilder(end - start);
-        var starts = new List<int>(end - start);
-        var ends = new List<int>(end - start);
+        int cap = end - start + 8, n = 0;
+        var buf = new char[cap];
+        var starts = new int[cap];
+        var ends = new int[cap];
+        void Put(char c, int s, int e)
+        {
+            if (n == buf.Length)
+            {
+                Array.Resize(ref buf, buf.Length * 2);
+                Array.Resize(ref starts, buf.Length);
+                Array.Resize(ref ends, buf.Length);
+            }
+            buf[n] = c; starts[n] = s; ends[n] = e; n++;
+        }
         int i = start;
         while (i < end)
         {
-            int len = 1;
-            string piece;
-            if (Rune.DecodeFromUtf16(text.AsSpan(i, end - i), out var r, out int consumed) == System.Buffers.OperationStatus.Done)
+            char c = text[i];
+            if (c < 0x80)
             {
-                len = consumed;
-                if (options.LowerCase)
-                {
-                    piece = r.Value == 0x3A3 && IsFinalSigma(text, i, start, end) ? "\u03C2" : CharClasses.LowerFull(r);
-                    piece = StripAccents(piece);
-                }
-                else piece = r.ToString();
+                if (!(dropControls && CharClasses.IsDropped(c))) Put(options.LowerCase && c >= 'A' && c <= 'Z' ? (char)(c + 32) : c, i, i + 1);
+                i++;
+                continue;
             }
-            else piece = text[i].ToString();   // a lone surrogate stays as it is (a word character)
-            foreach (char c in piece)
+            if ((c >= '一' && c <= '鿿') || (c >= '㐀' && c <= '䶿'))
             {
-                if (dropControls && char.IsSurrogate(c) == false && CharClasses.IsDropped(c)) continue;
-                sb.Append(c);
-                starts.Add(i);
-                ends.Add(i + len);
+                Put(c, i, i + 1);   // no case, no decomposition
+                i++;
+                continue;
+            }
+            int len = char.IsHighSurrogate(c) && i + 1 < end && char.IsLowSurrogate(text[i + 1]) ? 2 : 1;
+            string piece;
+            if (char.IsSurrogate(c) && len == 1) piece = c.ToString();                       // a lone surrogate stays as it is
+            else if (!options.LowerCase) piece = text.Substring(i, len);
+            else if (c == '\u03A3' && IsFinalSigma(text, i, start, end)) piece = "\u03C2";
+            else
+            {
+                int cp = len == 2 ? char.ConvertToUtf32(c, text[i + 1]) : c;
+                if (len == 1)
+                    piece = bmpNormalized[c] ??= StripAccents(CharClasses.LowerFull(new Rune(cp)));   // benign race: same value
+                else if (!decompositions.TryGetValue(cp, out piece!))
+                {
+                    piece = StripAccents(CharClasses.LowerFull(new Rune(cp)));
+                    decompositions.TryAdd(cp, piece);
+                }
+            }
+            foreach (char x in piece)
+            {
+                if (dropControls && !char.IsSurrogate(x) && CharClasses.IsDropped(x)) continue;
+                Put(x, i, i + len);
             }
             i += len;
         }
-        return (sb.ToString(), starts.ToArray(), ends.ToArray());
+        Array.Resize(ref starts, n);
+        Array.Resize(ref ends, n);
+        return (new string(buf, 0, n), starts, ends);
     }
 
     static bool IsFinalSigma(string text, int i, int start, int end)
@@ -456,10 +499,8 @@ public sealed partial class BertWordPieceTokenizer
         return before && !after;
     }
 
-    string StripAccents(string s)
+    static string StripAccents(string s)
     {
-        if (s.Length == 1 && s[0] < 0xC0) return s;
-        if (s.Length == 1 && decompositions.TryGetValue(s[0], out var cached)) return cached;
         string d = s.Normalize(NormalizationForm.FormD);
         var sb = new StringBuilder(d.Length);
         for (int k = 0; k < d.Length; k++)
@@ -469,9 +510,7 @@ public sealed partial class BertWordPieceTokenizer
             if (CharUnicodeInfo.GetUnicodeCategory(cp) != UnicodeCategory.NonSpacingMark) sb.Append(d, k, n);
             k += n - 1;
         }
-        string result = sb.ToString();
-        if (s.Length == 1) decompositions.TryAdd(s[0], result);
-        return result;
+        return sb.ToString();
     }
 
     /// <summary>

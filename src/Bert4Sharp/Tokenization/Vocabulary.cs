@@ -13,6 +13,7 @@ public sealed class Vocabulary
     readonly Dictionary<string, int> continuation;   // "##xyz" stored as "xyz"
     readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> continuationLookup;
     readonly string[] tokens;
+    readonly int[] singleChar = new int[0x10000];   // id of each one-char BMP token, or -1: CJK look-ups skip hashing
 
     /// <summary>Builds a vocabulary from tokens in id order. Duplicates keep their first id and are reported.</summary>
     public Vocabulary(IEnumerable<string> tokensInIdOrder, string source = "(memory)")
@@ -21,6 +22,7 @@ public sealed class Vocabulary
         Source = source;
         ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
         continuation = new Dictionary<string, int>(StringComparer.Ordinal);
+        Array.Fill(singleChar, -1);
         var duplicates = new List<string>();
         for (int i = 0; i < tokens.Length; i++)
         {
@@ -31,6 +33,7 @@ public sealed class Vocabulary
                 continue;
             }
             if (t.StartsWith("##", StringComparison.Ordinal) && t.Length > 2) continuation.TryAdd(t[2..], i);
+            if (t.Length == 1) singleChar[t[0]] = i;
             MaxTokenLength = Math.Max(MaxTokenLength, t.Length);
         }
         Duplicates = duplicates;
@@ -60,7 +63,8 @@ public sealed class Vocabulary
     public bool Contains(string token) => ids.ContainsKey(token);
 
     /// <summary>Id of a word-initial piece, or -1.</summary>
-    public int Find(ReadOnlySpan<char> piece) => lookup.TryGetValue(piece, out int id) ? id : -1;
+    public int Find(ReadOnlySpan<char> piece) =>
+        piece.Length == 1 ? singleChar[piece[0]] : lookup.TryGetValue(piece, out int id) ? id : -1;
 
     /// <summary>Id of a continuation piece (<c>##</c> + <paramref name="piece"/>), or -1.</summary>
     public int FindContinuation(ReadOnlySpan<char> piece) => continuationLookup.TryGetValue(piece, out int id) ? id : -1;
