@@ -266,6 +266,14 @@ public sealed partial class BertWordPieceTokenizer
         return new EncodedText(tokens, ids, segs, offs, Vocabulary);
     }
 
+    /// <summary>
+    /// bert4keras <c>compound_tokens</c> spec: for each new word, the ids of the pieces this tokenizer
+    /// splits it into (no start/end tokens). A model loader initialises the new word's embedding as the
+    /// mean of those rows.
+    /// </summary>
+    public IReadOnlyList<int[]> CompoundTokens(IEnumerable<string> words) =>
+        words.Select(w => Pieces(w).Select(p => p.Id).ToArray()).ToList();
+
     /// <summary>Encodes texts and pads them into <c>[batch, length]</c> tensors (length = longest, or <paramref name="maxLength"/> truncation).</summary>
     /// <exception cref="ArgumentException">The batch is empty.</exception>
     public EncodedBatch EncodeBatch(IReadOnlyList<string> texts, int? maxLength = null, torch.Device? device = null)

@@ -136,6 +136,14 @@ public sealed class Vocabulary
         return (new Vocabulary(kept, Source + " (simplified)"), keep.ToArray());
     }
 
+    /// <summary>
+    /// A vocabulary with <paramref name="newTokens"/> appended (new ids after the existing ones; tokens
+    /// already present are skipped). Pair with <see cref="BertWordPieceTokenizer.CompoundTokens"/> to
+    /// initialise their embeddings (bert4keras <c>compound_tokens</c>, as WoBERT does for new words).
+    /// </summary>
+    public Vocabulary Extend(IEnumerable<string> newTokens) =>
+        new([.. tokens, .. newTokens.Where(t => !Contains(t)).Distinct(StringComparer.Ordinal)], Source + " (extended)");
+
     /// <summary>Writes one token per line in id order (bert4keras <c>save_vocab</c>), atomically.</summary>
     public void Save(string path) =>
         Checkpoints.AtomicFile.WriteAllText(path, string.Concat(tokens.Select(t => t + "\n")));

@@ -155,6 +155,18 @@ public class BertWordPieceTokenizerTests
     }
 
     [Fact]
+    public void CompoundTokensForNewWords()
+    {
+        var tk = Small();
+        var spec = tk.CompoundTokens(["北京", "unaffable"]);
+        Assert.Equal([5, 6], spec[0]);
+        Assert.Equal([17, 18, 19], spec[1]);
+        var bigger = tk.Vocabulary.Extend(["北京", "北京", "[UNK]"]);
+        Assert.Equal(SmallVocab.Length + 1, bigger.Count);
+        Assert.Equal(SmallVocab.Length, bigger["北京"]);
+    }
+
+    [Fact]
     public void WoBertPreTokenizerKeepsVocabularyWordsWhole()
     {
         var jieba = DataCache.FindJieba() is null ? null : JiebaSegmenter.FromCache();
