@@ -1,0 +1,71 @@
+namespace Bert4Sharp.Layers;
+
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>Options of <see cref="Embeddings"/>.</summary>
+/// <param name="VocabSize">Token rows.</param>
+/// <param name="Width">Embedding width (smaller than the hidden size when factorised).</param>
+/// <param name="MaxPositions">Rows of a learned absolute position table; 0 for none (rotary models).</param>
+/// <param name="SegmentVocab">Rows of the segment table; 0 for none.</param>
+/// <param name="Norm">Normalisation after the sum, or null.</param>
+/// <param name="Eps">Its epsilon.</param>
+/// <param name="ProjectTo">Hidden size to project to (ALBERT, ELECTRA), or null.</param>
+/// <param name="Dropout">Dropout after the norm (training only).</param>
+public sealed record EmbeddingOptions(int VocabSize, int Width, int MaxPositions, int SegmentVocab, NormKind? Norm, double Eps,
+    int? ProjectTo = null, double Dropout = 0);
+
+/// <summary>
+/// token + position + segment embeddings, then norm, dropout and an optional projection to the hidden
+/// size (factorised embeddings). Parameters <c>word</c>, <c>position</c>, <c>segment</c>, <c>norm</c>, <c>project</c>.
+/// </summary>
+public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
+{
+    readonly EmbeddingOptions options;
+#pragma warning disable IDE0044
+    Embedding word;
+    Embedding? position;
+    Embedding? segment;
+    Norm? norm;
+    Linear? project;
+#pragma warning restore IDE0044
+
+    /// <summary>Creates the layer.</summary>
+    public Embeddings(EmbeddingOptions options, string name = "embeddings") : base(name)
+    {
+        this.options = options;
+        word = nn.Embedding(options.VocabSize, options.Width);
+        if (options.MaxPositions > 0) position = nn.Embedding(options.MaxPositions, options.Width);
+        if (options.SegmentVocab > 0) segment = nn.Embedding(options.SegmentVocab, options.Width);
+        if (options.Norm is NormKind k) norm = new Norm(options.Width, k, options.Eps);
+        if (options.ProjectTo is int h) project = nn.Linear(options.Width, h);
+        RegisterComponents();
+    }
+
+    /// <summary>The token embedding matrix (V, E), tied to the MLM decoder.</summary>
+    public Parameter TokenWeight => word.weight!;
+
+    /// <summary>The options.</summary>
+    public EmbeddingOptions Options => options;
+
+    /// <summary>Embeds token ids (B, T) and optional segment ids (B, T).</summary>
+    /// <exception cref="ArgumentException">The sequence is longer than the position table.</exception>
+    public override Tensor forward(Tensor ids, Tensor? segments)
+    {
+        using var scope = torch.NewDisposeScope();
+        long t = ids.shape[1];
+        var x = word.forward(ids);                                                    // (B, T, E)
+        if (position is not null)
+        {
+            if (t > options.MaxPositions)
+                throw new ArgumentException($"the sequence has {t} tokens but the model has {options.MaxPositions} positions (max_position_embeddings); truncate the text (e.g. Encode(maxLength: {options.MaxPositions}))");
+            x = x + position.forward(torch.arange(t, device: ids.device)).unsqueeze(0);
+        }
+        if (segment is not null) x = x + segment.forward(segments ?? torch.zeros_like(ids));
+        if (norm is not null) x = norm.forward(x);
+        if (training && options.Dropout > 0) x = nn.functional.dropout(x, options.Dropout, true);
+        if (project is not null) x = project.forward(x);                              // (B, T, H)
+        return x.MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,85 @@
+namespace Bert4Sharp.Layers;
+
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>How positions enter attention.</summary>
+public enum AttentionPosition
+{
+    /// <summary>Nothing inside attention (absolute positions were added to the embeddings).</summary>
+    None,
+    /// <summary>Rotary embedding on queries and keys (RoFormer, RoFormerV2).</summary>
+    Rotary,
+}
+
+/// <summary>Options of <see cref="MultiHeadAttention"/>.</summary>
+/// <param name="HiddenSize">Input and output width.</param>
+/// <param name="Heads">Number of heads.</param>
+/// <param name="HeadSize">Width of each head's values (and keys unless <paramref name="KeySize"/> is set).</param>
+/// <param name="KeySize">Width of each head's queries/keys when it differs from <paramref name="HeadSize"/>.</param>
+/// <param name="UseBias">Biases on the projections (false for RoFormerV2).</param>
+/// <param name="Position">Position scheme inside attention.</param>
+/// <param name="RotateValues">Rotary also on values (RoFormer <c>rotary_value</c>).</param>
+/// <param name="Dropout">Dropout on attention probabilities (training only).</param>
+public sealed record AttentionOptions(int HiddenSize, int Heads, int HeadSize, int? KeySize = null, bool UseBias = true,
+    AttentionPosition Position = AttentionPosition.None, bool RotateValues = false, double Dropout = 0)
+{
+    /// <summary>Width of each head's queries and keys.</summary>
+    public int QueryKeySize => KeySize ?? HeadSize;
+}
+
+/// <summary>
+/// Multi-head self-attention with one fused QKV projection (one GEMM over all tokens) and PyTorch's
+/// scaled-dot-product attention kernel. Parameters: <c>qkv</c> (rows: queries, keys, values) and <c>output</c>.
+/// </summary>
+public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
+{
+    readonly AttentionOptions options;
+#pragma warning disable IDE0044
+    Linear qkv;
+    Linear output;
+#pragma warning restore IDE0044
+
+    /// <summary>Creates the layer.</summary>
+    /// <exception cref="ArgumentException">Non-positive sizes, or an odd head size with rotary positions.</exception>
+    public MultiHeadAttention(AttentionOptions options, string name = "attention") : base(name)
+    {
+        if (options.Heads <= 0 || options.HeadSize <= 0 || options.QueryKeySize <= 0)
+            throw new ArgumentException($"heads and head sizes must be positive, got {options.Heads}, {options.HeadSize}, {options.QueryKeySize}");
+        if (options.Position == AttentionPosition.Rotary && options.QueryKeySize % 2 != 0)
+            throw new ArgumentException($"rotary positions need an even key size, got {options.QueryKeySize}");
+        this.options = options;
+        int qk = options.Heads * options.QueryKeySize, v = options.Heads * options.HeadSize;
+        qkv = nn.Linear(options.HiddenSize, 2 * qk + v, hasBias: options.UseBias);
+        output = nn.Linear(v, options.HiddenSize, hasBias: options.UseBias);
+        RegisterComponents();
+    }
+
+    /// <summary>The options.</summary>
+    public AttentionOptions Options => options;
+
+    /// <summary>Attention of <paramref name="x"/> (B, T, H) to itself; <paramref name="mask"/> is additive, broadcastable to (B, heads, T, T).</summary>
+    public override Tensor forward(Tensor x, Tensor? mask)
+    {
+        using var scope = torch.NewDisposeScope();
+        long b = x.shape[0], t = x.shape[1];
+        int h = options.Heads, dk = options.QueryKeySize, dv = options.HeadSize;
+        var proj = qkv.forward(x);                                                        // (B, T, 2·h·dk + h·dv)
+        var parts = proj.split([h * dk, h * dk, h * dv], -1);
+        var q = parts[0].view(b, t, h, dk).transpose(1, 2);                               // (B, h, T, dk)
+        var k = parts[1].view(b, t, h, dk).transpose(1, 2);
+        var v = parts[2].view(b, t, h, dv).transpose(1, 2);                               // (B, h, T, dv)
+        if (options.Position == AttentionPosition.Rotary)
+        {
+            var (sin, cos) = RotaryEmbedding.Tables(t, dk, x.device, x.dtype);
+            q = RotaryEmbedding.Apply(q, sin, cos);
+            k = RotaryEmbedding.Apply(k, sin, cos);
+            if (options.RotateValues) v = RotaryEmbedding.Apply(v, sin, cos);
+        }
+        double p = training ? options.Dropout : 0;
+        var o = nn.functional.scaled_dot_product_attention(q, k, v, mask, p, false);     // (B, h, T, dv)
+        o = o.transpose(1, 2).reshape(b, t, h * dv);                                      // (B, T, h·dv)
+        return output.forward(o).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,192 @@
+namespace Bert4Sharp.Models;
+
+using Bert4Sharp.Layers;
+
+/// <summary>One parameter's names in checkpoints: Hugging Face (PyTorch) and TensorFlow (bert4keras-era) spellings.</summary>
+/// <param name="Internal">Bert4Sharp's parameter name.</param>
+/// <param name="HuggingFace">HF tensors concatenated along dim 0 to form it (q, k, v for the fused projection).</param>
+/// <param name="TensorFlow">TF variables concatenated likewise (after transposing kernels).</param>
+/// <param name="TransposeTensorFlow">TF stores dense kernels as [in, out]: transpose to [out, in].</param>
+public sealed record NameMapping(string Internal, string[] HuggingFace, string[] TensorFlow, bool TransposeTensorFlow);
+
+/// <summary>
+/// A model family (bert4keras's <c>model=</c> argument): how a config becomes <see cref="ArchitectureOptions"/>,
+/// and the checkpoint name table next to it. Add a family by adding a subclass here.
+/// </summary>
+public abstract class ModelFamily
+{
+    /// <summary>Name as given to <see cref="TransformerModels.Build(string, string?, string, Application, BuildOptions?)"/>.</summary>
+    public abstract string Name { get; }
+
+    /// <summary>The architecture this family builds from <paramref name="c"/>.</summary>
+    public abstract ArchitectureOptions Architecture(TransformerConfig c);
+
+    /// <summary>The name table for a model with <paramref name="layers"/> distinct blocks.</summary>
+    public abstract IEnumerable<NameMapping> Names(TransformerConfig c, int layers);
+
+    /// <summary>Checkpoint tensors that carry nothing the model needs (tied copies, buffers), matched by suffix.</summary>
+    public virtual IReadOnlyList<string> Ignorable => ["position_ids", ".decoder.weight", ".decoder.bias", "embed_positions.weight"];
+
+    /// <summary>All families, by name and alias.</summary>
+    public static readonly IReadOnlyDictionary<string, ModelFamily> All = new Dictionary<string, ModelFamily>(StringComparer.OrdinalIgnoreCase)
+    {
+        ["bert"] = new BertFamily(), ["roberta"] = new BertFamily("roberta"),
+        ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
+    };
+
+    /// <summary>Looks a family up.</summary>
+    /// <exception cref="ArgumentException">Unknown name; lists the known ones.</exception>
+    public static ModelFamily Get(string name) => All.TryGetValue(name, out var f)
+        ? f : throw new ArgumentException($"unknown model family '{name}'; known: {string.Join(", ", All.Keys.Order())}");
+
+    // Helpers that spell the usual tables.
+    internal static IEnumerable<NameMapping> Dense(string internalName, string hf, string tf, bool bias = true)
+    {
+        yield return new(internalName + ".weight", [hf + ".weight"], [tf + "/kernel"], true);
+        if (bias) yield return new(internalName + ".bias", [hf + ".bias"], [tf + "/bias"], false);
+    }
+
+    internal static IEnumerable<NameMapping> LayerNorm(string internalName, string hf, string tf)
+    {
+        yield return new(internalName + ".weight", [hf + ".weight"], [tf + "/gamma"], false);
+        yield return new(internalName + ".bias", [hf + ".bias"], [tf + "/beta"], false);
+    }
+
+    internal static IEnumerable<NameMapping> Qkv(string internalName, string hf, string tf, bool bias = true)
+    {
+        yield return new(internalName + ".weight", [hf + ".query.weight", hf + ".key.weight", hf + ".value.weight"],
+            [tf + "/query/kernel", tf + "/key/kernel", tf + "/value/kernel"], true);
+        if (bias) yield return new(internalName + ".bias", [hf + ".query.bias", hf + ".key.bias", hf + ".value.bias"],
+            [tf + "/query/bias", tf + "/key/bias", tf + "/value/bias"], false);
+    }
+
+    internal static IEnumerable<NameMapping> Embedding(string internalName, string hf, string tf) =>
+        [new(internalName + ".weight", [hf + ".weight"], [tf], false)];
+}
+
+/// <summary>BERT (and RoBERTa in BERT layout, as the Chinese RoBERTa releases are): learned positions, post-norm, pooler, NSP.</summary>
+public sealed class BertFamily(string name = "bert") : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => name;
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c) => new(
+        new EmbeddingOptions(c.VocabSize, c.EmbeddingWidth, c.MaxPositionEmbeddings, c.TypeVocabSize, NormKind.LayerNorm, c.LayerNormEps,
+            c.EmbeddingWidth != c.HiddenSize ? c.HiddenSize : null, c.HiddenDropoutProb),
+        new EncoderLayerOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, Dropout: c.AttentionProbsDropoutProb),
+            c.IntermediateSize, c.HiddenAct, NormKind.LayerNorm, c.LayerNormEps, Dropout: c.HiddenDropoutProb),
+        c.NumHiddenLayers, ShareLayers: false, Pooler: true, MlmWidth: c.EmbeddingWidth, MlmActivation: c.HiddenAct, MlmNorm: NormKind.LayerNorm);
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers) => BertNames(name, "bert", layers, c);
+
+    internal static IEnumerable<NameMapping> BertNames(string p, string tfp, int layers, TransformerConfig c, bool positions = true)
+    {
+        foreach (var m in Embedding("embeddings.word", $"{p}.embeddings.word_embeddings", $"{tfp}/embeddings/word_embeddings")) yield return m;
+        if (positions) foreach (var m in Embedding("embeddings.position", $"{p}.embeddings.position_embeddings", $"{tfp}/embeddings/position_embeddings")) yield return m;
+        foreach (var m in Embedding("embeddings.segment", $"{p}.embeddings.token_type_embeddings", $"{tfp}/embeddings/token_type_embeddings")) yield return m;
+        foreach (var m in LayerNorm("embeddings.norm", $"{p}.embeddings.LayerNorm", $"{tfp}/embeddings/LayerNorm")) yield return m;
+        for (int i = 0; i < layers; i++)
+        {
+            string l = $"layers.{i}", hf = $"{p}.encoder.layer.{i}", tf = $"{tfp}/encoder/layer_{i}";
+            foreach (var m in Qkv($"{l}.attention.qkv", $"{hf}.attention.self", $"{tf}/attention/self")) yield return m;
+            foreach (var m in Dense($"{l}.attention.output", $"{hf}.attention.output.dense", $"{tf}/attention/output/dense")) yield return m;
+            foreach (var m in LayerNorm($"{l}.attention_norm", $"{hf}.attention.output.LayerNorm", $"{tf}/attention/output/LayerNorm")) yield return m;
+            foreach (var m in Dense($"{l}.ffn.inner", $"{hf}.intermediate.dense", $"{tf}/intermediate/dense")) yield return m;
+            foreach (var m in Dense($"{l}.ffn.outer", $"{hf}.output.dense", $"{tf}/output/dense")) yield return m;
+            foreach (var m in LayerNorm($"{l}.ffn_norm", $"{hf}.output.LayerNorm", $"{tf}/output/LayerNorm")) yield return m;
+        }
+        foreach (var m in Dense("pooler", $"{p}.pooler.dense", $"{tfp}/pooler/dense")) yield return m;
+        foreach (var m in Dense("mlm_dense", "cls.predictions.transform.dense", "cls/predictions/transform/dense")) yield return m;
+        foreach (var m in LayerNorm("mlm_norm", "cls.predictions.transform.LayerNorm", "cls/predictions/transform/LayerNorm")) yield return m;
+        yield return new("mlm_bias", ["cls.predictions.bias"], ["cls/predictions/output_bias"], false);
+        // NSP weights are stored [2, H] in TF already (output_weights), so no transpose.
+        yield return new("sentence.weight", ["cls.seq_relationship.weight"], ["cls/seq_relationship/output_weights"], false);
+        yield return new("sentence.bias", ["cls.seq_relationship.bias"], ["cls/seq_relationship/output_bias"], false);
+    }
+}
+
+/// <summary>ALBERT: factorised embedding (E → H), one block shared by every layer, sentence-order head.</summary>
+public sealed class AlbertFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "albert";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        if (c.NumHiddenGroups != 1 || c.InnerGroupNum != 1)
+            throw new NotSupportedException($"ALBERT with num_hidden_groups={c.NumHiddenGroups}, inner_group_num={c.InnerGroupNum} is not supported yet (every released ALBERT uses 1 and 1)");
+        return new BertFamily().Architecture(c) with
+        {
+            Embeddings = new EmbeddingOptions(c.VocabSize, c.EmbeddingWidth, c.MaxPositionEmbeddings, c.TypeVocabSize, NormKind.LayerNorm, c.LayerNormEps, c.HiddenSize, c.HiddenDropoutProb),
+            ShareLayers = true,
+        };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        foreach (var m in BertFamily.BertNames("albert", "bert", 0, c).Where(m => m.Internal.StartsWith("embeddings.", StringComparison.Ordinal))) yield return m;
+        foreach (var m in Dense("embeddings.project", "albert.encoder.embedding_hidden_mapping_in", "bert/encoder/embedding_hidden_mapping_in")) yield return m;
+        const string hf = "albert.encoder.albert_layer_groups.0.albert_layers.0", tf = "bert/encoder/transformer/group_0/inner_group_0";
+        foreach (var m in Qkv("layers.0.attention.qkv", $"{hf}.attention", $"{tf}/attention_1/self")) yield return m;
+        foreach (var m in Dense("layers.0.attention.output", $"{hf}.attention.dense", $"{tf}/attention_1/output/dense")) yield return m;
+        foreach (var m in LayerNorm("layers.0.attention_norm", $"{hf}.attention.LayerNorm", $"{tf}/LayerNorm")) yield return m;
+        foreach (var m in Dense("layers.0.ffn.inner", $"{hf}.ffn", $"{tf}/ffn_1/intermediate/dense")) yield return m;
+        foreach (var m in Dense("layers.0.ffn.outer", $"{hf}.ffn_output", $"{tf}/ffn_1/intermediate/output/dense")) yield return m;
+        foreach (var m in LayerNorm("layers.0.ffn_norm", $"{hf}.full_layer_layer_norm", $"{tf}/LayerNorm_1")) yield return m;
+        foreach (var m in Dense("pooler", "albert.pooler", "bert/pooler/dense")) yield return m;
+        foreach (var m in Dense("mlm_dense", "predictions.dense", "cls/predictions/transform/dense")) yield return m;
+        foreach (var m in LayerNorm("mlm_norm", "predictions.LayerNorm", "cls/predictions/transform/LayerNorm")) yield return m;
+        yield return new("mlm_bias", ["predictions.bias"], ["cls/predictions/output_bias"], false);
+        yield return new("sentence.weight", ["sop_classifier.classifier.weight"], ["cls/seq_relationship/output_weights"], false);
+        yield return new("sentence.bias", ["sop_classifier.classifier.bias"], ["cls/seq_relationship/output_bias"], false);
+    }
+}
+
+/// <summary>ELECTRA discriminator: BERT blocks over a factorised embedding, replaced-token head.</summary>
+public sealed class ElectraFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "electra";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c) => new BertFamily().Architecture(c) with { Pooler = false };
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        foreach (var m in BertFamily.BertNames("electra", "electra", layers, c).Where(m => !m.Internal.StartsWith("pooler", StringComparison.Ordinal)
+            && !m.Internal.StartsWith("mlm", StringComparison.Ordinal) && !m.Internal.StartsWith("sentence", StringComparison.Ordinal))) yield return m;
+        foreach (var m in Dense("embeddings.project", "electra.embeddings_project", "electra/embeddings_project")) yield return m;
+        foreach (var m in Dense("discriminator_dense", "discriminator_predictions.dense", "discriminator_predictions/dense")) yield return m;
+        foreach (var m in Dense("discriminator_output", "discriminator_predictions.dense_prediction", "discriminator_predictions/dense_1")) yield return m;
+    }
+}
+
+/// <summary>RoFormer: BERT with rotary positions instead of a learned table (Su et al.).</summary>
+public sealed class RoFormerFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "roformer";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var b = new BertFamily().Architecture(c);
+        return b with
+        {
+            Embeddings = b.Embeddings with { MaxPositions = 0 },
+            Layer = b.Layer with { Attention = b.Layer.Attention with { Position = AttentionPosition.Rotary, RotateValues = c.RotaryValue } },
+        };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        foreach (var m in BertFamily.BertNames("roformer", "bert", layers, c, positions: false)) yield return m;
+        foreach (var m in Dense("embeddings.project", "roformer.embeddings_project", "bert/embeddings_project")) yield return m;
+    }
+}

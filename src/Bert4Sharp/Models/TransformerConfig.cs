@@ -1,0 +1,108 @@
+namespace Bert4Sharp.Models;
+
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+/// <summary>
+/// A Transformer's <c>config.json</c>. Property names are the Hugging Face keys; bert4keras-era
+/// spellings (<c>bert_config.json</c>, <c>albert_config*.json</c>) are accepted by <see cref="Load"/> and renamed
+/// in one place (<see cref="Aliases"/>). Defaults are Hugging Face's BERT defaults.
+/// </summary>
+public sealed record TransformerConfig
+{
+    /// <summary>HF <c>model_type</c> (bert, albert, electra, roformer, …), when the file says.</summary>
+    [JsonPropertyName("model_type")] public string? ModelType { get; init; }
+    /// <summary>Vocabulary size (rows of the token embedding).</summary>
+    [JsonPropertyName("vocab_size")] public int VocabSize { get; init; }
+    /// <summary>Width of the hidden states.</summary>
+    [JsonPropertyName("hidden_size")] public int HiddenSize { get; init; } = 768;
+    /// <summary>Number of Transformer layers.</summary>
+    [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; init; } = 12;
+    /// <summary>Number of attention heads.</summary>
+    [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; init; } = 12;
+    /// <summary>Width of the feed-forward inner layer.</summary>
+    [JsonPropertyName("intermediate_size")] public int IntermediateSize { get; init; } = 3072;
+    /// <summary>Activation of the feed-forward layer (gelu = exact erf GELU, gelu_new = tanh approximation, relu, silu…).</summary>
+    [JsonPropertyName("hidden_act")] public string HiddenAct { get; init; } = "gelu";
+    /// <summary>Dropout on hidden states.</summary>
+    [JsonPropertyName("hidden_dropout_prob")] public double HiddenDropoutProb { get; init; } = 0.1;
+    /// <summary>Dropout on attention probabilities.</summary>
+    [JsonPropertyName("attention_probs_dropout_prob")] public double AttentionProbsDropoutProb { get; init; } = 0.1;
+    /// <summary>Rows of the learned position embedding (0 for models without one, e.g. RoFormerV2).</summary>
+    [JsonPropertyName("max_position_embeddings")] public int MaxPositionEmbeddings { get; init; } = 512;
+    /// <summary>Rows of the segment (token type) embedding.</summary>
+    [JsonPropertyName("type_vocab_size")] public int TypeVocabSize { get; init; } = 2;
+    /// <summary>LayerNorm epsilon.</summary>
+    [JsonPropertyName("layer_norm_eps")] public double LayerNormEps { get; init; } = 1e-12;
+    /// <summary>Factorised embedding width (ALBERT, ELECTRA, RoFormer); null or equal to hidden size for none.</summary>
+    [JsonPropertyName("embedding_size")] public int? EmbeddingSize { get; init; }
+    /// <summary>ALBERT: number of distinct layer groups (1 = all layers share parameters).</summary>
+    [JsonPropertyName("num_hidden_groups")] public int NumHiddenGroups { get; init; } = 1;
+    /// <summary>ALBERT: layers inside a group.</summary>
+    [JsonPropertyName("inner_group_num")] public int InnerGroupNum { get; init; } = 1;
+    /// <summary>Padding token id.</summary>
+    [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; }
+    /// <summary>RoFormer: also rotate values.</summary>
+    [JsonPropertyName("rotary_value")] public bool RotaryValue { get; init; }
+    /// <summary>Initialiser standard deviation (used when weights are not loaded).</summary>
+    [JsonPropertyName("initializer_range")] public double InitializerRange { get; init; } = 0.02;
+
+    /// <summary>bert4keras / Google spellings → Hugging Face keys.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Aliases = new Dictionary<string, string>
+    {
+        ["dropout_rate"] = "hidden_dropout_prob",
+        ["attention_dropout_rate"] = "attention_probs_dropout_prob",
+        ["max_position"] = "max_position_embeddings",
+        ["segment_vocab_size"] = "type_vocab_size",
+        ["layer_norm_epsilon"] = "layer_norm_eps",
+        ["n_layer"] = "num_hidden_layers",
+        ["n_head"] = "num_attention_heads",
+        ["n_embd"] = "hidden_size",
+    };
+
+    /// <summary>Effective embedding width.</summary>
+    [JsonIgnore] public int EmbeddingWidth => EmbeddingSize ?? HiddenSize;
+
+    /// <summary>Width of one head.</summary>
+    [JsonIgnore] public int HeadSize => HiddenSize / NumAttentionHeads;
+
+    /// <summary>Reads a config file (HF or bert4keras spelling) and validates it.</summary>
+    /// <exception cref="FileNotFoundException">No file.</exception>
+    /// <exception cref="InvalidDataException">Not JSON, a field of the wrong type, or impossible values (names the field and the values).</exception>
+    public static TransformerConfig Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config not found", path);
+        Dictionary<string, JsonElement> raw;
+        try { raw = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllBytes(path)) ?? []; }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: not a JSON object ({e.Message})", e); }
+        var renamed = new Dictionary<string, JsonElement>();
+        foreach (var (k, v) in raw) renamed.TryAdd(Aliases.TryGetValue(k, out var hf) ? hf : k, v);
+        foreach (var (k, v) in raw) if (!Aliases.ContainsKey(k)) renamed[k] = v;   // the HF spelling wins if both are present
+        TransformerConfig config;
+        try { config = JsonSerializer.Deserialize<TransformerConfig>(JsonSerializer.Serialize(renamed))!; }
+        catch (JsonException e) { throw new InvalidDataException($"{path}: field '{e.Path?.TrimStart('$', '.')}' has the wrong type ({e.Message})", e); }
+        config.Validate(path);
+        return config;
+    }
+
+    /// <summary>Checks the values fit together.</summary>
+    /// <exception cref="InvalidDataException">Names the field and the values.</exception>
+    public void Validate(string source = "config")
+    {
+        void Positive(int v, string name) { if (v <= 0) throw new InvalidDataException($"{source}: {name} must be positive, got {v}"); }
+        Positive(VocabSize, "vocab_size");
+        Positive(HiddenSize, "hidden_size");
+        Positive(NumHiddenLayers, "num_hidden_layers");
+        Positive(NumAttentionHeads, "num_attention_heads");
+        Positive(IntermediateSize, "intermediate_size");
+        if (HiddenSize % NumAttentionHeads != 0)
+            throw new InvalidDataException($"{source}: num_attention_heads must divide hidden_size, got {NumAttentionHeads} and {HiddenSize}");
+        if (EmbeddingSize is <= 0) throw new InvalidDataException($"{source}: embedding_size must be positive, got {EmbeddingSize}");
+        if (NumHiddenGroups <= 0 || NumHiddenLayers % NumHiddenGroups != 0)
+            throw new InvalidDataException($"{source}: num_hidden_groups must divide num_hidden_layers, got {NumHiddenGroups} and {NumHiddenLayers}");
+    }
+
+    /// <summary>Writes the config as Hugging Face <c>config.json</c>.</summary>
+    public void Save(string path, string modelType) =>
+        Checkpoints.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(this with { ModelType = modelType }, new JsonSerializerOptions { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull }));
+}

@@ -1,0 +1,183 @@
+namespace Bert4Sharp.Models;
+
+using Bert4Sharp.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>What the model is built for (bert4keras <c>application</c> plus the heads a checkpoint carries).</summary>
+public enum Application
+{
+    /// <summary>Hidden states (and the pooler when the family has one).</summary>
+    Encoder,
+    /// <summary>Encoder + masked-LM head (tied decoder).</summary>
+    MaskedLM,
+    /// <summary>Encoder + MLM head + next-sentence / sentence-order head.</summary>
+    PreTraining,
+    /// <summary>ELECTRA: encoder + replaced-token discriminator.</summary>
+    Discriminator,
+}
+
+/// <summary>The architecture knobs a family sets from a config (x-transformers style, grouped by component).</summary>
+/// <param name="Embeddings">Embedding layer options.</param>
+/// <param name="Layer">Options of every block.</param>
+/// <param name="Layers">Number of blocks applied.</param>
+/// <param name="ShareLayers">One block applied <paramref name="Layers"/> times (ALBERT).</param>
+/// <param name="Pooler">Has a tanh pooler over the first token.</param>
+/// <param name="MlmWidth">Width of the MLM transform (the embedding width).</param>
+/// <param name="MlmActivation">MLM transform activation.</param>
+/// <param name="MlmNorm">MLM transform norm (null for none).</param>
+/// <param name="MlmTransform">Has the dense transform before the decoder (false: hidden states go straight to the tied decoder).</param>
+/// <param name="MlmBias">Has an output bias.</param>
+public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, EncoderLayerOptions Layer, int Layers, bool ShareLayers, bool Pooler,
+    int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true);
+
+/// <summary>Outputs of <see cref="TransformerModel.forward"/>; tensors not asked for are null.</summary>
+public sealed class ModelOutput : IDisposable
+{
+    /// <summary>Final hidden states (B, T, H).</summary>
+    public required Tensor LastHiddenState { get; init; }
+    /// <summary>Embedding output then every block's output, when asked for.</summary>
+    public IReadOnlyList<Tensor>? HiddenStates { get; init; }
+    /// <summary>Pooled first-token vector (B, H), when the model has a pooler.</summary>
+    public Tensor? Pooled { get; init; }
+    /// <summary>MLM logits (B, T, V).</summary>
+    public Tensor? Logits { get; init; }
+    /// <summary>Next-sentence / sentence-order logits (B, 2).</summary>
+    public Tensor? SentenceLogits { get; init; }
+    /// <summary>ELECTRA discriminator logits (B, T).</summary>
+    public Tensor? DiscriminatorLogits { get; init; }
+
+    /// <summary>Moves every tensor out of the current dispose scope.</summary>
+    internal ModelOutput MoveOut()
+    {
+        LastHiddenState.MoveToOuterDisposeScope();
+        if (HiddenStates is not null) foreach (var h in HiddenStates) h.MoveToOuterDisposeScope();
+        Pooled?.MoveToOuterDisposeScope();
+        Logits?.MoveToOuterDisposeScope();
+        SentenceLogits?.MoveToOuterDisposeScope();
+        DiscriminatorLogits?.MoveToOuterDisposeScope();
+        return this;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        LastHiddenState.Dispose();
+        if (HiddenStates is not null) foreach (var h in HiddenStates) if (!ReferenceEquals(h, LastHiddenState)) h.Dispose();
+        Pooled?.Dispose();
+        Logits?.Dispose();
+        SentenceLogits?.Dispose();
+        DiscriminatorLogits?.Dispose();
+    }
+}
+
+/// <summary>
+/// The bert4keras skeleton: embeddings → N blocks → final layers (pooler, MLM, NSP/SOP, discriminator).
+/// Families (<see cref="ModelFamily"/>) differ only in <see cref="ArchitectureOptions"/> and checkpoint names.
+/// Parameter names are Bert4Sharp's own (<c>embeddings.word.weight</c>, <c>layers.0.attention.qkv.weight</c>…);
+/// each family maps them to Hugging Face and TensorFlow names.
+/// </summary>
+public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, ModelOutput>
+{
+    readonly ArchitectureOptions arch;
+#pragma warning disable IDE0044
+    Embeddings embeddings;
+    ModuleList<EncoderLayer> layers;
+    Linear? pooler;
+    Linear? mlm_dense;
+    Norm? mlm_norm;
+    Parameter? mlm_bias;
+    Linear? sentence;
+    Linear? discriminator_dense;
+    Linear? discriminator_output;
+#pragma warning restore IDE0044
+
+    /// <summary>Builds a randomly initialised model (use <see cref="TransformerModels.Build(string, string?, string, Application, BuildOptions?)"/> to load weights).</summary>
+    public TransformerModel(ModelFamily family, TransformerConfig config, ArchitectureOptions arch, Application application) : base(family.Name)
+    {
+        Family = family;
+        Config = config;
+        this.arch = arch;
+        Application = application;
+        embeddings = new Embeddings(arch.Embeddings);
+        int distinct = arch.ShareLayers ? 1 : arch.Layers;
+        layers = nn.ModuleList(Enumerable.Range(0, distinct).Select(_ => new EncoderLayer(arch.Layer)).ToArray());
+        int h = arch.Layer.Attention.HiddenSize;
+        if (arch.Pooler && application != Application.MaskedLM && application != Application.Discriminator) pooler = nn.Linear(h, h);
+        if (application is Application.MaskedLM or Application.PreTraining)
+        {
+            if (arch.MlmTransform)
+            {
+                mlm_dense = nn.Linear(h, arch.MlmWidth);
+                if (arch.MlmNorm is NormKind k) mlm_norm = new Norm(arch.MlmWidth, k, arch.Layer.Eps);
+            }
+            if (arch.MlmBias) mlm_bias = new Parameter(torch.zeros(config.VocabSize));
+        }
+        if (application == Application.PreTraining)
+        {
+            if (!arch.Pooler) throw new ArgumentException($"{family.Name} has no pooler, so it has no next-sentence head; use Application.MaskedLM");
+            sentence = nn.Linear(h, 2);
+        }
+        if (application == Application.Discriminator)
+        {
+            discriminator_dense = nn.Linear(h, h);
+            discriminator_output = nn.Linear(h, 1);
+        }
+        RegisterComponents();
+    }
+
+    /// <summary>The family.</summary>
+    public ModelFamily Family { get; }
+    /// <summary>The config it was built from.</summary>
+    public TransformerConfig Config { get; }
+    /// <summary>The application.</summary>
+    public Application Application { get; }
+    /// <summary>The architecture options.</summary>
+    public ArchitectureOptions Architecture => arch;
+
+    /// <summary>Runs the model without collecting every layer's hidden states.</summary>
+    public override ModelOutput forward(Tensor ids, Tensor? segments, Tensor? attentionMask) => Forward(ids, segments, attentionMask, false);
+
+    /// <summary>
+    /// Runs the model. <paramref name="ids"/> and <paramref name="segments"/> are (B, T) int64;
+    /// <paramref name="attentionMask"/> is (B, T) with 1 at real tokens and 0 at padding.
+    /// </summary>
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates)
+    {
+        if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
+        if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
+        using var scope = torch.NewDisposeScope();
+        Tensor? bias = null;
+        if (attentionMask is not null)
+        {
+            // (B, T) → additive (B, 1, 1, T): 0 where attended, the most negative float at padding, as Hugging Face.
+            var keep = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+            bias = torch.zeros(keep.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(keep.logical_not(), float.MinValue);
+        }
+        var x = embeddings.forward(ids, segments);
+        var all = outputHiddenStates ? new List<Tensor> { x } : null;
+        for (int i = 0; i < arch.Layers; i++)
+        {
+            x = layers[arch.ShareLayers ? 0 : i].forward(x, bias);
+            all?.Add(x);
+        }
+        Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();
+        Tensor? logits = null;
+        if (mlm_bias is not null || mlm_dense is not null)
+        {
+            var y = x;
+            if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));
+            if (mlm_norm is not null) y = mlm_norm.forward(y);
+            logits = nn.functional.linear(y, embeddings.TokenWeight, mlm_bias);            // (B, T, V), decoder tied
+        }
+        Tensor? sentenceLogits = sentence is null || pooled is null ? null : sentence.forward(pooled);
+        Tensor? disc = null;
+        if (discriminator_dense is not null)
+            disc = discriminator_output!.forward(Activations.Apply(Config.HiddenAct, discriminator_dense.forward(x))).squeeze(-1);
+        return new ModelOutput
+        {
+            LastHiddenState = x, HiddenStates = all, Pooled = pooled, Logits = logits, SentenceLogits = sentenceLogits, DiscriminatorLogits = disc,
+        }.MoveOut();
+    }
+}

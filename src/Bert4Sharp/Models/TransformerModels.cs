@@ -1,0 +1,54 @@
+namespace Bert4Sharp.Models;
+
+using Bert4Sharp.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>Options of <see cref="TransformerModels.Build(string, string?, string, Application, BuildOptions?)"/>.</summary>
+public sealed record BuildOptions
+{
+    /// <summary>Fail on missing, unexpected or mis-shaped weights (default); false loads what fits and reports the rest.</summary>
+    public bool Strict { get; init; } = true;
+    /// <summary>bert4keras <c>keep_tokens</c>: embedding rows to keep, in new-id order (from <c>Vocabulary.Simplify</c>).</summary>
+    public IReadOnlyList<int>? KeepTokens { get; init; }
+    /// <summary>bert4keras <c>compound_tokens</c>: new rows as the mean of existing ones (from <c>CompoundTokens</c>).</summary>
+    public IReadOnlyList<int[]>? CompoundTokens { get; init; }
+    /// <summary>Device; default CUDA when present, else CPU.</summary>
+    public Device? Device { get; init; }
+}
+
+/// <summary>The one entry point: config (+ checkpoint) → a ready model, as bert4keras's <c>build_transformer_model</c>.</summary>
+public static class TransformerModels
+{
+    /// <summary>
+    /// Builds a <paramref name="family"/> model from <paramref name="configPath"/> (HF <c>config.json</c> or
+    /// bert4keras <c>bert_config.json</c>) and loads <paramref name="checkpointPath"/> (any format
+    /// <see cref="Checkpoint.Open(string)"/> reads), in evaluation mode.
+    /// </summary>
+    public static TransformerModel Build(string configPath, string? checkpointPath, string family, Application application = Application.Encoder, BuildOptions? options = null)
+    {
+        var config = TransformerConfig.Load(configPath);
+        if (checkpointPath is null) return Build(config, null, ModelFamily.Get(family), application, options, out _);
+        using var ck = Checkpoint.Open(checkpointPath);
+        return Build(config, ck, ModelFamily.Get(family), application, options, out _);
+    }
+
+    /// <summary>Builds from objects; <paramref name="report"/> tells what loading found (null without a checkpoint).</summary>
+    public static TransformerModel Build(TransformerConfig config, Checkpoint? checkpoint, ModelFamily family, Application application,
+        BuildOptions? options, out LoadReport? report)
+    {
+        options ??= new();
+        int vocab = options.KeepTokens?.Count ?? config.VocabSize;
+        vocab += options.CompoundTokens?.Count ?? 0;
+        var effective = config with { VocabSize = vocab };
+        effective.Validate();
+        var model = new TransformerModel(family, effective, family.Architecture(effective), application);
+        report = null;
+        if (checkpoint is not null)
+            report = WeightLoader.Load(model, checkpoint, options.Strict, options.KeepTokens, options.CompoundTokens);
+        model.eval();
+        var device = options.Device ?? Runtime.TorchInfo.DefaultDevice;
+        if (device.type != DeviceType.CPU) model.to(device);
+        return model;
+    }
+}
