@@ -38,7 +38,17 @@ public static class WeightLoader
     /// </summary>
     /// <exception cref="CheckpointMismatchException">Strict loading found problems.</exception>
     public static LoadReport Load(TransformerModel model, Checkpoint checkpoint, bool strict = true,
-        IReadOnlyList<int>? keepTokens = null, IReadOnlyList<int[]>? compoundTokens = null)
+        IReadOnlyList<int>? keepTokens = null, IReadOnlyList<int[]>? compoundTokens = null) =>
+        Run(model, checkpoint, strict, keepTokens, compoundTokens, dryRun: false);
+
+    /// <summary>
+    /// Matches names and shapes without reading any tensor data (works on an index whose data shard is
+    /// absent): what <see cref="Load"/> would load, miss, or find unexpected.
+    /// </summary>
+    public static LoadReport Check(TransformerModel model, Checkpoint checkpoint, IReadOnlyList<int>? keepTokens = null, IReadOnlyList<int[]>? compoundTokens = null) =>
+        Run(model, checkpoint, strict: false, keepTokens, compoundTokens, dryRun: true);
+
+    static LoadReport Run(TransformerModel model, Checkpoint checkpoint, bool strict, IReadOnlyList<int>? keepTokens, IReadOnlyList<int[]>? compoundTokens, bool dryRun)
     {
         var family = model.Family;
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
@@ -75,6 +85,22 @@ public static class WeightLoader
                 }
                 var absent = names.Where(n => !present.Contains(n)).ToList();
                 if (absent.Count > 0) { missing.Add($"{m.Internal} (looked for {string.Join(", ", absent)})"); continue; }
+                if (dryRun)
+                {
+                    var shapes = names.Select(n =>
+                    {
+                        var sh = checkpoint[n].Shape.ToArray();
+                        return naming == CheckpointNaming.TensorFlow && m.TransposeTensorFlow && sh.Length == 2 ? [sh[1], sh[0]] : sh;
+                    }).ToList();
+                    var shape = shapes[0].ToArray();
+                    shape[0] = shapes.Sum(x => x.Length > 0 ? x[0] : 0);
+                    if (m.Internal is "embeddings.word.weight" or "mlm_bias")
+                        shape[0] = (keepTokens?.Count ?? shape[0]) + (compoundTokens?.Count ?? 0);
+                    if (!shape.SequenceEqual(param.shape))
+                        mismatched.Add($"{m.Internal}: checkpoint [{string.Join(", ", shape)}] (from {string.Join(" + ", names)}), model [{string.Join(", ", param.shape)}]");
+                    else { loaded.Add(m.Internal); used.UnionWith(names); }
+                    continue;
+                }
                 using var scope = torch.NewDisposeScope();
                 var parts = names.Select(n =>
                 {
