@@ -13,8 +13,10 @@ using static TorchSharp.torch;
 /// <param name="Eps">Its epsilon.</param>
 /// <param name="ProjectTo">Hidden size to project to (ALBERT, ELECTRA), or null.</param>
 /// <param name="Dropout">Dropout after the norm (training only).</param>
+/// <param name="ProjectBias">The projection has a bias (not in RoFormerV2).</param>
+/// <param name="DropoutBeforeNorm">Dropout before the norm (RoFormerV2) instead of after (BERT).</param>
 public sealed record EmbeddingOptions(int VocabSize, int Width, int MaxPositions, int SegmentVocab, NormKind? Norm, double Eps,
-    int? ProjectTo = null, double Dropout = 0);
+    int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true);
 
 /// <summary>
 /// token + position + segment embeddings, then norm, dropout and an optional projection to the hidden
@@ -39,7 +41,7 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
         if (options.MaxPositions > 0) position = nn.Embedding(options.MaxPositions, options.Width);
         if (options.SegmentVocab > 0) segment = nn.Embedding(options.SegmentVocab, options.Width);
         if (options.Norm is NormKind k) norm = new Norm(options.Width, k, options.Eps);
-        if (options.ProjectTo is int h) project = nn.Linear(options.Width, h);
+        if (options.ProjectTo is int h) project = nn.Linear(options.Width, h, hasBias: options.ProjectBias);
         RegisterComponents();
     }
 
@@ -63,8 +65,10 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
             x = x + position.forward(torch.arange(t, device: ids.device)).unsqueeze(0);
         }
         if (segment is not null) x = x + segment.forward(segments ?? torch.zeros_like(ids));
+        bool drop = training && options.Dropout > 0;
+        if (drop && options.DropoutBeforeNorm) x = nn.functional.dropout(x, options.Dropout, true);
         if (norm is not null) x = norm.forward(x);
-        if (training && options.Dropout > 0) x = nn.functional.dropout(x, options.Dropout, true);
+        if (drop && !options.DropoutBeforeNorm) x = nn.functional.dropout(x, options.Dropout, true);
         if (project is not null) x = project.forward(x);                              // (B, T, H)
         return x.MoveToOuterDisposeScope();
     }

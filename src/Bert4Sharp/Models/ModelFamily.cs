@@ -32,6 +32,7 @@ public abstract class ModelFamily
     {
         ["bert"] = new BertFamily(), ["roberta"] = new BertFamily("roberta"),
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
+        ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -188,5 +189,45 @@ public sealed class RoFormerFamily : ModelFamily
     {
         foreach (var m in BertFamily.BertNames("roformer", "bert", layers, c, positions: false)) yield return m;
         foreach (var m in Dense("embeddings.project", "roformer.embeddings_project", "bert/embeddings_project")) yield return m;
+    }
+}
+
+/// <summary>
+/// RoFormerV2 (ZhuiyiTechnology; bert4keras <c>RoFormerV2</c>): RoFormer without biases, with parameter-free
+/// RMS-style norms (ε = 1e-7, Keras's epsilon), dropout before the embedding norm, and an MLM head that is
+/// just the tied embedding (no transform, no bias). Ships as TensorFlow checkpoints with BERT names.
+/// </summary>
+public sealed class RoFormerV2Family : ModelFamily
+{
+    /// <summary>bert4keras uses Keras's default epsilon for these norms.</summary>
+    public const double Epsilon = 1e-7;
+
+    /// <inheritdoc/>
+    public override string Name => "roformer_v2";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c) => new(
+        new EmbeddingOptions(c.VocabSize, c.EmbeddingWidth, 0, c.TypeVocabSize, NormKind.ScaleFree, Epsilon,
+            c.EmbeddingWidth != c.HiddenSize ? c.HiddenSize : null, c.HiddenDropoutProb, DropoutBeforeNorm: true, ProjectBias: false),
+        new EncoderLayerOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, UseBias: false, Position: AttentionPosition.Rotary,
+            Dropout: c.AttentionProbsDropoutProb), c.IntermediateSize, c.HiddenAct, NormKind.ScaleFree, Epsilon, UseBias: false, Dropout: c.HiddenDropoutProb),
+        c.NumHiddenLayers, ShareLayers: false, Pooler: false, MlmWidth: c.EmbeddingWidth, MlmActivation: "linear", MlmNorm: null,
+        MlmTransform: false, MlmBias: false);
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        // bert4keras's RoFormer table with every beta, gamma and bias removed; HF-style names for saving.
+        yield return new("embeddings.word.weight", ["roformer.embeddings.word_embeddings.weight"], ["bert/embeddings/word_embeddings"], false);
+        yield return new("embeddings.segment.weight", ["roformer.embeddings.token_type_embeddings.weight"], ["bert/embeddings/token_type_embeddings"], false);
+        yield return new("embeddings.project.weight", ["roformer.embeddings_project.weight"], ["bert/encoder/embedding_hidden_mapping_in/kernel"], true);
+        for (int i = 0; i < layers; i++)
+        {
+            string l = $"layers.{i}", hf = $"roformer.encoder.layer.{i}", tf = $"bert/encoder/layer_{i}";
+            foreach (var m in Qkv($"{l}.attention.qkv", $"{hf}.attention.self", $"{tf}/attention/self", bias: false)) yield return m;
+            foreach (var m in Dense($"{l}.attention.output", $"{hf}.attention.output.dense", $"{tf}/attention/output/dense", bias: false)) yield return m;
+            foreach (var m in Dense($"{l}.ffn.inner", $"{hf}.intermediate.dense", $"{tf}/intermediate/dense", bias: false)) yield return m;
+            foreach (var m in Dense($"{l}.ffn.outer", $"{hf}.output.dense", $"{tf}/output/dense", bias: false)) yield return m;
+        }
     }
 }

@@ -164,7 +164,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         }
         Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();
         Tensor? logits = null;
-        if (mlm_bias is not null || mlm_dense is not null)
+        if (Application is Application.MaskedLM or Application.PreTraining)
         {
             var y = x;
             if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));

@@ -1,0 +1,68 @@
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Layers;
+using Bert4Sharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Models;
+
+/// <summary>Families Hugging Face lacks (ports of bert4keras, tests/reference/make_port_fixtures.py) and PyTorch's own block.</summary>
+public class PortReferenceTests
+{
+    [Fact]
+    public void RoFormerV2MatchesThePortOfBert4keras()
+    {
+        string dir = TestPaths.Fixture("ports", "roformer_v2");
+        // The directory's 'checkpoint' file names an absolute path from elsewhere: only its file name is used.
+        var model = TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "roformer_v2", Application.MaskedLM,
+            new BuildOptions { Device = torch.CPU });
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var o = model.Forward(io.ReadTensor("input_ids"), io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
+        for (int i = 0; i < 4; i++)
+        {
+            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
+            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
+        }
+        var expected = io.ReadTensor("logits");
+        double dl = (o.Logits! - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        // No biases and no norm parameters anywhere.
+        Assert.DoesNotContain(model.named_parameters(), p => p.name.EndsWith(".bias") || p.name.Contains("norm"));
+    }
+
+    [Fact]
+    public void BertBlockMatchesPyTorchTransformerEncoderLayer()
+    {
+        string dir = TestPaths.Fixture("ports", "torch_encoder_layer");
+        using var state = Checkpoint.Open(Path.Combine(dir, "state.pt"));   // torch.save zip, read by Bert4Sharp
+        var layer = new EncoderLayer(new EncoderLayerOptions(new AttentionOptions(64, 4, 16), 128, "gelu", NormKind.LayerNorm, 1e-5));
+        var map = new Dictionary<string, string>
+        {
+            ["attention.qkv.weight"] = "self_attn.in_proj_weight", ["attention.qkv.bias"] = "self_attn.in_proj_bias",
+            ["attention.output.weight"] = "self_attn.out_proj.weight", ["attention.output.bias"] = "self_attn.out_proj.bias",
+            ["ffn.inner.weight"] = "linear1.weight", ["ffn.inner.bias"] = "linear1.bias", ["ffn.outer.weight"] = "linear2.weight",
+            ["ffn.outer.bias"] = "linear2.bias", ["attention_norm.weight"] = "norm1.weight", ["attention_norm.bias"] = "norm1.bias",
+            ["ffn_norm.weight"] = "norm2.weight", ["ffn_norm.bias"] = "norm2.bias",
+        };
+        using (torch.no_grad())
+            foreach (var (name, p) in layer.named_parameters())
+                using (var t = state.ReadTensor(map[name])) p.copy_(t);
+        Assert.Equal(map.Count, layer.named_parameters().Count());
+        layer.eval();
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var keep = io.ReadTensor("attention_mask").to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+        var bias = torch.zeros(keep.shape).masked_fill(keep.logical_not(), float.MinValue);
+        var y = layer.forward(io.ReadTensor("x"), bias);
+        var expected = io.ReadTensor("y");
+        // PyTorch's fast path returns zeros at padded positions; compare the real ones (row 1 has 6).
+        double d0 = (y[0] - expected[0]).abs().max().item<float>();
+        double d1 = (y[1, ..6] - expected[1, ..6]).abs().max().item<float>();
+        Assert.True(Math.Max(d0, d1) <= 1e-5, $"max |diff| {Math.Max(d0, d1):E2}");
+        double slow = (y - io.ReadTensor("y_slow_path")).abs().max().item<float>();
+        Assert.True(slow <= 1e-5, $"slow path: {slow:E2}");
+    }
+}

@@ -1,0 +1,126 @@
+#!/usr/bin/python3
+"""Reference numbers for families Hugging Face lacks, and PyTorch's own Transformer block as an oracle.
+
+Run with Debian's python3-torch (PyTorch 1.13): /usr/bin/python3 tests/reference/make_port_fixtures.py
+Writes tests/fixtures/ports/:
+  roformer_v2/  bert_config.json, model.ckpt.index + .data-00000-of-00001 (a TensorFlow bundle with the
+                bert4keras variable names, written by make_checkpoint_goldens.write_tf_bundle), io.safetensors
+                (inputs, every layer's hidden states, MLM logits) from a *port* of bert4keras's RoFormerV2
+                (models.py RoFormerV2 + layers.LayerNormalization(zero_mean=False, scale=False, offset=False)
+                + backend.apply_rotary_position_embeddings), written here in PyTorch.
+  torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
+                io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
+                BERT block.
+"""
+import json, math, os, sys
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_checkpoint_goldens import write_safetensors, write_tf_bundle  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "ports")
+torch.manual_seed(20261124)
+
+
+def inputs(vocab):
+    g = torch.Generator().manual_seed(5)
+    ids = torch.randint(5, vocab, (2, 11), generator=g)
+    ids[:, 0] = 101 % vocab
+    ids[1, 7:] = 0
+    mask = (ids != 0).long()
+    segs = torch.zeros_like(ids)
+    segs[0, 6:] = 1
+    return ids, segs, mask
+
+
+# ---- RoFormerV2, a port of bert4keras ---------------------------------------------------------------
+def scale_free(x, eps=1e-7):
+    return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps)
+
+
+def rotary(x):
+    # x: (B, T, h, d); sinusoidal (interleaved sin/cos) as bert4keras's sinusoidal_embeddings
+    t, d = x.shape[1], x.shape[-1]
+    pos = torch.arange(t, dtype=torch.float32)[:, None]
+    inv = torch.pow(10000.0, -2 * torch.arange(d // 2, dtype=torch.float32) / d)
+    ang = pos * inv[None]
+    sinusoidal = torch.stack([ang.sin(), ang.cos()], -1).reshape(t, d)        # [s0, c0, s1, c1, ...]
+    cos_pos = sinusoidal[..., 1::2].repeat_interleave(2, -1)[None, :, None, :]
+    sin_pos = sinusoidal[..., ::2].repeat_interleave(2, -1)[None, :, None, :]
+    x2 = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+    return x * cos_pos + x2 * sin_pos
+
+
+def roformer_v2():
+    cfg = {"hidden_act": "relu", "hidden_size": 64, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+           "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 3, "type_vocab_size": 2, "vocab_size": 1000}
+    h, heads, inter, V, L = 64, 4, 128, 1000, 3
+    d = h // heads
+    std = 0.3
+    W = {"bert/embeddings/word_embeddings": torch.randn(V, h) * std,
+         "bert/embeddings/token_type_embeddings": torch.randn(2, h) * std}
+    for i in range(L):
+        p = "bert/encoder/layer_%d/" % i
+        for n, shape in [("attention/self/query/kernel", (h, h)), ("attention/self/key/kernel", (h, h)),
+                         ("attention/self/value/kernel", (h, h)), ("attention/output/dense/kernel", (h, h)),
+                         ("intermediate/dense/kernel", (h, inter)), ("output/dense/kernel", (inter, h))]:
+            W[p + n] = torch.randn(*shape) / math.sqrt(shape[0])      # TF kernels are [in, out]
+    ids, segs, mask = inputs(V)
+    x = W["bert/embeddings/word_embeddings"][ids] + W["bert/embeddings/token_type_embeddings"][segs]
+    x = scale_free(x)
+    hidden = [x]
+    bias = (1.0 - mask[:, None, None, :].float()) * -1e12                # bert4keras a_bias on keys
+    B, T = ids.shape
+    for i in range(L):
+        p = "bert/encoder/layer_%d/" % i
+        q = (x @ W[p + "attention/self/query/kernel"]).view(B, T, heads, d)
+        k = (x @ W[p + "attention/self/key/kernel"]).view(B, T, heads, d)
+        v = (x @ W[p + "attention/self/value/kernel"]).view(B, T, heads, d)
+        q, k = rotary(q), rotary(k)
+        a = torch.einsum("bjhd,bkhd->bhjk", q, k) / math.sqrt(d) + bias
+        a = a.softmax(-1)
+        o = torch.einsum("bhjk,bkhd->bjhd", a, v).reshape(B, T, h) @ W[p + "attention/output/dense/kernel"]
+        x = scale_free(x + o)
+        f = torch.relu(x @ W[p + "intermediate/dense/kernel"]) @ W[p + "output/dense/kernel"]
+        x = scale_free(x + f)
+        hidden.append(x)
+    logits = x @ W["bert/embeddings/word_embeddings"].t()
+    out = os.path.join(OUT, "roformer_v2")
+    os.makedirs(out, exist_ok=True)
+    json.dump(cfg, open(os.path.join(out, "bert_config.json"), "w"), indent=1)
+    with open(os.path.join(out, "checkpoint"), "w") as f:
+        f.write('model_checkpoint_path: "/somewhere/else/model.ckpt"\n')
+    write_tf_bundle(os.path.join(out, "model.ckpt"), W)
+    io = {"input_ids": ids, "token_type_ids": segs, "attention_mask": mask, "logits": logits}
+    io.update({"hidden_states.%d" % i: t for i, t in enumerate(hidden)})
+    write_safetensors(os.path.join(out, "io.safetensors"), io)
+    print("roformer_v2", {k: tuple(v.shape) for k, v in io.items()})
+
+
+def torch_encoder_layer():
+    layer = torch.nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, dropout=0.0, activation="gelu",
+                                             batch_first=True, norm_first=False, layer_norm_eps=1e-5)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    layer.eval()
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 9, 64, generator=g)
+    pad = torch.zeros(2, 9, dtype=torch.bool)
+    pad[1, 6:] = True
+    with torch.no_grad():
+        y = layer(x, src_key_padding_mask=pad)
+        # the same through the slow path (no fast kernels) as a cross-check
+        y2 = layer.norm2(layer.norm1(x + layer.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0]) +
+                         layer.linear2(torch.nn.functional.gelu(layer.linear1(layer.norm1(x + layer.self_attn(x, x, x, key_padding_mask=pad, need_weights=False)[0])))))
+    out = os.path.join(OUT, "torch_encoder_layer")
+    os.makedirs(out, exist_ok=True)
+    torch.save(layer.state_dict(), os.path.join(out, "state.pt"))
+    mask = (~pad).long()
+    write_safetensors(os.path.join(out, "io.safetensors"), {"x": x, "attention_mask": mask, "y": y, "y_slow_path": y2})
+    print("torch_encoder_layer", (y[0] - y2[0]).abs().max().item())
+
+
+if __name__ == "__main__":
+    roformer_v2()
+    torch_encoder_layer()
