@@ -9,4 +9,6 @@ root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(DoctorCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
+root.Subcommands.Add(ModelCommands.Encode());
+root.Subcommands.Add(ModelCommands.FillMask());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -42,7 +42,15 @@ public static class TransformerModels
         vocab += options.CompoundTokens?.Count ?? 0;
         var effective = config with { VocabSize = vocab };
         effective.Validate();
-        var model = new TransformerModel(family, effective, family.Architecture(effective), application);
+        var arch = family.Architecture(effective);
+        if (checkpoint is not null && arch.Pooler && application == Application.Encoder)
+        {
+            // Plain encoders keep the pooler only when the checkpoint has one (MLM-only checkpoints do not).
+            var names = family.Names(effective, 1).FirstOrDefault(m => m.Internal == "pooler.weight");
+            if (names is not null && !checkpoint.TryGetEntry(names.HuggingFace[0], out _) && !checkpoint.TryGetEntry(names.TensorFlow[0], out _))
+                arch = arch with { Pooler = false };
+        }
+        var model = new TransformerModel(family, effective, arch, application);
         report = null;
         if (checkpoint is not null)
             report = WeightLoader.Load(model, checkpoint, options.Strict, options.KeepTokens, options.CompoundTokens);

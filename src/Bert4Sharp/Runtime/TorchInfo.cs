@@ -20,6 +20,14 @@ public static class TorchInfo
         return null;
     }
 
+    /// <summary>Sets the number of CPU threads libtorch uses for one operation (intra-op parallelism).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Less than 1.</exception>
+    public static void SetThreads(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        torch.set_num_threads(threads);
+    }
+
     /// <summary>Selects CUDA when TorchSharp reports it, otherwise the CPU.</summary>
     public static torch.Device DefaultDevice => torch.cuda.is_available() ? torch.CUDA : torch.CPU;
 }
