@@ -7,6 +7,7 @@ return which switch
 {
     "checkpoint-load" => CheckpointLoadBench.Run(args[1..]),
     "tokenize" => TokenizerBench.Run(args[1..]),
+    "encoder" => EncoderBench.Run(args[1..]),
     _ => Usage(),
 };
 

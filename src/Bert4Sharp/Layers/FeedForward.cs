@@ -27,6 +27,6 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = torch.NewDisposeScope();
-        return outer.forward(Activations.Apply(activation, inner.forward(x))).MoveToOuterDisposeScope();
+        return Dense.Apply(outer, Activations.Apply(activation, Dense.Apply(inner, x))).MoveToOuterDisposeScope();
     }
 }

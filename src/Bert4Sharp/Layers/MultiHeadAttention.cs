@@ -65,7 +65,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
         using var scope = torch.NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         int h = options.Heads, dk = options.QueryKeySize, dv = options.HeadSize;
-        var proj = qkv.forward(x);                                                        // (B, T, 2·h·dk + h·dv)
+        var proj = Dense.Apply(qkv, x);                                                        // (B, T, 2·h·dk + h·dv)
         var parts = proj.split([h * dk, h * dk, h * dv], -1);
         var q = parts[0].view(b, t, h, dk).transpose(1, 2);                               // (B, h, T, dk)
         var k = parts[1].view(b, t, h, dk).transpose(1, 2);
@@ -80,6 +80,6 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
         double p = training ? options.Dropout : 0;
         var o = nn.functional.scaled_dot_product_attention(q, k, v, mask, p, false);     // (B, h, T, dv)
         o = o.transpose(1, 2).reshape(b, t, h * dv);                                      // (B, T, h·dv)
-        return output.forward(o).MoveToOuterDisposeScope();
+        return Dense.Apply(output, o).MoveToOuterDisposeScope();
     }
 }
