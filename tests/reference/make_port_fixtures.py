@@ -8,6 +8,8 @@ Writes tests/fixtures/ports/:
                 (inputs, every layer's hidden states, MLM logits) from a *port* of bert4keras's RoFormerV2
                 (models.py RoFormerV2 + layers.LayerNormalization(zero_mean=False, scale=False, offset=False)
                 + backend.apply_rotary_position_embeddings), written here in PyTorch.
+  nezha/        the same for NEZHA (BERT block + bert4keras's typical relative positions, clipped at 64;
+                81 tokens so that distances beyond the clip occur).
   torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
                 io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
                 BERT block.
@@ -97,6 +99,73 @@ def roformer_v2():
     print("roformer_v2", {k: tuple(v.shape) for k, v in io.items()})
 
 
+# ---- NEZHA, a port of bert4keras (BERT block + typical relative positions) -------------------------
+def sinusoidal_table(rows, d):
+    pos = torch.arange(rows, dtype=torch.float64)[:, None]
+    theta = pos / torch.pow(torch.tensor(10000.0, dtype=torch.float64), 2 * torch.arange(d // 2, dtype=torch.float64) / d)
+    return torch.stack([theta.sin(), theta.cos()], -1).reshape(rows, d).float()   # bert4keras Sinusoidal initializer
+
+
+def layer_norm(x, g, b, eps=1e-12):
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), g, b, eps)
+
+
+def nezha():
+    cfg = {"hidden_act": "gelu", "hidden_size": 64, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+           "intermediate_size": 128, "num_attention_heads": 4, "num_hidden_layers": 2, "type_vocab_size": 2, "vocab_size": 1000,
+           "max_position_embeddings": 512, "max_relative_position": 64, "use_relative_position": True}
+    h, heads, inter, V, L, m = 64, 4, 128, 1000, 2, 64
+    d = h // heads
+    W = {"bert/embeddings/word_embeddings": torch.randn(V, h) * 0.3, "bert/embeddings/token_type_embeddings": torch.randn(2, h) * 0.3,
+         "bert/embeddings/LayerNorm/gamma": 1 + 0.1 * torch.randn(h), "bert/embeddings/LayerNorm/beta": 0.1 * torch.randn(h)}
+    for i in range(L):
+        p = "bert/encoder/layer_%d/" % i
+        for n, (a, b) in {"attention/self/query": (h, h), "attention/self/key": (h, h), "attention/self/value": (h, h),
+                          "attention/output/dense": (h, h), "intermediate/dense": (h, inter), "output/dense": (inter, h)}.items():
+            W[p + n + "/kernel"] = torch.randn(a, b) / math.sqrt(a)
+            W[p + n + "/bias"] = 0.1 * torch.randn(b)
+        for n in ("attention/output/LayerNorm", "output/LayerNorm"):
+            W[p + n + "/gamma"] = 1 + 0.1 * torch.randn(h)
+            W[p + n + "/beta"] = 0.1 * torch.randn(h)
+    ids, segs, mask = inputs(V)
+    ids = torch.cat([ids, torch.randint(5, V, (2, 70))], 1)        # 81 tokens: distances beyond the ±64 clip
+    segs = torch.cat([segs, torch.zeros(2, 70, dtype=torch.long)], 1)
+    mask = torch.cat([mask, torch.ones(2, 70, dtype=torch.long)], 1)
+    mask[1, 7:] = 0
+    ids[1, 7:] = 0
+    B, T = ids.shape
+    x = W["bert/embeddings/word_embeddings"][ids] + W["bert/embeddings/token_type_embeddings"][segs]
+    x = layer_norm(x, W["bert/embeddings/LayerNorm/gamma"], W["bert/embeddings/LayerNorm/beta"])
+    hidden = [x]
+    table = sinusoidal_table(2 * m + 1, d)
+    idx = torch.arange(T)
+    R = table[(idx[None, :] - idx[:, None]).clamp(-m, m) + m]      # (T, T, d): key − query
+    bias = (1.0 - mask[:, None, None, :].float()) * -1e12
+    for i in range(L):
+        p = "bert/encoder/layer_%d/" % i
+        def dense(y, n):
+            return y @ W[p + n + "/kernel"] + W[p + n + "/bias"]
+        q = dense(x, "attention/self/query").view(B, T, heads, d)
+        k = dense(x, "attention/self/key").view(B, T, heads, d)
+        v = dense(x, "attention/self/value").view(B, T, heads, d)
+        a = torch.einsum("bjhd,bkhd->bhjk", q, k) + torch.einsum("bjhd,jkd->bhjk", q, R)
+        a = (a / math.sqrt(d) + bias).softmax(-1)
+        o = torch.einsum("bhjk,bkhd->bjhd", a, v) + torch.einsum("bhjk,jkd->bjhd", a, R)
+        o = dense(o.reshape(B, T, h), "attention/output/dense")
+        x = layer_norm(x + o, W[p + "attention/output/LayerNorm/gamma"], W[p + "attention/output/LayerNorm/beta"])
+        f = dense(torch.nn.functional.gelu(dense(x, "intermediate/dense")), "output/dense")
+        x = layer_norm(x + f, W[p + "output/LayerNorm/gamma"], W[p + "output/LayerNorm/beta"])
+        hidden.append(x)
+    out = os.path.join(OUT, "nezha")
+    os.makedirs(out, exist_ok=True)
+    json.dump(cfg, open(os.path.join(out, "bert_config.json"), "w"), indent=1)
+    write_tf_bundle(os.path.join(out, "model.ckpt"), W)
+    io = {"input_ids": ids, "token_type_ids": segs, "attention_mask": mask}
+    io.update({"hidden_states.%d" % i: t for i, t in enumerate(hidden)})
+    write_safetensors(os.path.join(out, "io.safetensors"), io)
+    print("nezha", tuple(ids.shape))
+
+
 def torch_encoder_layer():
     layer = torch.nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, dropout=0.0, activation="gelu",
                                              batch_first=True, norm_first=False, layer_norm_eps=1e-5)
@@ -123,4 +192,5 @@ def torch_encoder_layer():
 
 if __name__ == "__main__":
     roformer_v2()
+    nezha()
     torch_encoder_layer()

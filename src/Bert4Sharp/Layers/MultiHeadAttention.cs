@@ -11,6 +11,12 @@ public enum AttentionPosition
     None,
     /// <summary>Rotary embedding on queries and keys (RoFormer, RoFormerV2).</summary>
     Rotary,
+    /// <summary>
+    /// NEZHA's "typical" relative positions (Shaw et al.): a fixed sinusoidal table indexed by the key−query
+    /// distance clipped to ±<see cref="AttentionOptions.MaxRelativePosition"/>, added to the keys in the scores
+    /// and to the values in the output.
+    /// </summary>
+    TypicalRelative,
 }
 
 /// <summary>Options of <see cref="MultiHeadAttention"/>.</summary>
@@ -22,8 +28,9 @@ public enum AttentionPosition
 /// <param name="Position">Position scheme inside attention.</param>
 /// <param name="RotateValues">Rotary also on values (RoFormer <c>rotary_value</c>).</param>
 /// <param name="Dropout">Dropout on attention probabilities (training only).</param>
+/// <param name="MaxRelativePosition">Clipping distance for <see cref="AttentionPosition.TypicalRelative"/> (64 in NEZHA).</param>
 public sealed record AttentionOptions(int HiddenSize, int Heads, int HeadSize, int? KeySize = null, bool UseBias = true,
-    AttentionPosition Position = AttentionPosition.None, bool RotateValues = false, double Dropout = 0)
+    AttentionPosition Position = AttentionPosition.None, bool RotateValues = false, double Dropout = 0, int MaxRelativePosition = 64)
 {
     /// <summary>Width of each head's queries and keys.</summary>
     public int QueryKeySize => KeySize ?? HeadSize;
@@ -47,8 +54,10 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
     {
         if (options.Heads <= 0 || options.HeadSize <= 0 || options.QueryKeySize <= 0)
             throw new ArgumentException($"heads and head sizes must be positive, got {options.Heads}, {options.HeadSize}, {options.QueryKeySize}");
-        if (options.Position == AttentionPosition.Rotary && options.QueryKeySize % 2 != 0)
-            throw new ArgumentException($"rotary positions need an even key size, got {options.QueryKeySize}");
+        if (options.Position is AttentionPosition.Rotary or AttentionPosition.TypicalRelative && options.QueryKeySize % 2 != 0)
+            throw new ArgumentException($"sinusoidal positions need an even key size, got {options.QueryKeySize}");
+        if (options.Position == AttentionPosition.TypicalRelative && options.QueryKeySize != options.HeadSize)
+            throw new ArgumentException($"typical relative positions need key size = head size, got {options.QueryKeySize} and {options.HeadSize}");
         this.options = options;
         int qk = options.Heads * options.QueryKeySize, v = options.Heads * options.HeadSize;
         qkv = nn.Linear(options.HiddenSize, 2 * qk + v, hasBias: options.UseBias);
@@ -78,8 +87,35 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
             if (options.RotateValues) v = RotaryEmbedding.Apply(v, sin, cos);
         }
         double p = training ? options.Dropout : 0;
-        var o = nn.functional.scaled_dot_product_attention(q, k, v, mask, p, false);     // (B, h, T, dv)
+        Tensor o;
+        if (options.Position == AttentionPosition.TypicalRelative)
+        {
+            var r = RelativeTable(t, dk, options.MaxRelativePosition, x.device, x.dtype);   // (T, T, dk)
+            var a = q.matmul(k.transpose(-1, -2)) + torch.einsum("bhjd,jkd->bhjk", q, r);    // (B, h, T, T)
+            a = a / Math.Sqrt(dk);
+            if (mask is not null) a = a + mask;
+            a = a.softmax(-1);
+            if (p > 0) a = nn.functional.dropout(a, p, true);
+            o = a.matmul(v) + torch.einsum("bhjk,jkd->bhjd", a, r);
+        }
+        else o = nn.functional.scaled_dot_product_attention(q, k, v, mask, p, false);   // (B, h, T, dv)
         o = o.transpose(1, 2).reshape(b, t, h * dv);                                      // (B, T, h·dv)
         return Dense.Apply(output, o).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// NEZHA/bert4keras relative table: row i of a (2m+1, d) sinusoid [sin θ₀, cos θ₀, sin θ₁, …] with
+    /// θⱼ = i / 10000^(2j/d), gathered at clip(key − query, −m, m) + m. Computed in float64, then cast.
+    /// </summary>
+    static Tensor RelativeTable(long t, long d, int m, Device device, ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var rows = torch.arange(2 * m + 1, dtype: ScalarType.Float64).unsqueeze(1);
+        var inv = torch.pow(10000.0, torch.arange(0, d, 2, dtype: ScalarType.Float64) / d).reciprocal();
+        var angle = rows * inv.unsqueeze(0);                                                   // (2m+1, d/2)
+        var table = torch.stack([angle.sin(), angle.cos()], -1).reshape(2 * m + 1, d).to(dtype, device);
+        var idx = torch.arange(t, device: device);
+        var dist = (idx.unsqueeze(0) - idx.unsqueeze(1)).clamp(-m, m) + m;                      // (T, T): key − query
+        return table.index_select(0, dist.flatten()).view(t, t, d).MoveToOuterDisposeScope();
     }
 }

@@ -32,7 +32,7 @@ public abstract class ModelFamily
     {
         ["bert"] = new BertFamily(), ["roberta"] = new BertFamily("roberta"),
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
-        ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(),
+        ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -230,4 +230,32 @@ public sealed class RoFormerV2Family : ModelFamily
             foreach (var m in Dense($"{l}.ffn.outer", $"{hf}.output.dense", $"{tf}/output/dense", bias: false)) yield return m;
         }
     }
+}
+
+/// <summary>
+/// NEZHA (Huawei): BERT with functional relative positions instead of a position table
+/// (<see cref="AttentionPosition.TypicalRelative"/>, clipped at 64), as bert4keras's <c>NEZHA</c>.
+/// </summary>
+public sealed class NezhaFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "nezha";
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> Ignorable => [.. base.Ignorable, "relative_positions_encoding.positions_encoding"];
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var b = new BertFamily().Architecture(c);
+        return b with
+        {
+            Embeddings = b.Embeddings with { MaxPositions = 0 },
+            Layer = b.Layer with { Attention = b.Layer.Attention with { Position = AttentionPosition.TypicalRelative, MaxRelativePosition = 64 } },
+        };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers) =>
+        BertFamily.BertNames("nezha", "bert", layers, c, positions: false);
 }

@@ -33,6 +33,24 @@ public class PortReferenceTests
     }
 
     [Fact]
+    public void NezhaMatchesThePortOfBert4keras()
+    {
+        string dir = TestPaths.Fixture("ports", "nezha");
+        var model = TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "nezha", Application.Encoder, new BuildOptions { Device = torch.CPU });
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var ids = io.ReadTensor("input_ids");
+        Assert.Equal(81, ids.shape[1]);   // longer than the ±64 clipping window
+        var o = model.Forward(ids, io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
+        for (int i = 0; i < 3; i++)
+        {
+            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
+            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
+        }
+    }
+
+    [Fact]
     public void BertBlockMatchesPyTorchTransformerEncoderLayer()
     {
         string dir = TestPaths.Fixture("ports", "torch_encoder_layer");
