@@ -13,10 +13,15 @@ using static TorchSharp.torch;
 /// <param name="Eps">Its epsilon.</param>
 /// <param name="ProjectTo">Hidden size to project to (ALBERT, ELECTRA), or null.</param>
 /// <param name="Dropout">Dropout after the norm (training only).</param>
+/// <param name="HierarchicalAlpha">
+/// Hierarchical decomposition of the learned positions (Su, kexue.fm/archives/7947): position i·n + j gets
+/// α·uᵢ + (1−α)·uⱼ with uₖ = (pₖ − α·p₀)/(1−α), which equals pₖ below n and reaches n² positions (bert4keras
+/// <c>hierarchical_position</c>, α = 0.4). Null: plain table.
+/// </param>
 /// <param name="ProjectBias">The projection has a bias (not in RoFormerV2).</param>
 /// <param name="DropoutBeforeNorm">Dropout before the norm (RoFormerV2) instead of after (BERT).</param>
 public sealed record EmbeddingOptions(int VocabSize, int Width, int MaxPositions, int SegmentVocab, NormKind? Norm, double Eps,
-    int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true);
+    int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true, double? HierarchicalAlpha = null);
 
 /// <summary>
 /// token + position + segment embeddings, then norm, dropout and an optional projection to the hidden
@@ -51,6 +56,27 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary>The options.</summary>
     public EmbeddingOptions Options => options;
 
+    /// <summary>Maximum sequence length the position scheme supports (int.MaxValue without a table).</summary>
+    public long MaxLength => position is null ? int.MaxValue
+        : options.HierarchicalAlpha is null ? options.MaxPositions : (long)options.MaxPositions * options.MaxPositions;
+
+    /// <summary>Position embeddings (T, E) for positions 0..T-1.</summary>
+    /// <exception cref="ArgumentException">T exceeds <see cref="MaxLength"/>.</exception>
+    public Tensor Positions(long t, Device device)
+    {
+        if (t > MaxLength)
+            throw new ArgumentException($"the sequence has {t} tokens but the model has {MaxLength} positions (max_position_embeddings{(options.HierarchicalAlpha is null ? "" : "², hierarchical")}); truncate the text (e.g. Encode(maxLength: {MaxLength}))");
+        using var scope = torch.NewDisposeScope();
+        var pos = torch.arange(t, device: device);
+        if (options.HierarchicalAlpha is not double a) return position!.forward(pos).MoveToOuterDisposeScope();
+        var table = position!.weight!;
+        var u = (table - a * table.narrow(0, 0, 1)) / (1 - a);                              // (n, E)
+        long n = options.MaxPositions;
+        var hi = u.index_select(0, pos.div(n, rounding_mode: RoundingMode.floor));
+        var lo = u.index_select(0, pos.remainder(n));
+        return (a * hi + (1 - a) * lo).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Embeds token ids (B, T) and optional segment ids (B, T).</summary>
     /// <exception cref="ArgumentException">The sequence is longer than the position table.</exception>
     public override Tensor forward(Tensor ids, Tensor? segments)
@@ -58,12 +84,7 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
         using var scope = torch.NewDisposeScope();
         long t = ids.shape[1];
         var x = word.forward(ids);                                                    // (B, T, E)
-        if (position is not null)
-        {
-            if (t > options.MaxPositions)
-                throw new ArgumentException($"the sequence has {t} tokens but the model has {options.MaxPositions} positions (max_position_embeddings); truncate the text (e.g. Encode(maxLength: {options.MaxPositions}))");
-            x = x + position.forward(torch.arange(t, device: ids.device)).unsqueeze(0);
-        }
+        if (position is not null) x = x + Positions(t, ids.device).unsqueeze(0);
         if (segment is not null) x = x + segment.forward(segments ?? torch.zeros_like(ids));
         bool drop = training && options.Dropout > 0;
         if (drop && options.DropoutBeforeNorm) x = nn.functional.dropout(x, options.Dropout, true);

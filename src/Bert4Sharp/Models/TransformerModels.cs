@@ -13,6 +13,8 @@ public sealed record BuildOptions
     public IReadOnlyList<int>? KeepTokens { get; init; }
     /// <summary>bert4keras <c>compound_tokens</c>: new rows as the mean of existing ones (from <c>CompoundTokens</c>).</summary>
     public IReadOnlyList<int[]>? CompoundTokens { get; init; }
+    /// <summary>bert4keras <c>hierarchical_position</c>: extend learned positions to max² by hierarchical decomposition with this α (0.4 in the blog); null for off.</summary>
+    public double? HierarchicalPositionAlpha { get; init; }
     /// <summary>Device; default CUDA when present, else CPU.</summary>
     public Device? Device { get; init; }
 }
@@ -43,6 +45,12 @@ public static class TransformerModels
         var effective = config with { VocabSize = vocab };
         effective.Validate();
         var arch = family.Architecture(effective);
+        if (options.HierarchicalPositionAlpha is double alpha)
+        {
+            if (arch.Embeddings.MaxPositions == 0) throw new ArgumentException($"{family.Name} has no learned position table to decompose");
+            if (alpha <= 0 || alpha >= 1) throw new ArgumentOutOfRangeException(nameof(options), $"HierarchicalPositionAlpha must be in (0, 1), got {alpha}");
+            arch = arch with { Embeddings = arch.Embeddings with { HierarchicalAlpha = alpha } };
+        }
         if (checkpoint is not null && arch.Pooler && application == Application.Encoder)
         {
             // Plain encoders keep the pooler only when the checkpoint has one (MLM-only checkpoints do not).

@@ -69,7 +69,8 @@ public sealed class TransformerPipeline
     public SentenceVectors Encode(IReadOnlyList<string> texts, int? maxLength = null, int batchSize = 32)
     {
         if (texts.Count == 0) throw new ArgumentException("no texts to encode", nameof(texts));
-        maxLength ??= Model.Architecture.Embeddings.MaxPositions > 0 ? Model.Architecture.Embeddings.MaxPositions : null;
+        var emb = Model.Architecture.Embeddings;
+        maxLength ??= emb.MaxPositions == 0 ? null : emb.HierarchicalAlpha is null ? emb.MaxPositions : emb.MaxPositions * emb.MaxPositions;
         var first = new List<float[]>();
         var mean = new List<float[]>();
         var pooled = new List<float[]>();

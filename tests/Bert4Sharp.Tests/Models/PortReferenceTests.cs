@@ -84,3 +84,35 @@ public class PortReferenceTests
         Assert.True(slow <= 1e-5, $"slow path: {slow:E2}");
     }
 }
+
+public class HierarchicalPositionTests
+{
+    [Fact]
+    public void ReproducesTheTableBelowMaxAndExtendsBeyondIt()
+    {
+        var plain = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"),
+            "bert", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
+        var extended = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"),
+            "bert", Application.MaskedLM, new BuildOptions { Device = torch.CPU, HierarchicalPositionAlpha = 0.4 });
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var emb = (Embeddings)extended.named_children().First(c => c.name == "embeddings").module;
+        var table = (Embeddings)plain.named_children().First(c => c.name == "embeddings").module;
+        // Below n = 64: the original rows (up to float rounding of the decomposition).
+        double below = (emb.Positions(64, torch.CPU) - table.Positions(64, torch.CPU)).abs().max().item<float>();
+        Assert.True(below < 1e-6, $"{below:E2}");
+        // Beyond: 64² positions, position i·n + j = 0.4·u_i + 0.6·u_j.
+        Assert.Equal(4096, emb.MaxLength);
+        var p = emb.Positions(200, torch.CPU);
+        var w = table.Positions(64, torch.CPU);
+        var u = (w - 0.4 * w[0]) / 0.6;
+        Assert.True((p[130] - (0.4 * u[2] + 0.6 * u[2])).abs().max().item<float>() < 1e-6);
+        Assert.True((p[199] - (0.4 * u[3] + 0.6 * u[7])).abs().max().item<float>() < 1e-6);
+        // The model runs on 100 tokens, where the plain one refuses.
+        var ids = torch.randint(5, 999, [1, 100]);
+        Assert.Equal(100, extended.forward(ids, null, null).LastHiddenState.shape[1]);
+        Assert.Throws<ArgumentException>(() => plain.forward(ids, null, null));
+        Assert.Throws<ArgumentException>(() => TransformerModels.Build(TestPaths.Fixture("hf", "roformer", "config.json"), TestPaths.Fixture("hf", "roformer", "model.safetensors"),
+            "roformer", Application.MaskedLM, new BuildOptions { HierarchicalPositionAlpha = 0.4 }));
+    }
+}
