@@ -10,6 +10,7 @@ Writes tests/fixtures/ports/:
                 + backend.apply_rotary_position_embeddings), written here in PyTorch.
   nezha/        the same for NEZHA (BERT block + bert4keras's typical relative positions, clipped at 64;
                 81 tokens so that distances beyond the clip occur).
+  gau_alpha/    the same for GAU-α (RoFormerV2 embeddings + gated attention units: swish, softmax_plus, rotary).
   torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
                 io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
                 BERT block.
@@ -166,6 +167,47 @@ def nezha():
     print("nezha", tuple(ids.shape))
 
 
+# ---- GAU-α, a port of ZhuiyiTechnology/GAU-alpha models.py + bert4keras GatedAttentionUnit -----------
+def gau_alpha():
+    cfg = {"hidden_act": "swish", "hidden_size": 64, "intermediate_size": 128, "attention_key_size": 32, "num_attention_heads": 1,
+           "num_hidden_layers": 2, "type_vocab_size": 2, "vocab_size": 1000, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+    h, U, S, V, L = 64, 128, 32, 1000, 2
+    W = {"bert/embeddings/word_embeddings": torch.randn(V, h) * 0.3, "bert/embeddings/token_type_embeddings": torch.randn(2, h) * 0.3}
+    for i in range(L):
+        p = "GAU_alpha/encoder/layer_%d/gau/" % i
+        W[p + "i_dense/kernel"] = torch.randn(h, 2 * U + S) / math.sqrt(h)
+        W[p + "o_dense/kernel"] = torch.randn(U, h) / math.sqrt(U)
+        W[p + "q_scaleoffset/gamma"] = 1 + 0.2 * torch.randn(S)
+        W[p + "k_scaleoffset/gamma"] = 1 + 0.2 * torch.randn(S)
+    ids, segs, mask = inputs(V)
+    B, T = ids.shape
+    x = scale_free(W["bert/embeddings/word_embeddings"][ids] + W["bert/embeddings/token_type_embeddings"][segs])
+    hidden = [x]
+    m = mask[:, None, :].float()                                   # keys
+    n = m.sum(-1, keepdim=True).clamp(min=16)                      # softmax_plus: l = max(#keys, 16)
+    for i in range(L):
+        p = "GAU_alpha/encoder/layer_%d/gau/" % i
+        z = torch.nn.functional.silu(x @ W[p + "i_dense/kernel"])
+        u, v, qk = z.split([U, U, S], -1)
+        q, k = qk * W[p + "q_scaleoffset/gamma"], qk * W[p + "k_scaleoffset/gamma"]
+        q, k = rotary(q[:, :, None, :])[:, :, 0, :], rotary(k[:, :, None, :])[:, :, 0, :]
+        a = torch.einsum("bmd,bnd->bmn", q, k) / math.sqrt(S)
+        a = a.masked_fill(m == 0, float("-inf"))
+        A = (a * torch.log(n) / math.log(512)).softmax(-1)
+        o = (u * torch.einsum("bmn,bnd->bmd", A, v)) @ W[p + "o_dense/kernel"]
+        x = scale_free(x + o)
+        hidden.append(x)
+    logits = x @ W["bert/embeddings/word_embeddings"].t()
+    out = os.path.join(OUT, "gau_alpha")
+    os.makedirs(out, exist_ok=True)
+    json.dump(cfg, open(os.path.join(out, "bert_config.json"), "w"), indent=1)
+    write_tf_bundle(os.path.join(out, "model.ckpt"), W)
+    io = {"input_ids": ids, "token_type_ids": segs, "attention_mask": mask, "logits": logits}
+    io.update({"hidden_states.%d" % i: t for i, t in enumerate(hidden)})
+    write_safetensors(os.path.join(out, "io.safetensors"), io)
+    print("gau_alpha", tuple(ids.shape))
+
+
 def torch_encoder_layer():
     layer = torch.nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, dropout=0.0, activation="gelu",
                                              batch_first=True, norm_first=False, layer_norm_eps=1e-5)
@@ -194,3 +236,4 @@ if __name__ == "__main__":
     roformer_v2()
     nezha()
     torch_encoder_layer()
+    gau_alpha()

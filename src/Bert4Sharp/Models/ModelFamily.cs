@@ -33,6 +33,7 @@ public abstract class ModelFamily
         ["bert"] = new BertFamily(), ["roberta"] = new BertFamily("roberta"),
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
         ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
+        ["gau_alpha"] = new GauAlphaFamily(), ["gau-alpha"] = new GauAlphaFamily(),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -258,4 +259,38 @@ public sealed class NezhaFamily : ModelFamily
     /// <inheritdoc/>
     public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers) =>
         BertFamily.BertNames("nezha", "bert", layers, c, positions: false);
+}
+
+/// <summary>
+/// GAU-α (ZhuiyiTechnology; kexue.fm/archives/9052): RoFormerV2's embeddings and head, with every block a
+/// gated attention unit (swish, softmax_plus, rotary, no biases) followed by a parameter-free norm.
+/// TF names <c>GAU_alpha/encoder/layer_N/gau/…</c>.
+/// </summary>
+public sealed class GauAlphaFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "gau_alpha";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var v2 = new RoFormerV2Family().Architecture(c);
+        int keySize = c.AttentionKeySize ?? 128;
+        return v2 with { Gau = new GauOptions(c.HiddenSize, c.IntermediateSize, keySize, c.HiddenAct, AttentionKernel.SoftmaxPlus, UseBias: false, Rotary: true, Dropout: c.AttentionProbsDropoutProb) };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        yield return new("embeddings.word.weight", ["gau_alpha.embeddings.word_embeddings.weight"], ["bert/embeddings/word_embeddings"], false);
+        yield return new("embeddings.segment.weight", ["gau_alpha.embeddings.token_type_embeddings.weight"], ["bert/embeddings/token_type_embeddings"], false);
+        for (int i = 0; i < layers; i++)
+        {
+            string l = $"layers.{i}.gau", hf = $"gau_alpha.encoder.layer.{i}.gau", tf = $"GAU_alpha/encoder/layer_{i}/gau";
+            yield return new($"{l}.i_dense.weight", [$"{hf}.i_dense.weight"], [$"{tf}/i_dense/kernel"], true);
+            yield return new($"{l}.o_dense.weight", [$"{hf}.o_dense.weight"], [$"{tf}/o_dense/kernel"], true);
+            yield return new($"{l}.q_gamma", [$"{hf}.q_scaleoffset.gamma"], [$"{tf}/q_scaleoffset/gamma"], false);
+            yield return new($"{l}.k_gamma", [$"{hf}.k_scaleoffset.gamma"], [$"{tf}/k_scaleoffset/gamma"], false);
+        }
+    }
 }

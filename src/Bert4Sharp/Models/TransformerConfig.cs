@@ -44,6 +44,8 @@ public sealed record TransformerConfig
     [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; }
     /// <summary>RoFormer: also rotate values.</summary>
     [JsonPropertyName("rotary_value")] public bool RotaryValue { get; init; }
+    /// <summary>Query/key width when it differs from the head size (GAU-α: the shared qk width).</summary>
+    [JsonPropertyName("attention_key_size")] public int? AttentionKeySize { get; init; }
     /// <summary>Initialiser standard deviation (used when weights are not loaded).</summary>
     [JsonPropertyName("initializer_range")] public double InitializerRange { get; init; } = 0.02;
 

@@ -29,8 +29,9 @@ public enum Application
 /// <param name="MlmNorm">MLM transform norm (null for none).</param>
 /// <param name="MlmTransform">Has the dense transform before the decoder (false: hidden states go straight to the tied decoder).</param>
 /// <param name="MlmBias">Has an output bias.</param>
+/// <param name="Gau">When set, the blocks are gated attention units (GAU-α) instead of attention + feed-forward.</param>
 public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, EncoderLayerOptions Layer, int Layers, bool ShareLayers, bool Pooler,
-    int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true);
+    int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true, GauOptions? Gau = null);
 
 /// <summary>Outputs of <see cref="TransformerModel.forward"/>; tensors not asked for are null.</summary>
 public sealed class ModelOutput : IDisposable
@@ -83,7 +84,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     readonly ArchitectureOptions arch;
 #pragma warning disable IDE0044
     Embeddings embeddings;
-    ModuleList<EncoderLayer> layers;
+    ModuleList<nn.Module<Tensor, Tensor?, Tensor>> layers;
     Linear? pooler;
     Linear? mlm_dense;
     Norm? mlm_norm;
@@ -102,7 +103,9 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         Application = application;
         embeddings = new Embeddings(arch.Embeddings);
         int distinct = arch.ShareLayers ? 1 : arch.Layers;
-        layers = nn.ModuleList(Enumerable.Range(0, distinct).Select(_ => new EncoderLayer(arch.Layer)).ToArray());
+        layers = nn.ModuleList(Enumerable.Range(0, distinct).Select(_ => arch.Gau is GauOptions g
+            ? (nn.Module<Tensor, Tensor?, Tensor>)new GauLayer(g, arch.Layer.Norm, arch.Layer.Eps, arch.Layer.Dropout)
+            : new EncoderLayer(arch.Layer)).ToArray());
         int h = arch.Layer.Attention.HiddenSize;
         if (arch.Pooler && application != Application.MaskedLM && application != Application.Discriminator) pooler = nn.Linear(h, h);
         if (application is Application.MaskedLM or Application.PreTraining)

@@ -64,6 +64,16 @@ public sealed class TransformerPipeline
     /// <summary>Wraps an existing model and tokenizer.</summary>
     public static TransformerPipeline Create(TransformerModel model, BertWordPieceTokenizer tokenizer) => new(model, tokenizer);
 
+    /// <summary>Writes config.json, model.safetensors (Hugging Face names) and vocab.txt, so <see cref="Load"/> (or HF) can read the directory back.</summary>
+    public IReadOnlyList<string> SavePretrained(string directory)
+    {
+        var files = WeightLoader.SavePretrained(Model, directory).ToList();
+        string vocab = Path.Combine(directory, "vocab.txt");
+        Tokenizer.Vocabulary.Save(vocab);
+        files.Add(vocab);
+        return files;
+    }
+
     /// <summary>Encodes texts in one padded batch (or batches of <paramref name="batchSize"/>) and returns sentence vectors.</summary>
     /// <exception cref="ArgumentException">Empty input.</exception>
     public SentenceVectors Encode(IReadOnlyList<string> texts, int? maxLength = null, int batchSize = 32)

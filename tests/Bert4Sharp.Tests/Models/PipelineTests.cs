@@ -49,6 +49,12 @@ public class PipelineTests
             Assert.Throws<ArgumentException>(() => enc.Encode([]));
             Assert.Throws<ArgumentException>(() => enc.FillMask("一[MASK]"));
             Assert.Throws<ArgumentException>(() => p.FillMask("没有"));
+            // SavePretrained writes a directory that loads back to the same predictions.
+            string saved = Path.Combine(dir, "saved");
+            var files = p.SavePretrained(saved);
+            Assert.Equal(3, files.Count);
+            var back = TransformerPipeline.Load(saved, application: Application.MaskedLM, options: new BuildOptions { Device = torch.CPU });
+            Assert.Equal(c.Select(x => x.Id), back.FillMask(text, topK: 4).Select(x => x.Id));
         }
         finally { Directory.Delete(dir, true); }
     }

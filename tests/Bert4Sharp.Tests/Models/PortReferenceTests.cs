@@ -116,3 +116,45 @@ public class HierarchicalPositionTests
             "roformer", Application.MaskedLM, new BuildOptions { HierarchicalPositionAlpha = 0.4 }));
     }
 }
+
+public class GauAlphaTests
+{
+    [Fact]
+    public void GauAlphaMatchesThePortOfTheReleasedCode()
+    {
+        string dir = TestPaths.Fixture("ports", "gau_alpha");
+        var model = TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "gau_alpha", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var o = model.Forward(io.ReadTensor("input_ids"), io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
+        for (int i = 0; i < 3; i++)
+        {
+            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
+            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
+        }
+        var expected = io.ReadTensor("logits");
+        double dl = (o.Logits! - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+    }
+
+    [Fact]
+    public void AttentionKernelsNormaliseOverRealKeys()
+    {
+        foreach (var kernel in new[] { AttentionKernel.Softmax, AttentionKernel.SquaredRelu, AttentionKernel.SoftmaxPlus })
+        {
+            var gau = new GatedAttentionUnit(new GauOptions(16, 8, 8, "swish", kernel));
+            using var scope = torch.NewDisposeScope();
+            using var g = torch.no_grad();
+            var x = torch.randn(1, 6, 16);
+            var keep = torch.tensor(new long[] { 1, 1, 1, 1, 0, 0 }).to(ScalarType.Bool).view(1, 1, 1, 6);
+            var bias = torch.zeros(1, 1, 1, 6).masked_fill(keep.logical_not(), float.MinValue);
+            // Padding keys must not matter: changing the padded inputs leaves real outputs unchanged.
+            var y1 = gau.forward(x, bias);
+            var x2 = x.clone();
+            x2[0, 4] = torch.randn(16);
+            var y2 = gau.forward(x2, bias);
+            Assert.True((y1[0, ..4] - y2[0, ..4]).abs().max().item<float>() < 1e-5, kernel.ToString());
+        }
+    }
+}
