@@ -18,10 +18,12 @@ using static TorchSharp.torch;
 /// α·uᵢ + (1−α)·uⱼ with uₖ = (pₖ − α·p₀)/(1−α), which equals pₖ below n and reaches n² positions (bert4keras
 /// <c>hierarchical_position</c>, α = 0.4). Null: plain table.
 /// </param>
+/// <param name="SinusoidalPositions">Add fixed sinusoidal positions (Vaswani et al.; bert4keras SinusoidalPositionEmbedding, interleaved sin/cos) instead of a learned table.</param>
 /// <param name="ProjectBias">The projection has a bias (not in RoFormerV2).</param>
 /// <param name="DropoutBeforeNorm">Dropout before the norm (RoFormerV2) instead of after (BERT).</param>
 public sealed record EmbeddingOptions(int VocabSize, int Width, int MaxPositions, int SegmentVocab, NormKind? Norm, double Eps,
-    int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true, double? HierarchicalAlpha = null);
+    int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true, double? HierarchicalAlpha = null,
+    bool SinusoidalPositions = false);
 
 /// <summary>
 /// token + position + segment embeddings, then norm, dropout and an optional projection to the hidden
@@ -56,6 +58,15 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary>The options.</summary>
     public EmbeddingOptions Options => options;
 
+    /// <summary>[sin θ₀, cos θ₀, sin θ₁, …] with θⱼ = p / 10000^(2j/d), for positions of any shape (float64).</summary>
+    public static Tensor Sinusoid(Tensor positions, long dim)
+    {
+        using var scope = torch.NewDisposeScope();
+        var inv = torch.pow(10000.0, torch.arange(0, dim, 2, dtype: ScalarType.Float64, device: positions.device) / dim).reciprocal();
+        var angle = positions.unsqueeze(-1) * inv;                                      // (..., d/2)
+        return torch.stack([angle.sin(), angle.cos()], -1).flatten(-2).MoveToOuterDisposeScope();
+    }
+
     /// <summary>Maximum sequence length the position scheme supports (int.MaxValue without a table).</summary>
     public long MaxLength => position is null ? int.MaxValue
         : options.HierarchicalAlpha is null ? options.MaxPositions : (long)options.MaxPositions * options.MaxPositions;
@@ -79,12 +90,27 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
 
     /// <summary>Embeds token ids (B, T) and optional segment ids (B, T).</summary>
     /// <exception cref="ArgumentException">The sequence is longer than the position table.</exception>
-    public override Tensor forward(Tensor ids, Tensor? segments)
+    public override Tensor forward(Tensor ids, Tensor? segments) => Forward(ids, segments, null);
+
+    /// <summary>
+    /// Embeds token ids with optional segment ids and custom position ids (B, T) (bert4keras
+    /// <c>custom_position_ids</c>); without them positions are 0..T-1.
+    /// </summary>
+    public Tensor Forward(Tensor ids, Tensor? segments, Tensor? positionIds)
     {
         using var scope = torch.NewDisposeScope();
         long t = ids.shape[1];
         var x = word.forward(ids);                                                    // (B, T, E)
-        if (position is not null) x = x + Positions(t, ids.device).unsqueeze(0);
+        if (positionIds is not null)
+        {
+            if (!positionIds.shape.SequenceEqual(ids.shape)) throw new ArgumentException($"position ids must have the shape of the ids [{string.Join(", ", ids.shape)}], got [{string.Join(", ", positionIds.shape)}]");
+            long max = positionIds.numel() == 0 ? 0 : positionIds.max().item<long>() + 1;
+            if (options.SinusoidalPositions) x = x + Sinusoid(positionIds.to(ScalarType.Float64), options.Width).to(x.dtype);
+            else if (position is not null) x = x + Positions(Math.Max(max, 1), ids.device).index_select(0, positionIds.flatten()).view(x.shape);
+            else throw new ArgumentException("custom position ids need learned or sinusoidal absolute positions; this model has none");
+        }
+        else if (options.SinusoidalPositions) x = x + Sinusoid(torch.arange(t, dtype: ScalarType.Float64, device: ids.device), options.Width).to(x.dtype).unsqueeze(0);
+        else if (position is not null) x = x + Positions(t, ids.device).unsqueeze(0);
         if (segment is not null) x = x + segment.forward(segments ?? torch.zeros_like(ids));
         bool drop = training && options.Dropout > 0;
         if (drop && options.DropoutBeforeNorm) x = nn.functional.dropout(x, options.Dropout, true);

@@ -11,8 +11,9 @@ using static TorchSharp.torch;
 /// <param name="Eps">Norm epsilon.</param>
 /// <param name="UseBias">Feed-forward biases.</param>
 /// <param name="Dropout">Dropout on sub-layer outputs (training only).</param>
+/// <param name="GatedFeedForward">GLU feed-forward (act(x·A) ⊙ x·B).</param>
 public sealed record EncoderLayerOptions(AttentionOptions Attention, int IntermediateSize, string Activation, NormKind Norm, double Eps,
-    bool UseBias = true, double Dropout = 0);
+    bool UseBias = true, double Dropout = 0, bool GatedFeedForward = false);
 
 /// <summary>
 /// One post-norm Transformer block, BERT's: <c>x = norm(x + attention(x))</c>, <c>x = norm(x + ffn(x))</c>.
@@ -34,7 +35,7 @@ public sealed class EncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
         dropout = o.Dropout;
         attention = new MultiHeadAttention(o.Attention);
         attention_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps);
-        ffn = new FeedForward(o.Attention.HiddenSize, o.IntermediateSize, o.Activation, o.UseBias);
+        ffn = new FeedForward(o.Attention.HiddenSize, o.IntermediateSize, o.Activation, o.UseBias, o.GatedFeedForward);
         ffn_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps);
         RegisterComponents();
     }

@@ -95,7 +95,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
 #pragma warning restore IDE0044
 
     /// <summary>Builds a randomly initialised model (use <see cref="TransformerModels.Build(string, string?, string, Application, BuildOptions?)"/> to load weights).</summary>
-    public TransformerModel(ModelFamily family, TransformerConfig config, ArchitectureOptions arch, Application application) : base(family.Name)
+    public TransformerModel(ModelFamily family, TransformerConfig config, ArchitectureOptions arch, Application application, string? prefix = null)
+        : base(prefix ?? family.Name)
     {
         Family = family;
         Config = config;
@@ -146,7 +147,11 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// Runs the model. <paramref name="ids"/> and <paramref name="segments"/> are (B, T) int64;
     /// <paramref name="attentionMask"/> is (B, T) with 1 at real tokens and 0 at padding.
     /// </summary>
-    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates)
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates) =>
+        Forward(ids, segments, attentionMask, null, outputHiddenStates);
+
+    /// <summary>Runs the model with custom position ids (B, T) (bert4keras <c>custom_position_ids</c>).</summary>
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates)
     {
         if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
         if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
@@ -158,7 +163,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             var keep = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
             bias = torch.zeros(keep.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(keep.logical_not(), float.MinValue);
         }
-        var x = embeddings.forward(ids, segments);
+        var x = embeddings.Forward(ids, segments, positionIds);
         var all = outputHiddenStates ? new List<Tensor> { x } : null;
         for (int i = 0; i < arch.Layers; i++)
         {

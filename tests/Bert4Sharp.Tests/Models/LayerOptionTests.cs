@@ -1,0 +1,89 @@
+using Bert4Sharp.Layers;
+using Bert4Sharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Models;
+
+public class LayerOptionTests
+{
+    [Fact]
+    public void GatedFeedForwardIsActOfTheFirstHalfTimesTheSecond()
+    {
+        var ffn = new FeedForward(8, 5, "gelu_new", useBias: true, gated: true);
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var p = ffn.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        Assert.Equal(new long[] { 10, 8 }, p["inner.weight"].shape);
+        var x = torch.randn(2, 3, 8);
+        var a = x.matmul(p["inner.weight"][..5].t()) + p["inner.bias"][..5];
+        var b = x.matmul(p["inner.weight"][5..].t()) + p["inner.bias"][5..];
+        double c = Math.Sqrt(2 / Math.PI);
+        var h = 0.5 * a * (1 + torch.tanh(c * (a + 0.044715 * a.pow(3))));   // tanh-approximate GELU written out
+        var expected = (h * b).matmul(p["outer.weight"].t()) + p["outer.bias"];
+        Assert.True((ffn.forward(x) - expected).abs().max().item<float>() < 1e-5);
+    }
+
+    [Fact]
+    public void SinusoidalPositionsFollowTheFormula()
+    {
+        using var scope = torch.NewDisposeScope();
+        var s = Embeddings.Sinusoid(torch.arange(10, dtype: ScalarType.Float64), 8);
+        Assert.Equal(new long[] { 10, 8 }, s.shape);
+        Assert.Equal(new double[] { 0, 1, 0, 1, 0, 1, 0, 1 }, s[0].data<double>().ToArray());
+        for (int j = 0; j < 4; j++)
+        {
+            double theta = 7 / Math.Pow(10000, 2.0 * j / 8);
+            Assert.Equal(Math.Sin(theta), s[7, 2 * j].item<double>(), 12);
+            Assert.Equal(Math.Cos(theta), s[7, 2 * j + 1].item<double>(), 12);
+        }
+        var emb = new Embeddings(new EmbeddingOptions(50, 8, 0, 0, null, 1e-12, SinusoidalPositions: true));
+        emb.eval();
+        var ids = torch.tensor(new long[] { 3, 4, 5 }).unsqueeze(0);
+        using var g = torch.no_grad();
+        var direct = emb.forward(ids, null);
+        var word = emb.named_parameters().First(p => p.name == "word.weight").parameter;
+        var expected = word.index_select(0, ids[0]) + s[..3].to(ScalarType.Float32);
+        Assert.True((direct[0] - expected).abs().max().item<float>() < 1e-6);
+    }
+
+    [Fact]
+    public void CustomPositionIds()
+    {
+        var model = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"),
+            "bert", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var ids = torch.tensor(new long[] { 1, 17, 250, 3 }).unsqueeze(0);
+        var plain = model.Forward(ids, null, null, false).LastHiddenState;
+        var same = model.Forward(ids, null, null, torch.arange(4).unsqueeze(0), false).LastHiddenState;
+        Assert.True((plain - same).abs().max().item<float>() == 0);
+        var shifted = model.Forward(ids, null, null, (torch.arange(4) + 10).unsqueeze(0), false).LastHiddenState;
+        Assert.True((plain - shifted).abs().max().item<float>() > 1e-3);   // positions matter
+        Assert.Throws<ArgumentException>(() => model.Forward(ids, null, null, torch.arange(3).unsqueeze(0), false));
+        var rot = TransformerModels.Build(TestPaths.Fixture("hf", "roformer", "config.json"), TestPaths.Fixture("hf", "roformer", "model.safetensors"),
+            "roformer", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
+        Assert.Throws<ArgumentException>(() => rot.Forward(ids, null, null, torch.arange(4).unsqueeze(0), false));
+    }
+
+    sealed class Pair : nn.Module
+    {
+        public Pair(TransformerModel a, TransformerModel b) : base("pair")
+        {
+            register_module(a.GetName(), a);
+            register_module(b.GetName(), b);
+        }
+    }
+
+    [Fact]
+    public void PrefixesKeepTwoModelsApart()
+    {
+        var opts = new BuildOptions { Device = torch.CPU };
+        var teacher = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"), "bert", Application.MaskedLM, opts with { Prefix = "teacher" });
+        var student = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"), "bert", Application.MaskedLM, opts with { Prefix = "student" });
+        var names = new Pair(teacher, student).named_parameters().Select(p => p.name).ToList();
+        Assert.Contains("teacher.layers.0.attention.qkv.weight", names);
+        Assert.Contains("student.layers.0.attention.qkv.weight", names);
+        Assert.Equal(names.Count, names.Distinct().Count());
+    }
+}
