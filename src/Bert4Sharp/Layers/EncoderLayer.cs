@@ -40,6 +40,19 @@ public sealed class EncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
         RegisterComponents();
     }
 
+    /// <summary>The block with RealFormer residual attention scores (see <see cref="MultiHeadAttention.ForwardResidual"/>).</summary>
+    public Tensor ForwardResidual(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor scores)
+    {
+        using var scope = torch.NewDisposeScope();
+        var a = attention.ForwardResidual(x, mask, previousScores, out scores);
+        scores.MoveToOuterDisposeScope();
+        if (training && dropout > 0) a = nn.functional.dropout(a, dropout, true);
+        x = attention_norm.forward(x + a);
+        var f = ffn.forward(x);
+        if (training && dropout > 0) f = nn.functional.dropout(f, dropout, true);
+        return ffn_norm.forward(x + f).MoveToOuterDisposeScope();
+    }
+
     /// <inheritdoc/>
     public override Tensor forward(Tensor x, Tensor? mask)
     {

@@ -69,8 +69,22 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
     public AttentionOptions Options => options;
 
     /// <summary>Attention of <paramref name="x"/> (B, T, H) to itself; <paramref name="mask"/> is additive, broadcastable to (B, heads, T, T).</summary>
-    public override Tensor forward(Tensor x, Tensor? mask)
+    public override Tensor forward(Tensor x, Tensor? mask) => Forward(x, mask, null, out _, false);
+
+    /// <summary>
+    /// RealFormer residual attention (He et al., arXiv:2012.11747): the pre-softmax scores get the previous
+    /// layer's scores added, and the sum (B, heads, T, T) is passed on through <paramref name="scores"/>.
+    /// </summary>
+    public Tensor ForwardResidual(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor scores)
     {
+        var o = Forward(x, mask, previousScores, out var s, true);
+        scores = s!;
+        return o;
+    }
+
+    Tensor Forward(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor? scores, bool wantScores)
+    {
+        scores = null;
         using var scope = torch.NewDisposeScope();
         long b = x.shape[0], t = x.shape[1];
         int h = options.Heads, dk = options.QueryKeySize, dv = options.HeadSize;
@@ -88,7 +102,17 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
         }
         double p = training ? options.Dropout : 0;
         Tensor o;
-        if (options.Position == AttentionPosition.TypicalRelative)
+        if (wantScores)
+        {
+            if (options.Position == AttentionPosition.TypicalRelative) throw new NotSupportedException("residual attention scores with typical relative positions are not supported");
+            var a = q.matmul(k.transpose(-1, -2)) / Math.Sqrt(dk);                             // (B, h, T, T)
+            if (previousScores is not null) a = a + previousScores;
+            scores = a.MoveToOuterDisposeScope();
+            var w = (mask is null ? a : a + mask).softmax(-1);
+            if (p > 0) w = nn.functional.dropout(w, p, true);
+            o = w.matmul(v);
+        }
+        else if (options.Position == AttentionPosition.TypicalRelative)
         {
             var r = RelativeTable(t, dk, options.MaxRelativePosition, x.device, x.dtype);   // (T, T, dk)
             var a = q.matmul(k.transpose(-1, -2)) + torch.einsum("bhjd,jkd->bhjk", q, r);    // (B, h, T, T)

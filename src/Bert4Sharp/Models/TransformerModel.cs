@@ -30,8 +30,10 @@ public enum Application
 /// <param name="MlmTransform">Has the dense transform before the decoder (false: hidden states go straight to the tied decoder).</param>
 /// <param name="MlmBias">Has an output bias.</param>
 /// <param name="Gau">When set, the blocks are gated attention units (GAU-α) instead of attention + feed-forward.</param>
+/// <param name="ResidualAttentionScores">RealFormer: each block's pre-softmax scores include the previous block's (bert4keras <c>residual_attention_scores</c>).</param>
 public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, EncoderLayerOptions Layer, int Layers, bool ShareLayers, bool Pooler,
-    int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true, GauOptions? Gau = null);
+    int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true, GauOptions? Gau = null,
+    bool ResidualAttentionScores = false);
 
 /// <summary>Outputs of <see cref="TransformerModel.forward"/>; tensors not asked for are null.</summary>
 public sealed class ModelOutput : IDisposable
@@ -102,6 +104,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         Config = config;
         this.arch = arch;
         Application = application;
+        if (arch.ResidualAttentionScores && (arch.Gau is not null || arch.Layer.Attention.Position == AttentionPosition.TypicalRelative))
+            throw new ArgumentException($"{family.Name}: residual attention scores need standard attention blocks");
         embeddings = new Embeddings(arch.Embeddings);
         int distinct = arch.ShareLayers ? 1 : arch.Layers;
         layers = nn.ModuleList(Enumerable.Range(0, distinct).Select(_ => arch.Gau is GauOptions g
@@ -165,9 +169,12 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         }
         var x = embeddings.Forward(ids, segments, positionIds);
         var all = outputHiddenStates ? new List<Tensor> { x } : null;
+        Tensor? scores = null;
         for (int i = 0; i < arch.Layers; i++)
         {
-            x = layers[arch.ShareLayers ? 0 : i].forward(x, bias);
+            var block = layers[arch.ShareLayers ? 0 : i];
+            if (arch.ResidualAttentionScores && block is EncoderLayer encoderLayer) x = encoderLayer.ForwardResidual(x, bias, scores, out scores);
+            else x = block.forward(x, bias);
             all?.Add(x);
         }
         Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();

@@ -15,6 +15,8 @@ public sealed record BuildOptions
     public IReadOnlyList<int[]>? CompoundTokens { get; init; }
     /// <summary>bert4keras <c>hierarchical_position</c>: extend learned positions to max² by hierarchical decomposition with this α (0.4 in the blog); null for off.</summary>
     public double? HierarchicalPositionAlpha { get; init; }
+    /// <summary>RealFormer residual attention scores (bert4keras <c>residual_attention_scores</c>).</summary>
+    public bool ResidualAttentionScores { get; init; }
     /// <summary>
     /// Module name (bert4keras <c>prefix</c>): a parent module that registers two models under their prefixes
     /// (teacher and student, BERT-of-Theseus) keeps their parameters apart. Default: the family name.
@@ -63,6 +65,7 @@ public static class TransformerModels
             if (names is not null && !checkpoint.TryGetEntry(names.HuggingFace[0], out _) && !checkpoint.TryGetEntry(names.TensorFlow[0], out _))
                 arch = arch with { Pooler = false };
         }
+        if (options.ResidualAttentionScores) arch = arch with { ResidualAttentionScores = true };
         var model = new TransformerModel(family, effective, arch, application, options.Prefix);
         report = null;
         if (checkpoint is not null)

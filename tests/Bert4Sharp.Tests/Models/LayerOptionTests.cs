@@ -87,3 +87,46 @@ public class LayerOptionTests
         Assert.Equal(names.Count, names.Distinct().Count());
     }
 }
+
+public class RealFormerTests
+{
+    [Fact]
+    public void ResidualScoresAccumulateAcrossLayers()
+    {
+        var model = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"),
+            "bert", Application.MaskedLM, new BuildOptions { Device = torch.CPU, ResidualAttentionScores = true });
+        var plain = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"),
+            "bert", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
+        var p = model.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var ids = torch.tensor(new long[] { 1, 17, 250, 3, 999, 42, 0, 0 }).unsqueeze(0);
+        var mask = torch.tensor(new long[] { 1, 1, 1, 1, 1, 1, 0, 0 }).unsqueeze(0);
+        var got = model.Forward(ids, null, mask, true);
+        var reference = plain.Forward(ids, null, mask, true);
+        // Layer 0 has no previous scores: identical to the plain model.
+        Assert.True((got.HiddenStates![1] - reference.HiddenStates![1]).abs().max().item<float>() < 1e-5);
+        // Written out for layer 1: scores₁ = q₁k₁ᵀ/√d + scores₀, from the raw parameters.
+        Tensor Ln(Tensor x, string n) => nn.functional.layer_norm(x, [64], p[n + ".weight"], p[n + ".bias"], 1e-12);
+        Tensor Lin(Tensor x, string n) => x.matmul(p[n + ".weight"].t()) + p[n + ".bias"];
+        var bias = torch.zeros(1, 1, 1, 8).masked_fill(mask.view(1, 1, 1, 8) == 0, float.MinValue);
+        Tensor? prev = null;
+        var x = got.HiddenStates[0];
+        for (int l = 0; l < 2; l++)
+        {
+            var qkv = Lin(x, $"layers.{l}.attention.qkv").view(1, 8, 3, 4, 16);
+            var q = qkv.select(2, 0).transpose(1, 2);
+            var k = qkv.select(2, 1).transpose(1, 2);
+            var v = qkv.select(2, 2).transpose(1, 2);
+            var s = q.matmul(k.transpose(-1, -2)) / 4.0;
+            if (prev is not null) s = s + prev;
+            prev = s;
+            var o = (s + bias).softmax(-1).matmul(v).transpose(1, 2).reshape(1, 8, 64);
+            x = Ln(x + Lin(o, $"layers.{l}.attention.output"), $"layers.{l}.attention_norm");
+            var f = Lin(nn.functional.gelu(Lin(x, $"layers.{l}.ffn.inner")), $"layers.{l}.ffn.outer");
+            x = Ln(x + f, $"layers.{l}.ffn_norm");
+        }
+        Assert.True((got.HiddenStates[2] - x).abs().max().item<float>() < 1e-5);
+        Assert.True((got.HiddenStates[2] - reference.HiddenStates[2]).abs().max().item<float>() > 1e-3);
+    }
+}
