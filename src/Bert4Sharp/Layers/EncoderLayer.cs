@@ -12,8 +12,9 @@ using static TorchSharp.torch;
 /// <param name="UseBias">Feed-forward biases.</param>
 /// <param name="Dropout">Dropout on sub-layer outputs (training only).</param>
 /// <param name="GatedFeedForward">GLU feed-forward (act(x·A) ⊙ x·B).</param>
+/// <param name="Condition">Conditional LayerNorm (both norms of the block), or null.</param>
 public sealed record EncoderLayerOptions(AttentionOptions Attention, int IntermediateSize, string Activation, NormKind Norm, double Eps,
-    bool UseBias = true, double Dropout = 0, bool GatedFeedForward = false);
+    bool UseBias = true, double Dropout = 0, bool GatedFeedForward = false, ConditionOptions? Condition = null);
 
 /// <summary>
 /// One post-norm Transformer block, BERT's: <c>x = norm(x + attention(x))</c>, <c>x = norm(x + ffn(x))</c>.
@@ -34,34 +35,34 @@ public sealed class EncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
     {
         dropout = o.Dropout;
         attention = new MultiHeadAttention(o.Attention);
-        attention_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps);
+        attention_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps, o.Condition);
         ffn = new FeedForward(o.Attention.HiddenSize, o.IntermediateSize, o.Activation, o.UseBias, o.GatedFeedForward);
-        ffn_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps);
+        ffn_norm = new Norm(o.Attention.HiddenSize, o.Norm, o.Eps, o.Condition);
         RegisterComponents();
     }
 
-    /// <summary>The block with RealFormer residual attention scores (see <see cref="MultiHeadAttention.ForwardResidual"/>).</summary>
-    public Tensor ForwardResidual(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor scores)
-    {
-        using var scope = torch.NewDisposeScope();
-        var a = attention.ForwardResidual(x, mask, previousScores, out scores);
-        scores.MoveToOuterDisposeScope();
-        if (training && dropout > 0) a = nn.functional.dropout(a, dropout, true);
-        x = attention_norm.forward(x + a);
-        var f = ffn.forward(x);
-        if (training && dropout > 0) f = nn.functional.dropout(f, dropout, true);
-        return ffn_norm.forward(x + f).MoveToOuterDisposeScope();
-    }
-
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x, Tensor? mask)
+    public override Tensor forward(Tensor x, Tensor? mask) => Forward(x, mask, null, null, out _, false);
+
+    /// <summary>
+    /// The block with the options that need more inputs: a condition (B, C) for conditional LayerNorm, and
+    /// RealFormer residual scores (previous in, this block's out, when <paramref name="residual"/>).
+    /// </summary>
+    public Tensor Forward(Tensor x, Tensor? mask, Tensor? condition, Tensor? previousScores, out Tensor? scores, bool residual)
     {
         using var scope = torch.NewDisposeScope();
-        var a = attention.forward(x, mask);
+        scores = null;
+        Tensor a;
+        if (residual)
+        {
+            a = attention.ForwardResidual(x, mask, previousScores, out var s);
+            scores = s.MoveToOuterDisposeScope();
+        }
+        else a = attention.forward(x, mask);
         if (training && dropout > 0) a = nn.functional.dropout(a, dropout, true);
-        x = attention_norm.forward(x + a);
+        x = attention_norm.Forward(x + a, condition);
         var f = ffn.forward(x);
         if (training && dropout > 0) f = nn.functional.dropout(f, dropout, true);
-        return ffn_norm.forward(x + f).MoveToOuterDisposeScope();
+        return ffn_norm.Forward(x + f, condition).MoveToOuterDisposeScope();
     }
 }

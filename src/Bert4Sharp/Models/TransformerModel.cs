@@ -154,8 +154,11 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates) =>
         Forward(ids, segments, attentionMask, null, outputHiddenStates);
 
-    /// <summary>Runs the model with custom position ids (B, T) (bert4keras <c>custom_position_ids</c>).</summary>
-    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates)
+    /// <summary>
+    /// Runs the model with custom position ids (B, T) (bert4keras <c>custom_position_ids</c>) and, for models
+    /// built with conditional LayerNorm, the condition (B, C).
+    /// </summary>
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition = null)
     {
         if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
         if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
@@ -173,7 +176,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         for (int i = 0; i < arch.Layers; i++)
         {
             var block = layers[arch.ShareLayers ? 0 : i];
-            if (arch.ResidualAttentionScores && block is EncoderLayer encoderLayer) x = encoderLayer.ForwardResidual(x, bias, scores, out scores);
+            if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores);
+            else if (condition is not null) throw new ArgumentException($"{Family.Name} blocks take no condition");
             else x = block.forward(x, bias);
             all?.Add(x);
         }

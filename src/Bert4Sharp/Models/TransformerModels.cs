@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Models;
 
 using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,6 +16,8 @@ public sealed record BuildOptions
     public IReadOnlyList<int[]>? CompoundTokens { get; init; }
     /// <summary>bert4keras <c>hierarchical_position</c>: extend learned positions to max² by hierarchical decomposition with this α (0.4 in the blog); null for off.</summary>
     public double? HierarchicalPositionAlpha { get; init; }
+    /// <summary>Conditional LayerNorm in every block (bert4keras <c>layer_norm_cond</c>); the condition goes to <c>Forward(…, condition)</c>.</summary>
+    public ConditionOptions? Condition { get; init; }
     /// <summary>RealFormer residual attention scores (bert4keras <c>residual_attention_scores</c>).</summary>
     public bool ResidualAttentionScores { get; init; }
     /// <summary>
@@ -66,6 +69,7 @@ public static class TransformerModels
                 arch = arch with { Pooler = false };
         }
         if (options.ResidualAttentionScores) arch = arch with { ResidualAttentionScores = true };
+        if (options.Condition is not null) arch = arch with { Layer = arch.Layer with { Condition = options.Condition } };
         var model = new TransformerModel(family, effective, arch, application, options.Prefix);
         report = null;
         if (checkpoint is not null)

@@ -121,7 +121,11 @@ public static class WeightLoader
             }
         }
         foreach (var p in parameters.Keys)
+        {
+            // Conditional-LayerNorm weights are new by design (zero-initialised, trained on the task).
+            if (p.Contains(".condition_", StringComparison.Ordinal)) continue;
             if (!table.Any(m => m.Internal == p)) missing.Add($"{p} (no checkpoint name for it in the {family.Name} table)");
+        }
         int slots = checkpoint.Entries.Count(e => e.State == TensorState.Slot);
         var unexpected = checkpoint.Entries
             .Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !family.Ignorable.Any(s => e.Name.EndsWith(s, StringComparison.Ordinal)))

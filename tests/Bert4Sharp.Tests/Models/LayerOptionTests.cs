@@ -130,3 +130,35 @@ public class RealFormerTests
         Assert.True((got.HiddenStates[2] - reference.HiddenStates[2]).abs().max().item<float>() > 1e-3);
     }
 }
+
+public class ConditionalLayerNormTests
+{
+    [Fact]
+    public void StartsAsThePlainModelAndShiftsGainAndBias()
+    {
+        var opts = new BuildOptions { Device = torch.CPU };
+        var plain = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"), "bert", Application.MaskedLM, opts);
+        var cond = TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"), "bert", Application.MaskedLM,
+            opts with { Condition = new ConditionOptions(5, HiddenUnits: 7, HiddenActivation: "relu") });
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var ids = torch.tensor(new long[] { 1, 17, 250, 3 }).unsqueeze(0);
+        var c = torch.randn(1, 5);
+        var a = plain.forward(ids, null, null).LastHiddenState;
+        var b = cond.Forward(ids, null, null, null, false, c).LastHiddenState;
+        Assert.True((a - b).abs().max().item<float>() < 1e-6);                       // zero-initialised: no change
+        Assert.Throws<ArgumentException>(() => cond.forward(ids, null, null));       // a condition is required
+        Assert.Throws<ArgumentException>(() => plain.Forward(ids, null, null, null, false, c));
+
+        var norm = new Norm(4, NormKind.LayerNorm, 1e-12, new ConditionOptions(3));
+        var p = norm.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        p["condition_weight.weight"].copy_(torch.randn(4, 3));
+        p["condition_bias.weight"].copy_(torch.randn(4, 3));
+        var x = torch.randn(2, 6, 4);
+        var cc = torch.randn(2, 3);
+        var gamma = (1 + cc.matmul(p["condition_weight.weight"].t())).unsqueeze(1);
+        var beta = cc.matmul(p["condition_bias.weight"].t()).unsqueeze(1);
+        var expected = nn.functional.layer_norm(x, [4], null, null, 1e-12) * gamma + beta;
+        Assert.True((norm.Forward(x, cc) - expected).abs().max().item<float>() < 1e-5);
+    }
+}
