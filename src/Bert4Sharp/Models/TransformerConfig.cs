@@ -41,9 +41,15 @@ public sealed record TransformerConfig
     /// <summary>ALBERT: layers inside a group.</summary>
     [JsonPropertyName("inner_group_num")] public int InnerGroupNum { get; init; } = 1;
     /// <summary>Padding token id.</summary>
-    [JsonPropertyName("pad_token_id")] public int PadTokenId { get; init; }
+    [JsonPropertyName("pad_token_id")] public int? PadTokenId { get; init; }
     /// <summary>RoFormer: also rotate values.</summary>
     [JsonPropertyName("rotary_value")] public bool RotaryValue { get; init; }
+    /// <summary>GPT-2 <c>n_inner</c>: feed-forward width (null = 4 × hidden).</summary>
+    [JsonPropertyName("n_inner")] public int? NInner { get; init; }
+    /// <summary>Beginning-of-sequence id (GPT-2).</summary>
+    [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
+    /// <summary>End-of-sequence id (GPT-2).</summary>
+    [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; init; }
     /// <summary>Query/key width when it differs from the head size (GAU-α: the shared qk width).</summary>
     [JsonPropertyName("attention_key_size")] public int? AttentionKeySize { get; init; }
     /// <summary>Initialiser standard deviation (used when weights are not loaded).</summary>
@@ -60,6 +66,8 @@ public sealed record TransformerConfig
         ["n_layer"] = "num_hidden_layers",
         ["n_head"] = "num_attention_heads",
         ["n_embd"] = "hidden_size",
+        ["n_positions"] = "max_position_embeddings",
+        ["activation_function"] = "hidden_act",
     };
 
     /// <summary>Effective embedding width.</summary>
@@ -77,6 +85,7 @@ public sealed record TransformerConfig
         Dictionary<string, JsonElement> raw;
         try { raw = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllBytes(path)) ?? []; }
         catch (JsonException e) { throw new InvalidDataException($"{path}: not a JSON object ({e.Message})", e); }
+        raw = raw.Where(kv => kv.Value.ValueKind != JsonValueKind.Null).ToDictionary();   // null means "the default"
         var renamed = new Dictionary<string, JsonElement>();
         foreach (var (k, v) in raw) renamed.TryAdd(Aliases.TryGetValue(k, out var hf) ? hf : k, v);
         foreach (var (k, v) in raw) if (!Aliases.ContainsKey(k)) renamed[k] = v;   // the HF spelling wins if both are present

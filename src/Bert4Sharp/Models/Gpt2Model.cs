@@ -1,0 +1,225 @@
+namespace Bert4Sharp.Models;
+
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Layers;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>Cached keys and values of every layer, (B, heads, T, d) each, for incremental decoding.</summary>
+public sealed class KeyValueCache : IDisposable
+{
+    internal readonly List<(Tensor Key, Tensor Value)?> Layers;
+
+    /// <summary>An empty cache for <paramref name="layers"/> layers.</summary>
+    public KeyValueCache(int layers) => Layers = Enumerable.Repeat<(Tensor, Tensor)?>(null, layers).ToList();
+
+    /// <summary>Number of cached positions.</summary>
+    public long Length => Layers[0] is { } kv ? kv.Key.shape[2] : 0;
+
+    internal void Set(int layer, Tensor key, Tensor value)
+    {
+        if (Layers[layer] is { } old) { old.Key.Dispose(); old.Value.Dispose(); }
+        Layers[layer] = (key.DetachFromDisposeScope(), value.DetachFromDisposeScope());
+    }
+
+    /// <summary>Keeps batch rows <paramref name="rows"/> (beam search reordering).</summary>
+    public void Select(Tensor rows)
+    {
+        for (int i = 0; i < Layers.Count; i++)
+            if (Layers[i] is { } kv) Set(i, kv.Key.index_select(0, rows), kv.Value.index_select(0, rows));
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var kv in Layers) if (kv is { } t) { t.Key.Dispose(); t.Value.Dispose(); }
+        Layers.Clear();
+    }
+}
+
+/// <summary>
+/// GPT-2 (and CPM-LM in GPT-2 layout): pre-norm decoder blocks, learned positions, causal attention,
+/// LM head tied to the token embedding. Module names equal Hugging Face's (under <c>transformer.</c>), so
+/// loading is a loop; HF stores its Conv1D weights as [in, out], transposed on load.
+/// </summary>
+public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
+{
+    sealed class Attention : nn.Module
+    {
+        readonly int heads;
+#pragma warning disable IDE0044
+        Linear c_attn;
+        Linear c_proj;
+#pragma warning restore IDE0044
+        public Attention(int hidden, int heads) : base("attn")
+        {
+            this.heads = heads;
+            c_attn = nn.Linear(hidden, 3 * hidden);
+            c_proj = nn.Linear(hidden, hidden);
+            RegisterComponents();
+        }
+
+        public Tensor Forward(Tensor x, KeyValueCache? cache, int layer)
+        {
+            using var scope = torch.NewDisposeScope();
+            long b = x.shape[0], t = x.shape[1], h = x.shape[2], d = h / heads;
+            var qkv = Dense.Apply(c_attn, x).split(h, -1);                                      // 3 × (B, T, H)
+            var q = qkv[0].view(b, t, heads, d).transpose(1, 2);                               // (B, nh, T, d)
+            var k = qkv[1].view(b, t, heads, d).transpose(1, 2);
+            var v = qkv[2].view(b, t, heads, d).transpose(1, 2);
+            long past = 0;
+            if (cache is not null)
+            {
+                if (cache.Layers[layer] is { } kv)
+                {
+                    past = kv.Key.shape[2];
+                    k = torch.cat([kv.Key, k], 2);
+                    v = torch.cat([kv.Value, v], 2);
+                }
+                cache.Set(layer, k, v);
+            }
+            Tensor o;
+            if (past == 0) o = nn.functional.scaled_dot_product_attention(q, k, v, null, 0, true);
+            else
+            {
+                // Query i sits at position past + i and sees keys 0..past + i.
+                var allowed = torch.ones(t, past + t, dtype: ScalarType.Bool, device: x.device).tril(past);
+                var bias = torch.zeros(t, past + t, dtype: x.dtype, device: x.device).masked_fill(allowed.logical_not(), float.MinValue);
+                o = nn.functional.scaled_dot_product_attention(q, k, v, bias, 0, false);
+            }
+            return Dense.Apply(c_proj, o.transpose(1, 2).reshape(b, t, h)).MoveToOuterDisposeScope();   // (B, T, H)
+        }
+    }
+
+    sealed class Mlp : nn.Module<Tensor, Tensor>
+    {
+        readonly string activation;
+#pragma warning disable IDE0044
+        Linear c_fc;
+        Linear c_proj;
+#pragma warning restore IDE0044
+        public Mlp(int hidden, int inner, string activation) : base("mlp")
+        {
+            this.activation = activation;
+            c_fc = nn.Linear(hidden, inner);
+            c_proj = nn.Linear(inner, hidden);
+            RegisterComponents();
+        }
+
+        public override Tensor forward(Tensor x)
+        {
+            using var scope = torch.NewDisposeScope();
+            return Dense.Apply(c_proj, Activations.Apply(activation, Dense.Apply(c_fc, x))).MoveToOuterDisposeScope();
+        }
+    }
+
+    sealed class Block : nn.Module
+    {
+#pragma warning disable IDE0044
+        LayerNorm ln_1;
+        Attention attn;
+        LayerNorm ln_2;
+        Mlp mlp;
+#pragma warning restore IDE0044
+        public Block(TransformerConfig c, int inner) : base("block")
+        {
+            ln_1 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
+            attn = new Attention(c.HiddenSize, c.NumAttentionHeads);
+            ln_2 = nn.LayerNorm(c.HiddenSize, c.LayerNormEps);
+            mlp = new Mlp(c.HiddenSize, inner, c.HiddenAct);
+            RegisterComponents();
+        }
+
+        public Tensor Forward(Tensor x, KeyValueCache? cache, int layer)
+        {
+            using var scope = torch.NewDisposeScope();
+            x = x + attn.Forward(ln_1.forward(x), cache, layer);
+            return (x + mlp.forward(ln_2.forward(x))).MoveToOuterDisposeScope();
+        }
+    }
+
+#pragma warning disable IDE0044
+    Embedding wte;
+    Embedding wpe;
+    ModuleList<Block> h;
+    LayerNorm ln_f;
+#pragma warning restore IDE0044
+
+    /// <summary>A randomly initialised model (use <see cref="Load"/> for weights).</summary>
+    public Gpt2Model(TransformerConfig config) : base("transformer")
+    {
+        config.Validate();
+        Activations.Check(config.HiddenAct);
+        Config = config;
+        wte = nn.Embedding(config.VocabSize, config.HiddenSize);
+        wpe = nn.Embedding(config.MaxPositionEmbeddings, config.HiddenSize);
+        int inner = config.NInner ?? 4 * config.HiddenSize;
+        h = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new Block(config, inner)).ToArray());
+        ln_f = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        RegisterComponents();
+    }
+
+    /// <summary>The config.</summary>
+    public TransformerConfig Config { get; }
+
+    /// <summary>Logits (B, T, V) of a batch of token ids (B, T).</summary>
+    public override Tensor forward(Tensor ids) => Forward(ids, null, null);
+
+    /// <summary>
+    /// Logits (B, T, V). With a <paramref name="cache"/>, positions continue after the cached ones and the new
+    /// keys and values are appended. <paramref name="hiddenStates"/>, when given, receives the embedding output
+    /// and every block's output (the last after the final norm, as Hugging Face reports it).
+    /// </summary>
+    /// <exception cref="ArgumentException">The sequence would exceed the position table.</exception>
+    public Tensor Forward(Tensor ids, KeyValueCache? cache, List<Tensor>? hiddenStates)
+    {
+        using var scope = torch.NewDisposeScope();
+        long past = cache?.Length ?? 0, t = ids.shape[1];
+        if (past + t > Config.MaxPositionEmbeddings)
+            throw new ArgumentException($"{past + t} positions exceed n_positions = {Config.MaxPositionEmbeddings}; truncate the prompt from the left or generate fewer tokens");
+        var x = wte.forward(ids) + wpe.forward(torch.arange(past, past + t, device: ids.device)).unsqueeze(0);   // (B, T, H)
+        hiddenStates?.Add(x.MoveToOuterDisposeScope());
+        for (int i = 0; i < h.Count; i++)
+        {
+            x = h[i].Forward(x, cache, i);
+            if (hiddenStates is not null && i < h.Count - 1) hiddenStates.Add(x.MoveToOuterDisposeScope());
+        }
+        x = ln_f.forward(x);
+        hiddenStates?.Add(x.MoveToOuterDisposeScope());
+        return nn.functional.linear(x, wte.weight!).MoveToOuterDisposeScope();                 // tied LM head
+    }
+
+    /// <summary>Builds from a config (HF <c>config.json</c> spelling) and loads Hugging Face GPT-2 weights, strictly.</summary>
+    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors.</exception>
+    public static Gpt2Model Load(string configPath, string checkpointPath)
+    {
+        var model = new Gpt2Model(TransformerConfig.Load(configPath));
+        using var ck = Checkpoint.Open(checkpointPath);
+        var missing = new List<string>();
+        var mismatched = new List<string>();
+        var used = new HashSet<string>();
+        using (torch.no_grad())
+        {
+            foreach (var (name, p) in model.named_parameters())
+            {
+                string hf = "transformer." + name;
+                if (!ck.TryGetEntry(hf, out var e)) { missing.Add(hf); continue; }
+                using var t = ck.ReadTensor(e);
+                // Conv1D weights are [in, out]; embeddings and norms are taken as they are.
+                var value = t.dim() == 2 && name.EndsWith(".weight") && !name.StartsWith("wte") && !name.StartsWith("wpe") ? t.t() : t;
+                if (!value.shape.SequenceEqual(p.shape)) { mismatched.Add($"{hf}: checkpoint [{string.Join(", ", value.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
+                p.copy_(value);
+                used.Add(hf);
+            }
+        }
+        var unexpected = ck.Entries.Select(e => e.Name).Where(n => !used.Contains(n) && !n.EndsWith(".attn.bias") && !n.EndsWith(".masked_bias") && n != "lm_head.weight").ToList();
+        if (missing.Count + mismatched.Count + unexpected.Count > 0)
+        {
+            var report = new LoadReport(CheckpointNaming.HuggingFace, [.. used], missing, unexpected, mismatched, [], 0);
+            throw new CheckpointMismatchException($"{checkpointPath} does not fit GPT-2 from {configPath}: {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})", report);
+        }
+        model.eval();
+        return model;
+    }
+}

@@ -1,0 +1,84 @@
+using System.Text.Json;
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Generation;
+using Bert4Sharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Generation;
+
+/// <summary>GPT-2 against Hugging Face transformers 5.17 (tests/fixtures/hf/gpt2): logits, hidden states, greedy and beam-4 generate.</summary>
+public class Gpt2Tests
+{
+    static Gpt2Model Model() => Gpt2Model.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("hf", "gpt2", "model.safetensors"));
+
+    static (List<int> Prompt, List<int> Greedy, List<int> Beam, int Max, int Eos) Expected()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(TestPaths.Fixture("hf", "gpt2", "generate.json")));
+        List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
+        return (L("prompt"), L("greedy"), L("beam4"), doc.RootElement.GetProperty("max_new_tokens").GetInt32(), doc.RootElement.GetProperty("eos_token_id").GetInt32());
+    }
+
+    [Fact]
+    public void LogitsAndHiddenStatesMatchTransformers()
+    {
+        var model = Model();
+        using var io = Checkpoint.Open(TestPaths.Fixture("hf", "gpt2", "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var hidden = new List<Tensor>();
+        var logits = model.Forward(io.ReadTensor("input_ids"), null, hidden);
+        Assert.Equal(4, hidden.Count);
+        for (int i = 0; i < 4; i++)
+        {
+            double d = (hidden[i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
+            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
+        }
+        var expected = io.ReadTensor("logits");
+        double dl = (logits - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits {dl:E2}");
+    }
+
+    [Fact]
+    public void CachedLogitsEqualUncachedOnes()
+    {
+        var model = Model();
+        using var io = Checkpoint.Open(TestPaths.Fixture("hf", "gpt2", "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var ids = io.ReadTensor("input_ids");                                  // (2, 10)
+        var full = model.Forward(ids, null, null);
+        using var cache = new KeyValueCache(model.Config.NumHiddenLayers);
+        var first = model.Forward(ids[.., ..4], cache, null);                  // a 4-token prefix, then one token at a time
+        var parts = new List<Tensor> { first };
+        for (int t = 4; t < 10; t++) parts.Add(model.Forward(ids[.., t..(t + 1)], cache, null));
+        var incremental = torch.cat(parts, 1);
+        double d = (full - incremental).abs().max().item<float>();
+        Assert.True(d <= 1e-5, $"cached vs uncached: {d:E2}");
+        Assert.Equal(10, cache.Length);
+    }
+
+    [Fact]
+    public void GreedyAndBeamSearchReproduceTransformersGenerate()
+    {
+        var lm = new Gpt2LanguageModel(Model());
+        var (prompt, greedy, beam, max, eos) = Expected();
+        var options = new DecodingOptions { MaxNewTokens = max, EndId = eos, LengthPenalty = 1.0, EarlyStopping = true };
+        Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options));
+        Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options, useCache: false));
+        Assert.Equal(beam, AutoRegressiveDecoder.BeamSearch(lm, prompt, 4, options));
+        Assert.NotEqual(greedy, beam);   // the fixture was made so that the two differ
+    }
+
+    [Fact]
+    public void BadInputs()
+    {
+        var model = Model();
+        var lm = new Gpt2LanguageModel(model);
+        Assert.Throws<ArgumentException>(() => AutoRegressiveDecoder.Greedy(lm, [], new DecodingOptions()));
+        Assert.Throws<ArgumentException>(() => AutoRegressiveDecoder.Greedy(lm, [5], new DecodingOptions { EndId = 1000 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => AutoRegressiveDecoder.BeamSearch(lm, [5], 0, new DecodingOptions()));
+        var e = Assert.Throws<ArgumentException>(() => AutoRegressiveDecoder.Greedy(lm, Enumerable.Repeat(5, 60).ToList(), new DecodingOptions { MaxNewTokens = 10 }));
+        Assert.Contains("n_positions = 64", e.Message);
+    }
+}
