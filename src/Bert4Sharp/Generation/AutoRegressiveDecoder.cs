@@ -39,6 +39,59 @@ public sealed class Gpt2LanguageModel(Gpt2Model model) : ICausalLanguageModel
     public Tensor Logits(Tensor ids, KeyValueCache? cache) => model.Forward(ids, cache, null);
 }
 
+/// <summary>
+/// Adapts <see cref="T5Model"/> to <see cref="ICausalLanguageModel"/> for one encoder input: the encoder
+/// runs once; its states are repeated to the decoding batch (beams) on first use.
+/// </summary>
+public sealed class T5LanguageModel : ICausalLanguageModel, IDisposable
+{
+    readonly T5Model model;
+    readonly Tensor memory;
+    readonly Tensor mask;
+    Tensor? expanded, expandedMask;
+
+    /// <summary>Encodes <paramref name="encoderIds"/> (one sequence).</summary>
+    public T5LanguageModel(T5Model model, IReadOnlyList<int> encoderIds)
+    {
+        this.model = model;
+        using var g = torch.no_grad();
+        var ids = torch.tensor(encoderIds.Select(i => (long)i).ToArray()).unsqueeze(0);
+        mask = torch.ones_like(ids).DetachFromDisposeScope();
+        memory = model.Encode(ids, mask).DetachFromDisposeScope();
+        ids.Dispose();
+    }
+
+    /// <inheritdoc/>
+    public int VocabularySize => model.Config.VocabSize;
+
+    /// <inheritdoc/>
+    public KeyValueCache NewCache() => new(model.DecoderLayers) { Cross = new KeyValueCache(model.DecoderLayers) };
+
+    /// <inheritdoc/>
+    public Tensor Logits(Tensor ids, KeyValueCache? cache)
+    {
+        long b = ids.shape[0];
+        if (expanded is null || expanded.shape[0] != b)
+        {
+            expanded?.Dispose();
+            expandedMask?.Dispose();
+            // Owned by this object, not by the caller's per-step dispose scope.
+            expanded = memory.expand(b, -1, -1).contiguous().DetachFromDisposeScope();
+            expandedMask = mask.expand(b, -1).contiguous().DetachFromDisposeScope();
+        }
+        return model.Decode(ids, expanded, expandedMask, cache, cache?.Cross);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        memory.Dispose();
+        mask.Dispose();
+        expanded?.Dispose();
+        expandedMask?.Dispose();
+    }
+}
+
 /// <summary>Greedy and beam-search decoding with a key/value cache (Hugging Face <c>generate</c> semantics).</summary>
 public static class AutoRegressiveDecoder
 {

@@ -14,6 +14,9 @@ public sealed class KeyValueCache : IDisposable
     /// <summary>An empty cache for <paramref name="layers"/> layers.</summary>
     public KeyValueCache(int layers) => Layers = Enumerable.Repeat<(Tensor, Tensor)?>(null, layers).ToList();
 
+    /// <summary>A second cache travelling with this one (T5's cross-attention keys and values), reordered and disposed with it.</summary>
+    public KeyValueCache? Cross { get; set; }
+
     /// <summary>Number of cached positions.</summary>
     public long Length => Layers[0] is { } kv ? kv.Key.shape[2] : 0;
 
@@ -28,6 +31,7 @@ public sealed class KeyValueCache : IDisposable
     {
         for (int i = 0; i < Layers.Count; i++)
             if (Layers[i] is { } kv) Set(i, kv.Key.index_select(0, rows), kv.Value.index_select(0, rows));
+        Cross?.Select(rows);
     }
 
     /// <inheritdoc/>
@@ -35,6 +39,7 @@ public sealed class KeyValueCache : IDisposable
     {
         foreach (var kv in Layers) if (kv is { } t) { t.Key.Dispose(); t.Value.Dispose(); }
         Layers.Clear();
+        Cross?.Dispose();
     }
 }
 

@@ -50,6 +50,22 @@ public sealed record TransformerConfig
     [JsonPropertyName("bos_token_id")] public int? BosTokenId { get; init; }
     /// <summary>End-of-sequence id (GPT-2).</summary>
     [JsonPropertyName("eos_token_id")] public int? EosTokenId { get; init; }
+    /// <summary>T5: width of one head (<c>d_kv</c>).</summary>
+    [JsonPropertyName("d_kv")] public int? DKv { get; init; }
+    /// <summary>T5: decoder layers (default: as many as the encoder).</summary>
+    [JsonPropertyName("num_decoder_layers")] public int? NumDecoderLayers { get; init; }
+    /// <summary>T5: relative-position buckets.</summary>
+    [JsonPropertyName("relative_attention_num_buckets")] public int RelativeAttentionNumBuckets { get; init; } = 32;
+    /// <summary>T5: distance beyond which buckets are shared.</summary>
+    [JsonPropertyName("relative_attention_max_distance")] public int RelativeAttentionMaxDistance { get; init; } = 128;
+    /// <summary>T5: "relu" (t5.1.0) or "gated-gelu" (t5.1.1, mT5).</summary>
+    [JsonPropertyName("feed_forward_proj")] public string? FeedForwardProj { get; init; }
+    /// <summary>T5/GPT: LM head shares the token embedding.</summary>
+    [JsonPropertyName("tie_word_embeddings")] public bool TieWordEmbeddings { get; init; } = true;
+    /// <summary>T5: multiply decoder outputs by d_model^-½ before the head (transformers 5 writes it; older configs imply it by tie_word_embeddings).</summary>
+    [JsonPropertyName("scale_decoder_outputs")] public bool? ScaleDecoderOutputs { get; init; }
+    /// <summary>T5: first decoder input id.</summary>
+    [JsonPropertyName("decoder_start_token_id")] public int? DecoderStartTokenId { get; init; }
     /// <summary>Query/key width when it differs from the head size (GAU-α: the shared qk width).</summary>
     [JsonPropertyName("attention_key_size")] public int? AttentionKeySize { get; init; }
     /// <summary>Initialiser standard deviation (used when weights are not loaded).</summary>
@@ -66,6 +82,10 @@ public sealed record TransformerConfig
         ["n_layer"] = "num_hidden_layers",
         ["n_head"] = "num_attention_heads",
         ["n_embd"] = "hidden_size",
+        ["d_model"] = "hidden_size",
+        ["d_ff"] = "intermediate_size",
+        ["num_layers"] = "num_hidden_layers",
+        ["num_heads"] = "num_attention_heads",
         ["n_positions"] = "max_position_embeddings",
         ["activation_function"] = "hidden_act",
     };
@@ -106,7 +126,7 @@ public sealed record TransformerConfig
         Positive(NumHiddenLayers, "num_hidden_layers");
         Positive(NumAttentionHeads, "num_attention_heads");
         Positive(IntermediateSize, "intermediate_size");
-        if (HiddenSize % NumAttentionHeads != 0)
+        if (DKv is null && HiddenSize % NumAttentionHeads != 0)
             throw new InvalidDataException($"{source}: num_attention_heads must divide hidden_size, got {NumAttentionHeads} and {HiddenSize}");
         if (EmbeddingSize is <= 0) throw new InvalidDataException($"{source}: embedding_size must be positive, got {EmbeddingSize}");
         if (NumHiddenGroups <= 0 || NumHiddenLayers % NumHiddenGroups != 0)

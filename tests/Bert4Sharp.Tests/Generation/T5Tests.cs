@@ -1,0 +1,68 @@
+using System.Text.Json;
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Generation;
+using Bert4Sharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Generation;
+
+/// <summary>T5 v1.0 / v1.1 and mT5 against Hugging Face transformers 5.17 (tests/fixtures/hf).</summary>
+public class T5Tests
+{
+    [Fact]
+    public void RelativePositionBucketsMatchTheTable()
+    {
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(TestPaths.Fixture("hf", "t5_buckets.json")));
+        var rel = doc.RootElement.GetProperty("relative_position").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+        using var t = torch.tensor(rel);
+        foreach (var (name, bidi) in new[] { ("bidirectional", true), ("causal", false) })
+        {
+            var expected = doc.RootElement.GetProperty(name).EnumerateArray().Select(x => x.GetInt64()).ToArray();
+            using var got = T5Model.RelativePositionBucket(t, bidi, 32, 128);
+            Assert.Equal(expected, got.data<long>().ToArray());
+        }
+    }
+
+    [Theory]
+    [InlineData("t5_v1_0")]
+    [InlineData("t5_v1_1")]
+    [InlineData("mt5")]
+    public void LogitsHiddenStatesAndGenerateMatchTransformers(string fixture)
+    {
+        string dir = TestPaths.Fixture("hf", fixture);
+        var model = T5Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using (var scope = torch.NewDisposeScope())
+        using (var g = torch.no_grad())
+        {
+            var encHidden = new List<Tensor>();
+            var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"), encHidden);
+            for (int i = 0; i < encHidden.Count; i++)
+            {
+                var e = io.ReadTensor($"encoder_hidden_states.{i}");
+                double d = (encHidden[i] - e).abs().max().item<float>(), m = e.abs().max().item<float>();
+                Assert.True(d <= 1e-5 * Math.Max(1, m), $"{fixture} encoder {i}: {d:E2} at max |value| {m:F1}");
+            }
+            var decHidden = new List<Tensor>();
+            var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"), null, null, decHidden);
+            for (int i = 0; i < decHidden.Count; i++)
+            {
+                var e = io.ReadTensor($"decoder_hidden_states.{i}");
+                double d = (decHidden[i] - e).abs().max().item<float>(), m = e.abs().max().item<float>();
+                Assert.True(d <= 1e-5 * Math.Max(1, m), $"{fixture} decoder {i}: {d:E2} at max |value| {m:F1}");
+            }
+            var expected = io.ReadTensor("logits");
+            double dl = (logits - expected).abs().max().item<float>();
+            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+        }
+        using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "generate.json")));
+        List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
+        using var lm = new T5LanguageModel(model, L("input"));
+        var options = new DecodingOptions { MaxNewTokens = doc.RootElement.GetProperty("max_new_tokens").GetInt32(), EndId = doc.RootElement.GetProperty("eos_token_id").GetInt32() };
+        int start = doc.RootElement.GetProperty("decoder_start_token_id").GetInt32();
+        Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options));
+        Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options, useCache: false));
+        Assert.Equal(L("beam4"), AutoRegressiveDecoder.BeamSearch(lm, [start], 4, options));
+    }
+}
