@@ -181,6 +181,8 @@ public static class AutoRegressiveDecoder
         return finished.OrderByDescending(f => f.Score).First().Tokens;
     }
 
+    internal static void ValidateInputs(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options) => Validate(model, prompt, options);
+
     static void Validate(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options)
     {
         if (prompt.Count == 0) throw new ArgumentException("the prompt is empty: give at least a start token", nameof(prompt));
