@@ -11,4 +11,5 @@ root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(ModelCommands.Encode());
 root.Subcommands.Add(ModelCommands.FillMask());
+root.Subcommands.Add(GenerateCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -94,3 +94,35 @@ public class SamplingTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Sampler.Sample(lm, Prompt, o, new SamplingOptions(), samples: 0));
     }
 }
+
+public class GenerateCliTests
+{
+    [Fact]
+    public void GenerateJsonEqualsLibraryGreedy()
+    {
+        string dir = Directory.CreateTempSubdirectory("b4s-gpt").FullName;
+        try
+        {
+            File.Copy(TestPaths.Fixture("hf", "gpt2", "config.json"), Path.Combine(dir, "config.json"));
+            File.Copy(TestPaths.Fixture("hf", "gpt2", "model.safetensors"), Path.Combine(dir, "model.safetensors"));
+            var vocab = new List<string> { "[PAD]" };
+            vocab.AddRange(Enumerable.Range(1, 99).Select(i => $"[unused{i}]"));
+            vocab.AddRange(["[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+            vocab.AddRange(Enumerable.Range(0, 1000 - vocab.Count).Select(i => ((char)(0x4E00 + i)).ToString()));
+            File.WriteAllLines(Path.Combine(dir, "vocab.txt"), vocab);
+            var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "b4s.dll"), "generate", "--json", "--max-new-tokens", "6", "--model", dir, "丁七" }) psi.ArgumentList.Add(a);
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, stderr);
+            using var doc = System.Text.Json.JsonDocument.Parse(stdout);
+            var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList();
+            var lm = new Gpt2LanguageModel(Gpt2Model.Load(Path.Combine(dir, "config.json"), dir));
+            var start = new List<int> { 101, 0x4E01 - 0x4E00 + 104, 0x4E03 - 0x4E00 + 104 };   // [CLS] 丁 七
+            var expected = AutoRegressiveDecoder.Greedy(lm, start, new DecodingOptions { MaxNewTokens = 6, EndId = 2 }).Skip(3).ToList();
+            Assert.Equal(expected, ids);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}

@@ -1,0 +1,78 @@
+namespace Bert4Sharp.Cli;
+
+using System.CommandLine;
+using Bert4Sharp.Generation;
+using Bert4Sharp.Models;
+using Bert4Sharp.Tokenization;
+
+/// <summary><c>b4s generate --model &lt;dir&gt; [--beam N | --top-p P | --top-k K] "prompt"</c>, streaming.</summary>
+internal static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var prompt = new Argument<string>("prompt") { Description = "Text to continue (GPT-2) or to transform (T5)" };
+        var model = new Option<string>("--model") { Description = "Model directory: config.json + weights + vocab.txt (GPT-2) or spiece.model (T5/mT5)", Required = true };
+        var beam = new Option<int?>("--beam") { Description = "Beam search with N beams" };
+        var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling" };
+        var topK = new Option<int?>("--top-k") { Description = "Top-k sampling" };
+        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1.0 };
+        var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 32 };
+        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
+        var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates" };
+        var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
+        var cmd = new Command("generate", "Generate text with GPT-2 or T5 (greedy, beam search, or sampling), streamed") { prompt, model, beam, topP, topK, temperature, maxNew, seed, consistent, json };
+        cmd.SetAction(CliErrors.Wrap(r =>
+        {
+            string dir = r.GetValue(model)!;
+            var config = TransformerConfig.Load(Path.Combine(dir, "config.json"));
+            bool t5 = config.ModelType is "t5" or "mt5";
+            int? beams = r.GetValue(beam);
+            if (beams is < 1) throw new ArgumentException($"--beam must be at least 1, got {beams}");
+            SamplingOptions? sampling = r.GetValue(topP) is null && r.GetValue(topK) is null && r.GetValue(temperature) == 1.0 ? null
+                : new SamplingOptions { TopP = r.GetValue(topP), TopK = r.GetValue(topK), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed), KeepEndToken = r.GetValue(consistent) };
+            ICausalLanguageModel lm;
+            List<int> start;
+            Func<IEnumerable<int>, string> decode;
+            int? end;
+            if (t5)
+            {
+                var sp = SpTokenizer.FromFile(Path.Combine(dir, "spiece.model"));
+                var m = T5Model.Load(Path.Combine(dir, "config.json"), dir);
+                lm = new T5LanguageModel(m, sp.Encode(r.GetValue(prompt)!));
+                start = [config.DecoderStartTokenId ?? 0];
+                decode = sp.Decode;
+                end = config.EosTokenId ?? sp.EndId;
+            }
+            else
+            {
+                var tk = BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"), new BertWordPieceOptions { LowerCase = true, EndToken = null });
+                lm = new Gpt2LanguageModel(Gpt2Model.Load(Path.Combine(dir, "config.json"), dir));
+                start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
+                decode = tk.Decode;
+                end = config.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
+            }
+            var options = new DecodingOptions { MaxNewTokens = r.GetValue(maxNew), EndId = end };
+            if (beams is int n || r.GetValue(json))
+            {
+                var ids = beams is int nb ? AutoRegressiveDecoder.BeamSearch(lm, start, nb, options)
+                    : sampling is null ? AutoRegressiveDecoder.Greedy(lm, start, options) : Sampler.Sample(lm, start, options, sampling)[0];
+                var generated = ids.Skip(start.Count).ToList();
+                if (r.GetValue(json)) CliErrors.WriteJson(new { prompt = r.GetValue(prompt), ids = generated, text = decode(generated) });
+                else Console.WriteLine(decode(generated));
+                return CliErrors.Ok;
+            }
+            var so = new List<int>();
+            string shown = "";
+            foreach (int token in Sampler.Stream(lm, start, options, sampling).ToBlockingEnumerable())
+            {
+                so.Add(token);
+                string text = decode(so);
+                if (text.StartsWith(shown, StringComparison.Ordinal)) Console.Write(text[shown.Length..]); else Console.Write("\n" + text);
+                shown = text;
+            }
+            Console.WriteLine();
+            return CliErrors.Ok;
+        }));
+        return cmd;
+    }
+}
