@@ -22,6 +22,19 @@ public static class TestPaths
         return p;
     }
 
+    /// <summary>
+    /// A 1,000-token vocabulary laid out like Google's Chinese one ([PAD], [unusedN], [UNK]=100, [CLS]=101,
+    /// [SEP]=102, [MASK]=103, then CJK characters from U+4E00), matching the HF fixtures' vocab size.
+    /// </summary>
+    public static void WriteSyntheticVocabulary(string path)
+    {
+        var vocab = new List<string> { "[PAD]" };
+        vocab.AddRange(Enumerable.Range(1, 99).Select(i => $"[unused{i}]"));
+        vocab.AddRange(["[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+        vocab.AddRange(Enumerable.Range(0, 1000 - vocab.Count).Select(i => ((char)(0x4E00 + i)).ToString()));
+        File.WriteAllLines(path, vocab);
+    }
+
     static string FindRepoRoot()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);

@@ -105,11 +105,7 @@ public class GenerateCliTests
         {
             File.Copy(TestPaths.Fixture("hf", "gpt2", "config.json"), Path.Combine(dir, "config.json"));
             File.Copy(TestPaths.Fixture("hf", "gpt2", "model.safetensors"), Path.Combine(dir, "model.safetensors"));
-            var vocab = new List<string> { "[PAD]" };
-            vocab.AddRange(Enumerable.Range(1, 99).Select(i => $"[unused{i}]"));
-            vocab.AddRange(["[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
-            vocab.AddRange(Enumerable.Range(0, 1000 - vocab.Count).Select(i => ((char)(0x4E00 + i)).ToString()));
-            File.WriteAllLines(Path.Combine(dir, "vocab.txt"), vocab);
+            TestPaths.WriteSyntheticVocabulary(Path.Combine(dir, "vocab.txt"));
             var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
             foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "b4s.dll"), "generate", "--json", "--max-new-tokens", "6", "--model", dir, "丁七" }) psi.ArgumentList.Add(a);
             using var p = System.Diagnostics.Process.Start(psi)!;

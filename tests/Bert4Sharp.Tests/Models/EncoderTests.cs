@@ -7,7 +7,7 @@ namespace Bert4Sharp.Tests.Models;
 
 public class EncoderTests
 {
-    static TransformerModel Fixture(string name, string family, Application app) =>
+    internal static TransformerModel Fixture(string name, string family, Application app) =>
         TransformerModels.Build(TestPaths.Fixture("hf", name, "config.json"), TestPaths.Fixture("hf", name, "model.safetensors"), family, app,
             new BuildOptions { Device = torch.CPU });
 
@@ -158,9 +158,7 @@ public sealed class SerialCollection;
 [Collection("serial")]
 public class EncoderLeakTests
 {
-    static TransformerModel Fixture(string name, string family, Application app) =>
-        TransformerModels.Build(TestPaths.Fixture("hf", name, "config.json"), TestPaths.Fixture("hf", name, "model.safetensors"), family, app,
-            new BuildOptions { Device = torch.CPU });
+    static TransformerModel Fixture(string name, string family, Application app) => EncoderTests.Fixture(name, family, app);
 
     [Fact]
     public void NativeTensorCountStaysFlatOver1000Forwards()

@@ -13,11 +13,7 @@ public class PipelineTests
         string dir = Directory.CreateTempSubdirectory("b4s-model").FullName;
         File.Copy(TestPaths.Fixture("hf", "bert_mlm", "config.json"), Path.Combine(dir, "config.json"));
         File.Copy(TestPaths.Fixture("hf", "bert_mlm", "model.safetensors"), Path.Combine(dir, "model.safetensors"));
-        var vocab = new List<string> { "[PAD]" };
-        vocab.AddRange(Enumerable.Range(1, 99).Select(i => $"[unused{i}]"));
-        vocab.AddRange(["[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
-        vocab.AddRange(Enumerable.Range(0, 1000 - vocab.Count).Select(i => ((char)(0x4E00 + i)).ToString()));
-        File.WriteAllLines(Path.Combine(dir, "vocab.txt"), vocab);
+        TestPaths.WriteSyntheticVocabulary(Path.Combine(dir, "vocab.txt"));
         return dir;
     }
 
