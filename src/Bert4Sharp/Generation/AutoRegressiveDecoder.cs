@@ -92,6 +92,31 @@ public sealed class T5LanguageModel : ICausalLanguageModel, IDisposable
     }
 }
 
+/// <summary>
+/// Adapts an encoder built with <see cref="Application.UniLM"/> (or <see cref="Application.LanguageModel"/>) to
+/// <see cref="ICausalLanguageModel"/>: the first call is the source (segment 0), every later token is target
+/// (segment 1), decoded incrementally through the key/value cache (bert4keras seq2seq with UniLM).
+/// </summary>
+public sealed class UniLmLanguageModel(TransformerModel model) : ICausalLanguageModel
+{
+    /// <inheritdoc/>
+    public int VocabularySize => model.Config.VocabSize;
+
+    /// <inheritdoc/>
+    public KeyValueCache NewCache() => new(model.Architecture.ShareLayers ? model.Architecture.Layers : model.Architecture.Layers);
+
+    /// <inheritdoc/>
+    public Tensor Logits(Tensor ids, KeyValueCache? cache)
+    {
+        bool source = cache is null || cache.Length == 0;
+        using var segments = source ? torch.zeros_like(ids) : torch.ones_like(ids);
+        if (cache is null && model.Application == Application.UniLM)
+            throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
+        using var output = model.Forward(ids, segments, null, null, false, null, cache);
+        return output.Logits!.alias();
+    }
+}
+
 /// <summary>Greedy and beam-search decoding with a key/value cache (Hugging Face <c>generate</c> semantics).</summary>
 public static class AutoRegressiveDecoder
 {

@@ -48,12 +48,18 @@ public sealed class EncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
     /// The block with the options that need more inputs: a condition (B, C) for conditional LayerNorm, and
     /// RealFormer residual scores (previous in, this block's out, when <paramref name="residual"/>).
     /// </summary>
-    public Tensor Forward(Tensor x, Tensor? mask, Tensor? condition, Tensor? previousScores, out Tensor? scores, bool residual)
+    public Tensor Forward(Tensor x, Tensor? mask, Tensor? condition, Tensor? previousScores, out Tensor? scores, bool residual,
+        Models.KeyValueCache? cache = null, int layer = 0)
     {
         using var scope = torch.NewDisposeScope();
         scores = null;
         Tensor a;
-        if (residual)
+        if (cache is not null)
+        {
+            if (residual) throw new NotSupportedException("a key/value cache with residual attention scores is not supported");
+            a = attention.ForwardCached(x, mask, cache, layer);
+        }
+        else if (residual)
         {
             a = attention.ForwardResidual(x, mask, previousScores, out var s);
             scores = s.MoveToOuterDisposeScope();

@@ -72,6 +72,13 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor x, Tensor? mask) => Forward(x, mask, null, out _, false);
 
     /// <summary>
+    /// Attention that appends this call's keys and values to <paramref name="cache"/> (slot <paramref name="layer"/>)
+    /// and attends over all of them; queries sit after the cached positions (rotary tables shift accordingly).
+    /// <paramref name="mask"/> must cover the cached keys too: (…, T, past + T).
+    /// </summary>
+    public Tensor ForwardCached(Tensor x, Tensor? mask, Models.KeyValueCache cache, int layer) => Forward(x, mask, null, out _, false, cache, layer);
+
+    /// <summary>
     /// RealFormer residual attention (He et al., arXiv:2012.11747): the pre-softmax scores get the previous
     /// layer's scores added, and the sum (B, heads, T, T) is passed on through <paramref name="scores"/>.
     /// </summary>
@@ -82,7 +89,7 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
         return o;
     }
 
-    Tensor Forward(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor? scores, bool wantScores)
+    Tensor Forward(Tensor x, Tensor? mask, Tensor? previousScores, out Tensor? scores, bool wantScores, Models.KeyValueCache? cache = null, int layer = 0)
     {
         scores = null;
         using var scope = torch.NewDisposeScope();
@@ -93,12 +100,24 @@ public sealed class MultiHeadAttention : nn.Module<Tensor, Tensor?, Tensor>
         var q = parts[0].view(b, t, h, dk).transpose(1, 2);                               // (B, h, T, dk)
         var k = parts[1].view(b, t, h, dk).transpose(1, 2);
         var v = parts[2].view(b, t, h, dv).transpose(1, 2);                               // (B, h, T, dv)
+        long past = cache?.Layers[layer] is { } kvPast ? kvPast.Key.shape[2] : 0;
         if (options.Position == AttentionPosition.Rotary)
         {
-            var (sin, cos) = RotaryEmbedding.Tables(t, dk, x.device, x.dtype);
+            var (sin, cos) = RotaryEmbedding.Tables(past + t, dk, x.device, x.dtype);
+            if (past > 0) { sin = sin.narrow(0, past, t); cos = cos.narrow(0, past, t); }
             q = RotaryEmbedding.Apply(q, sin, cos);
             k = RotaryEmbedding.Apply(k, sin, cos);
             if (options.RotateValues) v = RotaryEmbedding.Apply(v, sin, cos);
+        }
+        if (cache is not null)
+        {
+            if (options.Position == AttentionPosition.TypicalRelative) throw new NotSupportedException("a key/value cache with typical relative positions is not supported");
+            if (cache.Layers[layer] is { } kv)
+            {
+                k = torch.cat([kv.Key, k], 2);
+                v = torch.cat([kv.Value, v], 2);
+            }
+            cache.Set(layer, k, v);
         }
         double p = training ? options.Dropout : 0;
         Tensor o;

@@ -16,6 +16,13 @@ public enum Application
     PreTraining,
     /// <summary>ELECTRA: encoder + replaced-token discriminator.</summary>
     Discriminator,
+    /// <summary>bert4keras <c>application='lm'</c>: MLM head with a causal mask (an encoder used as a language model).</summary>
+    LanguageModel,
+    /// <summary>
+    /// bert4keras <c>application='unilm'</c> (Dong et al.): MLM head; segment-0 tokens see each other, segment-1
+    /// tokens see segment 0 and the segment-1 tokens before them (seq2seq with one encoder).
+    /// </summary>
+    UniLM,
 }
 
 /// <summary>The architecture knobs a family sets from a config (x-transformers style, grouped by component).</summary>
@@ -112,8 +119,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             ? (nn.Module<Tensor, Tensor?, Tensor>)new GauLayer(g, arch.Layer.Norm, arch.Layer.Eps, arch.Layer.Dropout)
             : new EncoderLayer(arch.Layer)).ToArray());
         int h = arch.Layer.Attention.HiddenSize;
-        if (arch.Pooler && application != Application.MaskedLM && application != Application.Discriminator) pooler = nn.Linear(h, h);
-        if (application is Application.MaskedLM or Application.PreTraining)
+        if (arch.Pooler && application is Application.Encoder or Application.PreTraining) pooler = nn.Linear(h, h);
+        if (application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM)
         {
             if (arch.MlmTransform)
             {
@@ -144,6 +151,27 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// <summary>The architecture options.</summary>
     public ArchitectureOptions Architecture => arch;
 
+    /// <summary>
+    /// The additive (1 or B, 1, T, past + T) mask that LM and UniLM add: causal for LM; for UniLM, key k is visible
+    /// to query j when cumsum(segments)[k] ≤ cumsum(segments)[j] (bert4keras's unilm_mask). With a cache, new
+    /// tokens see all cached keys and the new ones up to themselves.
+    /// </summary>
+    Tensor? StructureBias(Tensor ids, Tensor? segments, long past)
+    {
+        if (Application is not (Application.LanguageModel or Application.UniLM)) return null;
+        long t = ids.shape[1];
+        Tensor allowed;
+        if (past > 0 || Application == Application.LanguageModel)
+            allowed = torch.ones(t, past + t, dtype: ScalarType.Bool, device: ids.device).tril(past).unsqueeze(0);
+        else
+        {
+            var s = segments ?? throw new ArgumentException("UniLM needs segment ids: 0 for the source, 1 for the target");
+            var idx = s.cumsum(1);                                                           // (B, T)
+            allowed = idx.unsqueeze(1) <= idx.unsqueeze(2);                                  // (B, query, key)
+        }
+        return torch.zeros(allowed.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(allowed.logical_not(), float.MinValue).unsqueeze(1);
+    }
+
     /// <summary>Runs the model without collecting every layer's hidden states.</summary>
     public override ModelOutput forward(Tensor ids, Tensor? segments, Tensor? attentionMask) => Forward(ids, segments, attentionMask, false);
 
@@ -158,7 +186,16 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// Runs the model with custom position ids (B, T) (bert4keras <c>custom_position_ids</c>) and, for models
     /// built with conditional LayerNorm, the condition (B, C).
     /// </summary>
-    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition = null)
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition = null) =>
+        Forward(ids, segments, attentionMask, positionIds, outputHiddenStates, condition, null);
+
+    /// <summary>
+    /// Incremental decoding for <see cref="Application.LanguageModel"/> and <see cref="Application.UniLM"/>: the
+    /// first call (empty <paramref name="cache"/>) takes the whole prompt with the application's mask; later calls
+    /// take new tokens, which see every cached position and the new ones before them. Positions continue after
+    /// the cache unless <paramref name="positionIds"/> are given.
+    /// </summary>
+    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition, KeyValueCache? cache)
     {
         if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
         if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
@@ -170,20 +207,28 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             var keep = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
             bias = torch.zeros(keep.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(keep.logical_not(), float.MinValue);
         }
+        long past = cache?.Length ?? 0, t = ids.shape[1];
+        if (cache is not null && Application is not (Application.LanguageModel or Application.UniLM))
+            throw new ArgumentException($"a key/value cache needs Application.LanguageModel or Application.UniLM, this model is {Application}");
+        bool absolute = arch.Embeddings.MaxPositions > 0 || arch.Embeddings.SinusoidalPositions;   // rotary shifts inside attention
+        if (past > 0 && positionIds is null && absolute) positionIds = torch.arange(past, past + t, device: ids.device).unsqueeze(0).expand(ids.shape[0], t);
+        if (past > 0 && bias is not null) throw new ArgumentException("with a non-empty cache pass no attention mask (new tokens see every cached position)");
+        var structure = StructureBias(ids, segments, past);
+        if (structure is not null) bias = bias is null ? structure : bias + structure;
         var x = embeddings.Forward(ids, segments, positionIds);
         var all = outputHiddenStates ? new List<Tensor> { x } : null;
         Tensor? scores = null;
         for (int i = 0; i < arch.Layers; i++)
         {
             var block = layers[arch.ShareLayers ? 0 : i];
-            if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores);
+            if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores, cache, i);
             else if (condition is not null) throw new ArgumentException($"{Family.Name} blocks take no condition");
             else x = block.forward(x, bias);
             all?.Add(x);
         }
         Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();
         Tensor? logits = null;
-        if (Application is Application.MaskedLM or Application.PreTraining)
+        if (Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM)
         {
             var y = x;
             if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));
