@@ -11,6 +11,9 @@ Writes tests/fixtures/ports/:
   nezha/        the same for NEZHA (BERT block + bert4keras's typical relative positions, clipped at 64;
                 81 tokens so that distances beyond the clip occur).
   gau_alpha/    the same for GAU-α (RoFormerV2 embeddings + gated attention units: swish, softmax_plus, rotary).
+  gpt2_block/   one pre-norm nn.TransformerEncoderLayer (norm_first=True, tanh GELU) with a causal mask, saved
+                in Hugging Face GPT-2 names (Conv1D layout) with random embeddings and final norm: the
+                oracle for the GPT-2 block.
   torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
                 io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
                 BERT block.
@@ -232,8 +235,46 @@ def torch_encoder_layer():
     print("torch_encoder_layer", (y[0] - y2[0]).abs().max().item())
 
 
+# ---- GPT-2 block = PyTorch's own pre-norm TransformerEncoderLayer with a causal mask ---------------
+def gpt2_block():
+    h, V, P = 64, 1000, 64
+    layer = torch.nn.TransformerEncoderLayer(d_model=h, nhead=4, dim_feedforward=4 * h, dropout=0.0,
+                                             activation=lambda x: torch.nn.functional.gelu(x, approximate="tanh"),
+                                             batch_first=True, norm_first=True, layer_norm_eps=1e-5)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    layer.eval()
+    wte, wpe = torch.randn(V, h) * 0.3, torch.randn(P, h) * 0.3
+    ln_w, ln_b = 1 + 0.1 * torch.randn(h), 0.1 * torch.randn(h)
+    g = torch.Generator().manual_seed(21)
+    ids = torch.randint(0, V, (2, 12), generator=g)
+    causal = torch.triu(torch.full((12, 12), float("-inf")), 1)
+    with torch.no_grad():
+        x0 = wte[ids] + wpe[:12][None]
+        x1 = layer(x0, src_mask=causal)
+        x2 = torch.nn.functional.layer_norm(x1, (h,), ln_w, ln_b, 1e-5)
+        logits = x2 @ wte.t()
+    # Hugging Face GPT-2 names; its Conv1D stores weights as [in, out].
+    W = {"transformer.wte.weight": wte, "transformer.wpe.weight": wpe, "transformer.ln_f.weight": ln_w, "transformer.ln_f.bias": ln_b,
+         "transformer.h.0.ln_1.weight": layer.norm1.weight, "transformer.h.0.ln_1.bias": layer.norm1.bias,
+         "transformer.h.0.ln_2.weight": layer.norm2.weight, "transformer.h.0.ln_2.bias": layer.norm2.bias,
+         "transformer.h.0.attn.c_attn.weight": layer.self_attn.in_proj_weight.t(), "transformer.h.0.attn.c_attn.bias": layer.self_attn.in_proj_bias,
+         "transformer.h.0.attn.c_proj.weight": layer.self_attn.out_proj.weight.t(), "transformer.h.0.attn.c_proj.bias": layer.self_attn.out_proj.bias,
+         "transformer.h.0.mlp.c_fc.weight": layer.linear1.weight.t(), "transformer.h.0.mlp.c_fc.bias": layer.linear1.bias,
+         "transformer.h.0.mlp.c_proj.weight": layer.linear2.weight.t(), "transformer.h.0.mlp.c_proj.bias": layer.linear2.bias}
+    out = os.path.join(OUT, "gpt2_block")
+    os.makedirs(out, exist_ok=True)
+    json.dump({"model_type": "gpt2", "n_embd": h, "n_head": 4, "n_layer": 1, "n_positions": P, "vocab_size": V,
+               "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5}, open(os.path.join(out, "config.json"), "w"), indent=1)
+    write_safetensors(os.path.join(out, "model.safetensors"), {k: v.detach().contiguous() for k, v in W.items()})
+    write_safetensors(os.path.join(out, "io.safetensors"), {"input_ids": ids, "hidden_states.0": x0, "hidden_states.1": x2, "logits": logits})
+    print("gpt2_block", tuple(logits.shape))
+
+
 if __name__ == "__main__":
     roformer_v2()
     nezha()
     torch_encoder_layer()
     gau_alpha()
+    gpt2_block()

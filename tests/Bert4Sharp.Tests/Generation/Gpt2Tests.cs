@@ -82,3 +82,25 @@ public class Gpt2Tests
         Assert.Contains("n_positions = 64", e.Message);
     }
 }
+
+/// <summary>The GPT-2 block against PyTorch's own pre-norm TransformerEncoderLayer with a causal mask (Debian python3-torch 1.13).</summary>
+public class Gpt2BlockOracleTests
+{
+    [Fact]
+    public void MatchesNormFirstTransformerEncoderLayer()
+    {
+        string dir = TestPaths.Fixture("ports", "gpt2_block");
+        var model = Gpt2Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var hidden = new List<Tensor>();
+        var logits = model.Forward(io.ReadTensor("input_ids"), null, hidden);
+        Assert.True((hidden[0] - io.ReadTensor("hidden_states.0")).abs().max().item<float>() <= 1e-6);
+        double d = (hidden[1] - io.ReadTensor("hidden_states.1")).abs().max().item<float>();
+        Assert.True(d <= 1e-5, $"block + final norm: {d:E2}");
+        var expected = io.ReadTensor("logits");
+        double dl = (logits - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+    }
+}
