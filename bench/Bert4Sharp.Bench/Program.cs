@@ -8,11 +8,12 @@ return which switch
     "checkpoint-load" => CheckpointLoadBench.Run(args[1..]),
     "tokenize" => TokenizerBench.Run(args[1..]),
     "encoder" => EncoderBench.Run(args[1..]),
+    "generation" => GenerationBench.Run(args[1..]),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick]");
     return 2;
 }

@@ -1,0 +1,59 @@
+namespace Bert4Sharp.Bench;
+
+using System.Diagnostics;
+using Bert4Sharp.Generation;
+using Bert4Sharp.Models;
+using TorchSharp;
+
+/// <summary>
+/// GPT-2-small shape (12 layers, hidden 768, vocab 21128), random weights, fp32, 2 threads: greedy tokens/s
+/// with and without the key/value cache at 128 and 512 new tokens (target: cached ≥ 8× uncached at 512),
+/// beam-4 cost per token relative to greedy, and per-token latency against a floor computed in the same
+/// run (one token's matmul FLOPs at the measured large-matmul peak; target within 1.5×).
+/// </summary>
+public static class GenerationBench
+{
+    public static int Run(string[] args)
+    {
+        torch.set_num_threads(2);
+        bool quick = args.Contains("--quick");
+        var config = new TransformerConfig { VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, MaxPositionEmbeddings = 1024, LayerNormEps = 1e-5, HiddenAct = "gelu_new" };
+        torch.manual_seed(1);
+        var model = new Gpt2Model(config);
+        model.eval();
+        var lm = new Gpt2LanguageModel(model);
+        int[] prompt = Enumerable.Range(0, 16).Select(i => 200 + i * 37).ToArray();
+        double peak = Peak();
+        double tokenFlops = 2.0 * (12 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 21128.0 * 768);
+        Console.WriteLine($"threads 2; matmul peak {peak:F1} GFLOP/s; one token's matmul work {tokenFlops / 1e6:F0} MFLOP -> floor {tokenFlops / peak / 1e6:F2} ms/token");
+        foreach (int n in quick ? new[] { 128 } : new[] { 128, 512 })
+        {
+            var o = new DecodingOptions { MaxNewTokens = n };
+            AutoRegressiveDecoder.Greedy(lm, prompt, o with { MaxNewTokens = 4 });
+            var sw = Stopwatch.StartNew();
+            AutoRegressiveDecoder.Greedy(lm, prompt, o);
+            double cached = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            AutoRegressiveDecoder.Greedy(lm, prompt, o, useCache: false);
+            double uncached = sw.Elapsed.TotalSeconds;
+            Console.WriteLine($"{n} new tokens: cached {n / cached,7:F1} tok/s ({cached / n * 1e3:F1} ms/token, {cached / n / (tokenFlops / peak / 1e9):F1}x the floor), uncached {n / uncached,6:F1} tok/s; cached/uncached speed-up {uncached / cached:F1}x (target >= 8x at 512)");
+            if (n == 128)
+            {
+                sw.Restart();
+                AutoRegressiveDecoder.BeamSearch(lm, prompt, 4, o);
+                double beam = sw.Elapsed.TotalSeconds;
+                Console.WriteLine($"beam 4, {n} tokens: {beam / n * 1e3:F1} ms per generated token = {beam / cached:F2}x greedy (4 sequences per step in one batch)");
+            }
+        }
+        return 0;
+    }
+
+    static double Peak()
+    {
+        using var a = torch.randn(2048, 2048);
+        using (var w = a.mm(a)) { }
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < 3; i++) using (var c = a.mm(a)) { }
+        return 3 * 2.0 * 2048 * 2048 * 2048 / sw.Elapsed.TotalSeconds / 1e9;
+    }
+}
