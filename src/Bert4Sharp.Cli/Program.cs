@@ -12,4 +12,5 @@ root.Subcommands.Add(TokenizeCommand.Create());
 root.Subcommands.Add(ModelCommands.Encode());
 root.Subcommands.Add(ModelCommands.FillMask());
 root.Subcommands.Add(GenerateCommand.Create());
+root.Subcommands.Add(QuickstartCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -96,6 +96,53 @@ public static class DataCache
         throw new InvalidOperationException("could not fetch the jieba dictionary: " + string.Join("; ", errors));
     }
 
+    /// <summary>SHA-256 of the npm package chinese-poetry 2.0.1 (MIT), the quickstart corpus.</summary>
+    public const string ChinesePoetrySha256 = "25b549e46919c3a0569db6b68ddc96956b04a484ea4518ad2bbd4f137e307e86";
+
+    /// <summary>
+    /// The Tang poems of the npm package <c>chinese-poetry</c> 2.0.1 (MIT), one poem per line (its lines
+    /// joined), fetched with <c>npm pack</c>, verified and cached; re-runs reuse the cache.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">npm is missing or the download failed.</exception>
+    public static string GetTangPoems(Action<string>? log = null)
+    {
+        string dir = Path.Combine(Root, "chinese-poetry");
+        string poems = Path.Combine(dir, "tang.txt");
+        if (File.Exists(poems)) { log?.Invoke($"cached: {poems}"); return poems; }
+        string work = Directory.CreateTempSubdirectory("b4s-fetch-").FullName;
+        try
+        {
+            Run("npm", ["pack", "chinese-poetry@2.0.1", "--silent"], work, log);
+            string tgz = Directory.GetFiles(work, "chinese-poetry-*.tgz").SingleOrDefault() ?? throw new InvalidOperationException("npm pack produced no chinese-poetry .tgz");
+            Verify(tgz, ChinesePoetrySha256);
+            var lines = new List<string>();
+            using (var gz = new GZipStream(File.OpenRead(tgz), CompressionMode.Decompress))
+            using (var tar = new TarReader(gz))
+            {
+                while (tar.GetNextEntry() is { } entry)
+                {
+                    if (entry.DataStream is null || !System.Text.RegularExpressions.Regex.IsMatch(entry.Name, @"^package/dist/quantangshi/poet\.tang\.\d+\.json$")) continue;
+                    using var doc = JsonDocument.Parse(entry.DataStream);
+                    foreach (var poem in doc.RootElement.EnumerateArray())
+                        if (poem.TryGetProperty("paragraphs", out var ps) && ps.ValueKind == JsonValueKind.Array)
+                        {
+                            string text = string.Concat(ps.EnumerateArray().Select(p => p.GetString() ?? ""));
+                            if (text.Length > 0 && !text.Contains('\n')) lines.Add(text);
+                        }
+                }
+            }
+            if (lines.Count == 0) throw new InvalidDataException("the chinese-poetry package held no Tang poems");
+            Directory.CreateDirectory(dir);
+            Checkpoints.AtomicFile.WriteAllText(poems, string.Join("\n", lines) + "\n");
+            log?.Invoke($"cached {lines.Count} poems in {poems}");
+            return poems;
+        }
+        finally
+        {
+            try { Directory.Delete(work, true); } catch (IOException) { }
+        }
+    }
+
     static (string, Dictionary<string, string>) FromApt(string work, Action<string>? log)
     {
         Run("apt-get", ["download", "python3-jieba"], work, log);

@@ -163,6 +163,15 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         h = nn.ModuleList(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new Block(config, inner)).ToArray());
         ln_f = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         RegisterComponents();
+        // GPT-2's initialisation: N(0, initializer_range) for weights and embeddings, zero biases, unit norms
+        // (TorchSharp's defaults, N(0, 1) embeddings under a tied head, start with logits of std ~16).
+        using (torch.no_grad())
+            foreach (var (name, p) in named_parameters())
+            {
+                if (name.StartsWith("ln_", StringComparison.Ordinal) || name.Contains(".ln_")) { if (name.EndsWith("weight")) p.fill_(1); else p.zero_(); }
+                else if (name.EndsWith(".bias")) p.zero_();
+                else p.normal_(0, config.InitializerRange);
+            }
     }
 
     /// <summary>The config.</summary>
@@ -193,6 +202,23 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         x = ln_f.forward(x);
         hiddenStates?.Add(x.MoveToOuterDisposeScope());
         return nn.functional.linear(x, wte.weight!).MoveToOuterDisposeScope();                 // tied LM head
+    }
+
+    /// <summary>Writes <c>config.json</c> and <c>model.safetensors</c> in Hugging Face GPT-2 layout (Conv1D weights as [in, out]), atomically.</summary>
+    public IReadOnlyList<string> SavePretrained(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        var sources = named_parameters().Select(np =>
+        {
+            var (name, p) = np;
+            var cpu = p.detach().cpu();
+            bool conv = cpu.dim() == 2 && name.EndsWith(".weight") && !name.StartsWith("wte") && !name.StartsWith("wpe");
+            return TensorSource.From("transformer." + name, conv ? cpu.t().contiguous() : cpu.contiguous());
+        }).ToList();
+        string config = Path.Combine(directory, "config.json");
+        Config.Save(config, "gpt2");
+        var files = SafetensorsWriter.WriteModel(directory, sources, new SafetensorsWriteOptions { Metadata = new Dictionary<string, string> { ["format"] = "pt" } });
+        return [config, .. files];
     }
 
     /// <summary>Builds from a config (HF <c>config.json</c> spelling) and loads Hugging Face GPT-2 weights, strictly.</summary>
