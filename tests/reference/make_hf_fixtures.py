@@ -18,6 +18,7 @@ import transformers
 from safetensors.torch import save_file
 
 OUT = sys.argv[1]
+ONLY = set(sys.argv[2:])          # optional: regenerate only these families
 os.makedirs(OUT, exist_ok=True)
 torch.manual_seed(20261124)
 torch.set_num_threads(8)
@@ -72,6 +73,8 @@ def run_encoder(family, cls, config, heads=("logits",)):
 
 
 def try_family(name, fn):
+    if ONLY and name not in ONLY:
+        return
     try:
         fn()
     except Exception as e:     # a family missing from this transformers version is reported, not fatal
@@ -155,8 +158,29 @@ try_family("t5_v1_1", lambda: run_t5("t5_v1_1", transformers.T5ForConditionalGen
 try_family("mt5", lambda: run_t5("mt5", transformers.MT5ForConditionalGeneration,
            transformers.MT5Config(feed_forward_proj="gated-gelu", tie_word_embeddings=False, **t5_common)))
 
+def run_roberta():
+    cfg = transformers.RobertaConfig(**{**common, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2,
+                                        "max_position_embeddings": 66, "type_vocab_size": 1}, hidden_act="gelu")
+    model = transformers.RobertaForMaskedLM(cfg).eval()
+    ids, mask, _ = encoder_inputs()
+    ids = ids.clone()
+    ids[ids == PAD] = 1                      # RoBERTa pads with 1; positions count from padding_idx + 1
+    ids[:, 0] = 0
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    t = {"input_ids": ids, "attention_mask": mask, "logits": out.logits}
+    for i, h in enumerate(out.hidden_states):
+        t[f"hidden_states.{i}"] = h
+    save("roberta", model, t)
+
+
+try_family("roberta", run_roberta)
+
 # The T5 relative-position bucket function itself, for a table test.
 try:
+    if ONLY:
+        raise RuntimeError("skipped (only %s)" % sorted(ONLY))
     from transformers.models.t5.modeling_t5 import T5Attention
     rel = torch.arange(-140, 141)
     tables = {}
@@ -168,6 +192,6 @@ try:
 except Exception as e:
     manifest["t5_buckets_error"] = str(e)
 
-with open(os.path.join(OUT, "manifest.json"), "w") as f:
+with open(os.path.join(OUT, "manifest.json" if not ONLY else "manifest.partial.json"), "w") as f:
     json.dump(manifest, f, indent=1)
 print(json.dumps(manifest)[:2000])

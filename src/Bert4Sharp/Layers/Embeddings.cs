@@ -18,12 +18,13 @@ using static TorchSharp.torch;
 /// α·uᵢ + (1−α)·uⱼ with uₖ = (pₖ − α·p₀)/(1−α), which equals pₖ below n and reaches n² positions (bert4keras
 /// <c>hierarchical_position</c>, α = 0.4). Null: plain table.
 /// </param>
+/// <param name="PositionsFromPadding">RoBERTa: position of a real token = pad + its rank among real tokens (1-based); padding sits at position pad.</param>
 /// <param name="SinusoidalPositions">Add fixed sinusoidal positions (Vaswani et al.; bert4keras SinusoidalPositionEmbedding, interleaved sin/cos) instead of a learned table.</param>
 /// <param name="ProjectBias">The projection has a bias (not in RoFormerV2).</param>
 /// <param name="DropoutBeforeNorm">Dropout before the norm (RoFormerV2) instead of after (BERT).</param>
 public sealed record EmbeddingOptions(int VocabSize, int Width, int MaxPositions, int SegmentVocab, NormKind? Norm, double Eps,
     int? ProjectTo = null, double Dropout = 0, bool DropoutBeforeNorm = false, bool ProjectBias = true, double? HierarchicalAlpha = null,
-    bool SinusoidalPositions = false);
+    bool SinusoidalPositions = false, int? PositionsFromPadding = null);
 
 /// <summary>
 /// token + position + segment embeddings, then norm, dropout and an optional projection to the hidden
@@ -101,6 +102,11 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
         using var scope = torch.NewDisposeScope();
         long t = ids.shape[1];
         var x = word.forward(ids);                                                    // (B, T, E)
+        if (positionIds is null && options.PositionsFromPadding is int pad)
+        {
+            var real = ids.ne(pad).to(ScalarType.Int64);
+            positionIds = real.cumsum(1) * real + pad;                                 // (B, T)
+        }
         if (positionIds is not null)
         {
             if (!positionIds.shape.SequenceEqual(ids.shape)) throw new ArgumentException($"position ids must have the shape of the ids [{string.Join(", ", ids.shape)}], got [{string.Join(", ", positionIds.shape)}]");

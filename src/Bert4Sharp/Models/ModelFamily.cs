@@ -30,7 +30,7 @@ public abstract class ModelFamily
     /// <summary>All families, by name and alias.</summary>
     public static readonly IReadOnlyDictionary<string, ModelFamily> All = new Dictionary<string, ModelFamily>(StringComparer.OrdinalIgnoreCase)
     {
-        ["bert"] = new BertFamily(), ["roberta"] = new BertFamily("roberta"),
+        ["bert"] = new BertFamily(), ["roberta"] = new RobertaFamily(),
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
         ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
         ["gau_alpha"] = new GauAlphaFamily(), ["gau-alpha"] = new GauAlphaFamily(),
@@ -292,5 +292,33 @@ public sealed class GauAlphaFamily : ModelFamily
             yield return new($"{l}.q_gamma", [$"{hf}.q_scaleoffset.gamma"], [$"{tf}/q_scaleoffset/gamma"], false);
             yield return new($"{l}.k_gamma", [$"{hf}.k_scaleoffset.gamma"], [$"{tf}/k_scaleoffset/gamma"], false);
         }
+    }
+}
+
+/// <summary>
+/// RoBERTa in Hugging Face layout (<c>roberta.*</c>, <c>lm_head.*</c>): BERT blocks, positions counted from the
+/// padding id + 1, one segment, no next-sentence head. Chinese RoBERTa releases (hfl) use the BERT layout:
+/// load those with <c>bert</c>.
+/// </summary>
+public sealed class RobertaFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "roberta";
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var b = new BertFamily().Architecture(c);
+        return b with { Embeddings = b.Embeddings with { PositionsFromPadding = c.PadTokenId ?? 1 } };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        foreach (var m in BertFamily.BertNames("roberta", "bert", layers, c).Where(m => !m.Internal.StartsWith("mlm", StringComparison.Ordinal) && !m.Internal.StartsWith("sentence", StringComparison.Ordinal)))
+            yield return m;
+        foreach (var m in Dense("mlm_dense", "lm_head.dense", "cls/predictions/transform/dense")) yield return m;
+        foreach (var m in LayerNorm("mlm_norm", "lm_head.layer_norm", "cls/predictions/transform/LayerNorm")) yield return m;
+        yield return new("mlm_bias", ["lm_head.bias"], ["cls/predictions/output_bias"], false);
     }
 }

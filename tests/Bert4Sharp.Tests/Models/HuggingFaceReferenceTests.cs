@@ -18,6 +18,7 @@ public class HuggingFaceReferenceTests
         { "albert", "albert", Application.PreTraining, ["prediction_logits:Logits", "sop_logits:SentenceLogits"] },
         { "electra", "electra", Application.Discriminator, ["logits:DiscriminatorLogits"] },
         { "roformer", "roformer", Application.MaskedLM, ["logits:Logits"] },
+        { "roberta", "roberta", Application.MaskedLM, ["logits:Logits"] },
     };
 
     internal static Tensor Get(ModelOutput o, string name) => name switch
@@ -36,7 +37,7 @@ public class HuggingFaceReferenceTests
         using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
         using var scope = torch.NewDisposeScope();
         var ids = io.ReadTensor("input_ids");
-        var segs = io.ReadTensor("token_type_ids");
+        var segs = io.TryGetEntry("token_type_ids", out var tt) ? io.ReadTensor(tt) : null;
         var mask = io.ReadTensor("attention_mask");
         using var _ = torch.no_grad();
         var output = model.Forward(ids, segs, mask, outputHiddenStates: true);
