@@ -31,18 +31,9 @@ public static class EncoderBench
         var model = new TransformerModel(family, config, family.Architecture(config) with { Pooler = false }, Application.Encoder);
         model.eval();
         string onnx = Path.Combine(work, "bert-base.onnx");
-        string? ortProblem = null;
-        if (!File.Exists(onnx))
-        {
-            WeightLoader.SavePretrained(model, work);
-            ortProblem = Export(work, onnx);
-        }
-        else
-        {
-            // Re-use the export only if it was made from these weights: rewrite them so both sides agree.
-            WeightLoader.SavePretrained(model, work);
-            ortProblem = Export(work, onnx);
-        }
+        // Export these very weights every run, so both sides always compute the same model.
+        WeightLoader.SavePretrained(model, work);
+        string? ortProblem = Export(work, onnx);
 
         double peak = MatmulPeak();
         Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s");

@@ -125,12 +125,9 @@ public sealed class ShardedCheckpoint : Checkpoint
                 if (!part.TryGetEntry(p.Name, out var e))
                     throw new CheckpointFormatException(path, p.Name, $"the weight map puts this tensor in '{shard}', which does not contain it");
                 entries.Add(e);
-                partOf[e] = part;
             }
         }
     }
-
-    readonly Dictionary<TensorEntry, Checkpoint> partOf = [];
 
     /// <inheritdoc/>
     public override string Path => path;

@@ -103,7 +103,7 @@ public sealed class UniLmLanguageModel(TransformerModel model) : ICausalLanguage
     public int VocabularySize => model.Config.VocabSize;
 
     /// <inheritdoc/>
-    public KeyValueCache NewCache() => new(model.Architecture.ShareLayers ? model.Architecture.Layers : model.Architecture.Layers);
+    public KeyValueCache NewCache() => new(model.Architecture.Layers);
 
     /// <inheritdoc/>
     public Tensor Logits(Tensor ids, KeyValueCache? cache)
@@ -206,9 +206,7 @@ public static class AutoRegressiveDecoder
         return finished.OrderByDescending(f => f.Score).First().Tokens;
     }
 
-    internal static void ValidateInputs(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options) => Validate(model, prompt, options);
-
-    static void Validate(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options)
+    internal static void Validate(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options)
     {
         if (prompt.Count == 0) throw new ArgumentException("the prompt is empty: give at least a start token", nameof(prompt));
         if (options.EndId is int e && (e < 0 || e >= model.VocabularySize))

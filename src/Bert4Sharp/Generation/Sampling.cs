@@ -102,7 +102,7 @@ public static class Sampler
     {
         sampling.Validate();
         if (samples < 1) throw new ArgumentOutOfRangeException(nameof(samples), $"samples must be at least 1, got {samples}");
-        AutoRegressiveDecoder.ValidateInputs(model, prompt, options);
+        AutoRegressiveDecoder.Validate(model, prompt, options);
         var generator = new torch.Generator((ulong)(sampling.Seed ?? Random.Shared.Next()));
         using var g = torch.no_grad();
         using var cache = model.NewCache();
@@ -137,7 +137,7 @@ public static class Sampler
         SamplingOptions? sampling = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         sampling?.Validate();
-        AutoRegressiveDecoder.ValidateInputs(model, prompt, options);
+        AutoRegressiveDecoder.Validate(model, prompt, options);
         var generator = new torch.Generator((ulong)(sampling?.Seed ?? Random.Shared.Next()));
         using var cache = model.NewCache();
         var sequence = prompt.ToList();

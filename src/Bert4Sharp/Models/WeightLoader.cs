@@ -120,11 +120,12 @@ public static class WeightLoader
                 used.UnionWith(names);
             }
         }
+        var mapped = table.Select(m => m.Internal).ToHashSet(StringComparer.Ordinal);
         foreach (var p in parameters.Keys)
         {
             // Conditional-LayerNorm weights are new by design (zero-initialised, trained on the task).
             if (p.Contains(".condition_", StringComparison.Ordinal)) continue;
-            if (!table.Any(m => m.Internal == p)) missing.Add($"{p} (no checkpoint name for it in the {family.Name} table)");
+            if (!mapped.Contains(p)) missing.Add($"{p} (no checkpoint name for it in the {family.Name} table)");
         }
         int slots = checkpoint.Entries.Count(e => e.State == TensorState.Slot);
         var unexpected = checkpoint.Entries
