@@ -88,9 +88,7 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
             if (past == 0) o = nn.functional.scaled_dot_product_attention(q, k, v, null, 0, true);
             else
             {
-                // Query i sits at position past + i and sees keys 0..past + i.
-                var allowed = torch.ones(t, past + t, dtype: ScalarType.Bool, device: x.device).tril(past);
-                var bias = torch.zeros(t, past + t, dtype: x.dtype, device: x.device).masked_fill(allowed.logical_not(), float.MinValue);
+                var bias = AttentionMasks.Additive(AttentionMasks.Causal(t, past, x.device), x.dtype);
                 o = nn.functional.scaled_dot_product_attention(q, k, v, bias, 0, false);
             }
             return Dense.Apply(c_proj, o.transpose(1, 2).reshape(b, t, h)).MoveToOuterDisposeScope();   // (B, T, H)

@@ -235,13 +235,9 @@ public sealed class T5Model : nn.Module
             long t = x.shape[1], keys = offset + t;
             // The first block's relative bias is shared by all blocks, with the masks folded in (as HF).
             var selfBias = block[0].Self.Attention.Bias(t, keys, offset, x.device);
-            if (causal)
-            {
-                var allowed = torch.ones(t, keys, dtype: ScalarType.Bool, device: x.device).tril(offset);
-                selfBias = selfBias.masked_fill(allowed.logical_not(), float.MinValue);
-            }
-            if (mask is not null) selfBias = selfBias + Additive(mask, x.dtype);
-            Tensor? crossBias = memoryMask is null ? (memory is null ? null : torch.zeros(1, 1, 1, memory.shape[1], device: x.device)) : Additive(memoryMask, x.dtype);
+            if (causal) selfBias = selfBias.masked_fill(AttentionMasks.Causal(t, offset, x.device).logical_not(), float.MinValue);
+            if (mask is not null) selfBias = selfBias + AttentionMasks.Padding(mask, x.dtype);
+            Tensor? crossBias = memoryMask is null ? (memory is null ? null : torch.zeros(1, 1, 1, memory.shape[1], device: x.device)) : AttentionMasks.Padding(memoryMask, x.dtype);
             hidden?.Add(x.MoveToOuterDisposeScope());
             for (int i = 0; i < block.Count; i++)
             {
@@ -252,9 +248,6 @@ public sealed class T5Model : nn.Module
             hidden?.Add(x.MoveToOuterDisposeScope());
             return x.MoveToOuterDisposeScope();
         }
-
-        static Tensor Additive(Tensor mask, ScalarType dtype) =>
-            torch.zeros(mask.shape[0], 1, 1, mask.shape[1], dtype: dtype, device: mask.device).masked_fill((mask == 0).view(mask.shape[0], 1, 1, mask.shape[1]), float.MinValue);
     }
 
 #pragma warning disable IDE0044

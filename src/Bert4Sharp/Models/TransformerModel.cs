@@ -162,14 +162,14 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         long t = ids.shape[1];
         Tensor allowed;
         if (past > 0 || Application == Application.LanguageModel)
-            allowed = torch.ones(t, past + t, dtype: ScalarType.Bool, device: ids.device).tril(past).unsqueeze(0);
+            allowed = AttentionMasks.Causal(t, past, ids.device).unsqueeze(0);
         else
         {
             var s = segments ?? throw new ArgumentException("UniLM needs segment ids: 0 for the source, 1 for the target");
             var idx = s.cumsum(1);                                                           // (B, T)
             allowed = idx.unsqueeze(1) <= idx.unsqueeze(2);                                  // (B, query, key)
         }
-        return torch.zeros(allowed.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(allowed.logical_not(), float.MinValue).unsqueeze(1);
+        return AttentionMasks.Additive(allowed, embeddings.TokenWeight.dtype).unsqueeze(1);
     }
 
     /// <summary>Runs the model without collecting every layer's hidden states.</summary>
@@ -200,13 +200,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
         if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
         using var scope = torch.NewDisposeScope();
-        Tensor? bias = null;
-        if (attentionMask is not null)
-        {
-            // (B, T) → additive (B, 1, 1, T): 0 where attended, the most negative float at padding, as Hugging Face.
-            var keep = attentionMask.to(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
-            bias = torch.zeros(keep.shape, dtype: embeddings.TokenWeight.dtype, device: ids.device).masked_fill(keep.logical_not(), float.MinValue);
-        }
+        Tensor? bias = attentionMask is null ? null : AttentionMasks.Padding(attentionMask, embeddings.TokenWeight.dtype);
         long past = cache?.Length ?? 0, t = ids.shape[1];
         if (cache is not null && Application is not (Application.LanguageModel or Application.UniLM))
             throw new ArgumentException($"a key/value cache needs Application.LanguageModel or Application.UniLM, this model is {Application}");
