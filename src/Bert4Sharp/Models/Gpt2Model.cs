@@ -225,29 +225,10 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
     {
         var model = new Gpt2Model(TransformerConfig.Load(configPath));
         using var ck = Checkpoint.Open(checkpointPath);
-        var missing = new List<string>();
-        var mismatched = new List<string>();
-        var used = new HashSet<string>();
-        using (torch.no_grad())
-        {
-            foreach (var (name, p) in model.named_parameters())
-            {
-                string hf = "transformer." + name;
-                if (!ck.TryGetEntry(hf, out var e)) { missing.Add(hf); continue; }
-                using var t = ck.ReadTensor(e);
-                // Conv1D weights are [in, out]; embeddings and norms are taken as they are.
-                var value = t.dim() == 2 && name.EndsWith(".weight") && !name.StartsWith("wte") && !name.StartsWith("wpe") ? t.t() : t;
-                if (!value.shape.SequenceEqual(p.shape)) { mismatched.Add($"{hf}: checkpoint [{string.Join(", ", value.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
-                p.copy_(value);
-                used.Add(hf);
-            }
-        }
-        var unexpected = ck.Entries.Select(e => e.Name).Where(n => !used.Contains(n) && !n.EndsWith(".attn.bias") && !n.EndsWith(".masked_bias") && n != "lm_head.weight").ToList();
-        if (missing.Count + mismatched.Count + unexpected.Count > 0)
-        {
-            var report = new LoadReport(CheckpointNaming.HuggingFace, [.. used], missing, unexpected, mismatched, [], 0);
-            throw new CheckpointMismatchException($"{checkpointPath} does not fit GPT-2 from {configPath}: {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})", report);
-        }
+        // Conv1D weights are [in, out]; embeddings and norms are taken as they are.
+        WeightLoader.LoadByName(model, ck, $"GPT-2 from {configPath}", name => "transformer." + name,
+            (name, t) => t.dim() == 2 && name.EndsWith(".weight") && !name.StartsWith("wte") && !name.StartsWith("wpe") ? t.t() : t,
+            n => n.EndsWith(".attn.bias") || n.EndsWith(".masked_bias") || n == "lm_head.weight");
         model.eval();
         return model;
     }

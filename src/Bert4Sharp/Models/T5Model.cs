@@ -312,24 +312,8 @@ public sealed class T5Model : nn.Module
         using var ck = Checkpoint.Open(checkpointPath);
         bool separate = ck.TryGetEntry("lm_head.weight", out _);
         var model = new T5Model(config, separate);
-        var missing = new List<string>();
-        var mismatched = new List<string>();
-        var used = new HashSet<string>();
-        using (torch.no_grad())
-        {
-            foreach (var (name, p) in model.named_parameters())
-            {
-                if (!ck.TryGetEntry(name, out var e)) { missing.Add(name); continue; }
-                using var t = ck.ReadTensor(e);
-                if (!t.shape.SequenceEqual(p.shape)) { mismatched.Add($"{name}: checkpoint [{string.Join(", ", t.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
-                p.copy_(t);
-                used.Add(name);
-            }
-        }
-        var unexpected = ck.Entries.Select(e => e.Name).Where(n => !used.Contains(n) && n is not ("encoder.embed_tokens.weight" or "decoder.embed_tokens.weight")).ToList();
-        if (missing.Count + mismatched.Count + unexpected.Count > 0)
-            throw new CheckpointMismatchException($"{checkpointPath} does not fit T5 from {configPath}: {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})",
-                new LoadReport(CheckpointNaming.HuggingFace, [.. used], missing, unexpected, mismatched, [], 0));
+        WeightLoader.LoadByName(model, ck, $"T5 from {configPath}", name => name, (_, t) => t,
+            n => n is "encoder.embed_tokens.weight" or "decoder.embed_tokens.weight");
         model.eval();
         return model;
     }

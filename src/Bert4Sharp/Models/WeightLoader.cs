@@ -142,6 +142,38 @@ public static class WeightLoader
         return report;
     }
 
+    /// <summary>
+    /// Strict loading for models whose parameter names are the checkpoint's names up to a fixed spelling
+    /// (GPT-2, T5): each parameter is read from <paramref name="checkpointName"/>(name), passed through
+    /// <paramref name="transform"/> and copied; checkpoint entries neither used nor <paramref name="ignorable"/>
+    /// are unexpected.
+    /// </summary>
+    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors; the message names <paramref name="what"/>.</exception>
+    internal static void LoadByName(nn.Module module, Checkpoint checkpoint, string what, Func<string, string> checkpointName,
+        Func<string, Tensor, Tensor> transform, Func<string, bool> ignorable)
+    {
+        var missing = new List<string>();
+        var mismatched = new List<string>();
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        using (torch.no_grad())
+        {
+            foreach (var (name, p) in module.named_parameters())
+            {
+                string entry = checkpointName(name);
+                if (!checkpoint.TryGetEntry(entry, out var e)) { missing.Add(entry); continue; }
+                using var scope = torch.NewDisposeScope();
+                var value = transform(name, checkpoint.ReadTensor(e));
+                if (!value.shape.SequenceEqual(p.shape)) { mismatched.Add($"{entry}: checkpoint [{string.Join(", ", value.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
+                p.copy_(value);
+                used.Add(entry);
+            }
+        }
+        var unexpected = checkpoint.Entries.Select(e => e.Name).Where(n => !used.Contains(n) && !ignorable(n)).ToList();
+        if (missing.Count + mismatched.Count + unexpected.Count > 0)
+            throw new CheckpointMismatchException($"{checkpoint.Path} does not fit {what}: {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})",
+                new LoadReport(CheckpointNaming.HuggingFace, [.. used], missing, unexpected, mismatched, [], 0));
+    }
+
     static Tensor SelectRows(Tensor value, IReadOnlyList<int>? keep, IReadOnlyList<int[]>? compound)
     {
         var v = value;
