@@ -13,4 +13,6 @@ root.Subcommands.Add(ModelCommands.Encode());
 root.Subcommands.Add(ModelCommands.FillMask());
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(QuickstartCommand.Create());
+root.Subcommands.Add(TrainCommands.Pretrain());
+root.Subcommands.Add(TrainCommands.Train());
 return CliErrors.Run(() => root.Parse(args).Invoke());

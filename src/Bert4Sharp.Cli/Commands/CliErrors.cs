@@ -19,7 +19,7 @@ internal static class CliErrors
     {
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         try { return body(); }
-        catch (Exception e) when (e is CheckpointException or Models.CheckpointMismatchException or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or IOException or ArgumentException or UnauthorizedAccessException or InvalidDataException)
+        catch (Exception e) when (e is CheckpointException or Models.CheckpointMismatchException or Training.TrainingDivergedException or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or IOException or ArgumentException or UnauthorizedAccessException or InvalidDataException)
         {
             Console.Error.WriteLine("b4s: error: " + OneLine(e.Message));
             return Failure;

@@ -196,7 +196,9 @@ public static class AtomicFile
         {
             using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
             {
-                write(fs);
+                var target = WrapForTesting?.Invoke(fs) ?? fs;
+                write(target);
+                target.Flush();
                 fs.Flush(flushToDisk: true);
             }
             File.Move(tmp, full, overwrite: true);
@@ -207,6 +209,9 @@ public static class AtomicFile
             throw;
         }
     }
+
+    /// <summary>Tests wrap the temporary file's stream to simulate a full disk mid-write.</summary>
+    [ThreadStatic] internal static Func<Stream, Stream>? WrapForTesting;
 
     /// <summary>Atomically writes UTF-8 text.</summary>
     public static void WriteAllText(string path, string text) =>

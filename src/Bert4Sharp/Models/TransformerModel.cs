@@ -140,6 +140,16 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             discriminator_output = nn.Linear(h, 1);
         }
         RegisterComponents();
+        // BERT's initialisation (what pretraining from scratch expects): N(0, initializer_range) for matrices and
+        // embeddings, zero biases, unit norm scales. TorchSharp's defaults (N(0, 1) embeddings under a tied
+        // decoder) start MLM logits with a standard deviation near √hidden.
+        using (torch.no_grad())
+            foreach (var (name, p) in named_parameters())
+            {
+                if (p.dim() >= 2) p.normal_(0, config.InitializerRange);
+                else if (name.EndsWith("bias", StringComparison.Ordinal)) p.zero_();
+                else if (name.Contains("norm", StringComparison.Ordinal) && name.EndsWith(".weight", StringComparison.Ordinal)) p.fill_(1);
+            }
     }
 
     /// <summary>The family.</summary>
@@ -150,6 +160,37 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     public Application Application { get; }
     /// <summary>The architecture options.</summary>
     public ArchitectureOptions Architecture => arch;
+
+    /// <summary>
+    /// Whether <c>forward</c> computes the MLM/LM logits over every position (default). Pretraining turns it off
+    /// and calls <see cref="LanguageModelLogits"/> on the masked positions only: with a 12k–21k vocabulary
+    /// the full (B, T, V) logits cost more than the encoder.
+    /// </summary>
+    public bool ComputeLogits { get; set; } = true;
+
+    /// <summary>
+    /// Recompute each block in the backward pass instead of storing its activations (bert4keras <c>RECOMPUTE</c>;
+    /// see <see cref="Layers.Recompute"/>). Applies in training mode with gradients on, without a cache, a
+    /// condition or residual attention scores. Gradients are unchanged; memory drops, time rises by a forward pass.
+    /// </summary>
+    public bool Recompute { get; set; }
+
+    /// <summary>The application has the MLM/LM head (tied decoder).</summary>
+    public bool HasLanguageModelHead => Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM;
+
+    /// <summary>The MLM/LM head on hidden states of any leading shape (…, H) → (…, V).</summary>
+    /// <exception cref="InvalidOperationException">The model was built without the head.</exception>
+    public Tensor LanguageModelLogits(Tensor hidden)
+    {
+        if (!HasLanguageModelHead) throw new InvalidOperationException($"this {Family.Name} model was built for {Application}, which has no MLM/LM head; build it with Application.MaskedLM");
+        var y = hidden;
+        if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));
+        if (mlm_norm is not null) y = mlm_norm.forward(y);
+        return nn.functional.linear(y, embeddings.TokenWeight, mlm_bias);                  // decoder tied to the token embeddings
+    }
+
+    /// <summary>The token embedding matrix (V, E); adversarial training perturbs it.</summary>
+    public Parameter TokenEmbeddings => embeddings.TokenWeight;
 
     /// <summary>
     /// The additive (1 or B, 1, T, past + T) mask that LM and UniLM add: causal for LM; for UniLM, key k is visible
@@ -215,20 +256,15 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         for (int i = 0; i < arch.Layers; i++)
         {
             var block = layers[arch.ShareLayers ? 0 : i];
-            if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores, cache, i);
+            if (Recompute && training && torch.is_grad_enabled() && cache is null && condition is null && !arch.ResidualAttentionScores)
+                x = Layers.Recompute.Apply(block, x, bias);
+            else if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores, cache, i);
             else if (condition is not null) throw new ArgumentException($"{Family.Name} blocks take no condition");
             else x = block.forward(x, bias);
             all?.Add(x);
         }
         Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();
-        Tensor? logits = null;
-        if (Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM)
-        {
-            var y = x;
-            if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));
-            if (mlm_norm is not null) y = mlm_norm.forward(y);
-            logits = nn.functional.linear(y, embeddings.TokenWeight, mlm_bias);            // (B, T, V), decoder tied
-        }
+        Tensor? logits = ComputeLogits && HasLanguageModelHead ? LanguageModelLogits(x) : null;
         Tensor? sentenceLogits = sentence is null || pooled is null ? null : sentence.forward(pooled);
         Tensor? disc = null;
         if (discriminator_dense is not null)

@@ -6,14 +6,7 @@ namespace Bert4Sharp.Tests.Tokenization;
 /// <summary>Word segmentation against Debian's python3-jieba 0.42.1 (tests/reference/make_tokenizer_refs.py).</summary>
 public class JiebaTests
 {
-    static JiebaSegmenter? segmenter;
-
-    static JiebaSegmenter Segmenter()
-    {
-        if (DataCache.FindJieba() is null)
-            Assert.Skip($"the jieba dictionary is not cached under {DataCache.Root}: run 'dotnet run --project src/Bert4Sharp.Cli -- data get jieba-dict' (.ci/run does)");
-        return segmenter ??= JiebaSegmenter.FromCache();
-    }
+    static JiebaSegmenter Segmenter() => JiebaTestSupport.SegmenterOrSkip();
 
     [Theory]
     [InlineData(false, "jieba_hmm_false.txt")]
@@ -74,5 +67,18 @@ public class JiebaTests
         Assert.Equal(lone, string.Concat(seg.Cut(lone, hmm: true)));
         string big = new('中', 100_000);
         Assert.Equal(big, string.Concat(seg.Cut(big)));
+    }
+}
+
+/// <summary>The cached jieba dictionary, or a skip with the reason.</summary>
+public static class JiebaTestSupport
+{
+    static JiebaSegmenter? segmenter;
+
+    public static JiebaSegmenter SegmenterOrSkip()
+    {
+        if (DataCache.FindJieba() is null)
+            Assert.Skip($"the jieba dictionary is not cached under {DataCache.Root}: run 'dotnet run --project src/Bert4Sharp.Cli -- data get jieba-dict' (.ci/run does)");
+        return segmenter ??= JiebaSegmenter.FromCache();
     }
 }

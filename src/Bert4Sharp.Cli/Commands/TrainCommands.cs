@@ -1,0 +1,50 @@
+namespace Bert4Sharp.Cli;
+
+using System.CommandLine;
+using Bert4Sharp.Training;
+
+/// <summary><c>b4s pretrain</c> and <c>b4s train</c>: training driven by a JSON recipe (see docs/training.md and recipes/).</summary>
+internal static class TrainCommands
+{
+    public static Command Pretrain()
+    {
+        var recipe = new Argument<string>("recipe") { Description = "JSON recipe (e.g. recipes/pretrain-roformer-v2.json)" };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint in the recipe's output directory" };
+        var minutes = new Option<double?>("--minutes") { Description = "Override the recipe's time budget" };
+        var maxSteps = new Option<long?>("--max-steps") { Description = "Override the recipe's step limit" };
+        var cmd = new Command("pretrain", "Masked-LM pretraining from scratch (whole-word masking, packing, checkpoints, curves)") { recipe, resume, minutes, maxSteps };
+        cmd.SetAction(CliErrors.Wrap(r =>
+        {
+            var rec = Recipe.Load<PretrainRecipe>(r.GetValue(recipe)!);
+            if (r.GetValue(minutes) is double m) rec = rec with { Minutes = m };
+            if (r.GetValue(maxSteps) is long s) rec = rec with { MaxSteps = s };
+            rec.Validate();
+            Pretraining.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
+            return CliErrors.Ok;
+        }));
+        return cmd;
+    }
+
+    public static Command Train()
+    {
+        var recipe = new Argument<string>("recipe") { Description = "JSON recipe (e.g. recipes/tnews.json)" };
+        var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint in the recipe's output directory" };
+        var model = new Option<string?>("--model") { Description = "Override the recipe's pretrained model directory" };
+        var output = new Option<string?>("--output") { Description = "Override the recipe's output directory" };
+        var epochs = new Option<int?>("--epochs") { Description = "Override the recipe's epochs" };
+        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs };
+        cmd.SetAction(CliErrors.Wrap(r =>
+        {
+            var rec = Recipe.Load<TrainRecipe>(r.GetValue(recipe)!);
+            if (r.GetValue(model) is string m) rec = rec with { Model = Path.GetFullPath(m) };
+            if (r.GetValue(output) is string o) rec = rec with { Output = Path.GetFullPath(o) };
+            if (r.GetValue(epochs) is int e) rec = rec with { Epochs = e };
+            rec.Validate();
+            FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
+            return CliErrors.Ok;
+        }));
+        return cmd;
+    }
+
+    static ProgressDisplay Display() => Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar;
+}

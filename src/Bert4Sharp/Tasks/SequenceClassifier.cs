@@ -1,0 +1,66 @@
+namespace Bert4Sharp.Tasks;
+
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Models;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>
+/// Text (or text pair) classification, bert4keras's usual head: the pooler's output when the family has one,
+/// else the [CLS] hidden state, then dropout and a dense layer to the labels. Parameters <c>encoder.*</c>
+/// (the Transformer, named as in <see cref="TransformerModel"/>) and <c>classifier.*</c>.
+/// </summary>
+public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
+{
+    readonly double dropout;
+#pragma warning disable IDE0044
+    TransformerModel encoder;
+    Linear classifier;
+#pragma warning restore IDE0044
+
+    /// <summary>Wraps <paramref name="encoder"/> (built with <see cref="Application.Encoder"/>) with a new head.</summary>
+    public SequenceClassifier(TransformerModel encoder, int labels, double dropout = 0.1) : base("sequence_classifier")
+    {
+        if (labels < 2) throw new ArgumentOutOfRangeException(nameof(labels), $"a classifier needs at least 2 labels, got {labels}");
+        if (encoder.Application != Application.Encoder) throw new ArgumentException($"the encoder must be built with Application.Encoder, got {encoder.Application}");
+        this.encoder = encoder;
+        this.dropout = dropout;
+        Labels = labels;
+        classifier = nn.Linear(encoder.Config.HiddenSize, labels);
+        using (torch.no_grad())
+        {
+            nn.init.normal_(classifier.weight!, 0, encoder.Config.InitializerRange);
+            nn.init.zeros_(classifier.bias!);
+        }
+        RegisterComponents();
+    }
+
+    /// <summary>Number of labels.</summary>
+    public int Labels { get; }
+
+    /// <summary>The Transformer.</summary>
+    public TransformerModel Encoder => encoder;
+
+    /// <summary>
+    /// Loads a pretrained model directory (config.json + weights, e.g. written by <c>SavePretrained</c> or
+    /// <c>b4s pretrain</c>) as the encoder. Every encoder weight must be found; MLM-head tensors are ignored.
+    /// </summary>
+    public static SequenceClassifier FromPretrained(string directory, string family, int labels, double dropout = 0.1, Device? device = null)
+    {
+        var config = TransformerConfig.Load(Path.Combine(directory, "config.json"));
+        using var ck = Checkpoint.Open(directory);
+        var encoder = TransformerModels.Build(config, ck, ModelFamily.Get(family), Application.Encoder, new BuildOptions { Device = device }, out _);
+        return new SequenceClassifier(encoder, labels, dropout);
+    }
+
+    /// <summary>Logits (B, labels) for ids (B, T), optional segments and attention mask.</summary>
+    public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var output = encoder.forward(ids, segments, attentionMask);
+        var x = output.Pooled ?? output.LastHiddenState.select(1, 0);
+        if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
+        return classifier.forward(x).MoveToOuterDisposeScope();
+    }
+}

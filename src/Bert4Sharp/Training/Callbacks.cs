@@ -1,0 +1,76 @@
+namespace Bert4Sharp.Training;
+
+using Bert4Sharp.Checkpoints;
+using static TorchSharp.torch;
+
+/// <summary>
+/// bert4keras's Evaluator pattern: every epoch (or every <see cref="EverySteps"/>) run <c>evaluate</c>, log the
+/// metrics, save the model when the main metric improves (atomically) and stop after <see cref="Patience"/>
+/// evaluations without improvement. With <see cref="UseEma"/> the evaluation (and the saved best model) uses
+/// the optimizer's EMA weights.
+/// </summary>
+/// <param name="metric">Name of the main metric among those <paramref name="evaluate"/> returns (e.g. <c>accuracy</c>).</param>
+/// <param name="evaluate">Computes metrics (runs in evaluation mode under no_grad).</param>
+/// <param name="higherIsBetter">True for accuracy-like metrics, false for losses.</param>
+public sealed class EvaluationCallback(string metric, Func<IReadOnlyDictionary<string, double>> evaluate, bool higherIsBetter = true) : TrainerCallback
+{
+    /// <summary>Evaluate every this many steps as well as at each epoch end; null for epoch ends only.</summary>
+    public long? EverySteps { get; init; }
+    /// <summary>Where the best model's weights go (safetensors); default <c>OutputDirectory/best.safetensors</c>.</summary>
+    public string? BestModelPath { get; init; }
+    /// <summary>Stop after this many evaluations without improvement; null never stops.</summary>
+    public int? Patience { get; init; }
+    /// <summary>Evaluate (and save) with the EMA weights.</summary>
+    public bool UseEma { get; init; }
+    /// <summary>Every evaluation: (step, metrics).</summary>
+    public List<(long Step, IReadOnlyDictionary<string, double> Metrics)> History { get; } = [];
+    /// <summary>Where the best model was last saved, or null.</summary>
+    public string? SavedBestPath { get; private set; }
+
+    /// <inheritdoc/>
+    public override void OnStepEnd(TrainerState state)
+    {
+        if (EverySteps is long n && state.Step % n == 0) Evaluate(state);
+    }
+
+    /// <inheritdoc/>
+    public override void OnEpochEnd(TrainerState state)
+    {
+        if (EverySteps is null || state.Step % EverySteps.Value != 0) Evaluate(state);
+    }
+
+    void Evaluate(TrainerState state)
+    {
+        if (UseEma) state.Optimizer.ApplyEma();
+        try
+        {
+            state.Model.eval();
+            IReadOnlyDictionary<string, double> values;
+            using (no_grad()) values = evaluate();
+            if (!values.TryGetValue(metric, out double v))
+                throw new InvalidOperationException($"the evaluation returned no '{metric}' (it returned {string.Join(", ", values.Keys)})");
+            History.Add((state.Step, values));
+            state.Record(values.ToDictionary(kv => "eval/" + kv.Key, kv => kv.Value));
+            bool better = state.BestMetric is not double best || (higherIsBetter ? v > best : v < best);
+            if (better)
+            {
+                state.BestMetric = v;
+                state.BadEvaluations = 0;
+                string? path = BestModelPath ?? (state.OutputDirectory is null ? null : Path.Combine(state.OutputDirectory, "best.safetensors"));
+                if (path is not null)
+                {
+                    SafetensorsWriter.Write(path, state.Model.state_dict().Select(kv => TensorSource.From(kv.Key, kv.Value)),
+                        new SafetensorsWriteOptions { Metadata = new Dictionary<string, string> { ["step"] = state.Step.ToString(System.Globalization.CultureInfo.InvariantCulture), [metric] = v.ToString("R", System.Globalization.CultureInfo.InvariantCulture) } });
+                    SavedBestPath = path;
+                }
+            }
+            else if (Patience is int p && ++state.BadEvaluations >= p)
+                state.StopReason = $"early stopping: {metric} did not improve on {state.BestMetric:G6} for {p} evaluations";
+        }
+        finally
+        {
+            state.Model.train();
+            if (UseEma) state.Optimizer.RestoreWeights();
+        }
+    }
+}

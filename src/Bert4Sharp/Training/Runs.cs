@@ -1,0 +1,240 @@
+namespace Bert4Sharp.Training;
+
+using System.Text.Json;
+using Bert4Sharp.Data;
+using Bert4Sharp.Models;
+using Bert4Sharp.Tasks;
+using Bert4Sharp.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>How a run ended and what it measured.</summary>
+/// <param name="Training">The trainer's result.</param>
+/// <param name="Metrics">Final evaluation metrics.</param>
+/// <param name="ModelDirectory">Where the trained model was saved (Hugging Face layout + vocab.txt).</param>
+public sealed record RunResult(TrainingResult Training, IReadOnlyDictionary<string, double> Metrics, string ModelDirectory);
+
+/// <summary>Runs a <see cref="PretrainRecipe"/>: MLM pretraining from scratch (<c>b4s pretrain</c>).</summary>
+public static class Pretraining
+{
+    /// <summary>Trains, evaluates MLM accuracy on held-out text, and saves the model under <c>output/model</c>.</summary>
+    public static RunResult Run(PretrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto, CancellationToken cancellation = default)
+    {
+        log ??= Console.WriteLine;
+        torch.manual_seed(r.Seed);
+        var tokenizer = BertWordPieceTokenizer.FromFile(r.Resolve(r.Vocab), new BertWordPieceOptions { LowerCase = true });
+        var config = RecipeConfig.Parse(r.Config, tokenizer.Vocabulary.Count);
+        var texts = new List<string>();
+        foreach (var src in r.Corpus)
+        {
+            int before = texts.Count;
+            if (src.File == "builtin:tang-poems")
+                texts.AddRange(File.ReadLines(DataCache.GetTangPoems(log)).Take(src.Limit ?? int.MaxValue));
+            else
+            {
+                var format = src.Format switch { "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, _ => TextFormat.Lines };
+                texts.AddRange(TextRecords.Read(r.Resolve(src.File), format, src.Fields, src.Limit ?? int.MaxValue));
+            }
+            log($"corpus: {texts.Count - before:N0} texts from {src.File}");
+        }
+        var rng = new Random(r.Seed);
+        texts = texts.Where(t => t.Length > 0).OrderBy(_ => rng.Next()).ToList();
+        JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
+        var mlm = new MaskedLanguageModeling(tokenizer, jieba);
+        var heldOut = mlm.Pack(texts.Take(r.HeldOut), r.MaxLength).ToList();
+        var train = mlm.Pack(texts.Skip(r.HeldOut), r.MaxLength).ToList();
+        long tokens = train.Sum(s => (long)s.Ids.Length);
+        log($"{train.Count:N0} training sequences ({tokens:N0} tokens, up to {r.MaxLength} each), {heldOut.Count:N0} held out; whole-word masking: {(jieba is null ? "off" : "on (jieba)")}");
+
+        var model = TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.MaskedLM, null, out _);
+        log($"model: {r.Family}, {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {model.parameters().Sum(p => p.numel()) / 1e6:F1} M parameters, {torch.get_num_threads()} threads");
+        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)));
+        string output = r.Resolve(r.Output);
+        var evaluation = new EvaluationCallback("mlm_accuracy", () => Evaluate(model, mlm, heldOut, r.Seed)) { EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
+        var trainer = new Trainer<PretrainingSequence>(model, optimizer, (batch, ctx) => mlm.Step(model, batch, ctx), new TrainerOptions
+        {
+            Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
+            Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
+            CheckpointEverySteps = r.CheckpointEvery, Resume = resume, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
+        }) { Length = s => s.Ids.Length };
+        var result = trainer.Fit(train, [evaluation], cancellation);
+        if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
+        var metrics = Evaluate(model, mlm, heldOut, r.Seed);
+        string dir = Path.Combine(output, "model");
+        var pipeline = TransformerPipeline.Create(model, tokenizer);
+        pipeline.SavePretrained(dir);
+        log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
+        return new RunResult(result, metrics, dir);
+    }
+
+    /// <summary>Held-out MLM loss and accuracy with a fixed masking (same seed every time, so evaluations compare).</summary>
+    public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, MaskedLanguageModeling mlm, IReadOnlyList<PretrainingSequence> heldOut, int seed)
+    {
+        bool wasTraining = model.training;
+        model.eval();
+        using var noGrad = torch.no_grad();
+        var rng = new Random(seed + 7919);
+        double lossSum = 0;
+        long correct = 0, count = 0;
+        for (int i = 0; i < heldOut.Count; i += 32)
+        {
+            using var scope = torch.NewDisposeScope();
+            var batch = heldOut.Skip(i).Take(32).ToList();
+            var (input, labels, attention) = mlm.Mask(batch, rng, model.TokenEmbeddings.device);
+            var (loss, c, n) = MaskedLanguageModeling.Loss(model, input, labels, attention);
+            lossSum += loss.item<float>() * n;
+            correct += c;
+            count += n;
+        }
+        if (wasTraining) model.train();
+        return new Dictionary<string, double> { ["mlm_accuracy"] = (double)correct / Math.Max(1, count), ["mlm_loss"] = lossSum / Math.Max(1, count) };
+    }
+}
+
+/// <summary>A labelled example: text (and optional pair) and label index.</summary>
+/// <param name="Text">First text.</param>
+/// <param name="Pair">Second text, or null.</param>
+/// <param name="Label">Label index.</param>
+public sealed record LabelledText(string Text, string? Pair, int Label);
+
+/// <summary>Runs a <see cref="TrainRecipe"/>: fine-tunes a <see cref="SequenceClassifier"/> (<c>b4s train</c>).</summary>
+public static class FineTuning
+{
+    /// <summary>Trains, keeps the best dev accuracy, and saves the best classifier under <c>output/best.safetensors</c>.</summary>
+    public static RunResult Run(TrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto, CancellationToken cancellation = default)
+    {
+        log ??= Console.WriteLine;
+        torch.manual_seed(r.Seed);
+        string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
+        var labelNames = new List<string>();
+        var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);
+        var dev = ReadLabelled(r.Resolve(r.Dev.File), r.Dev, labelNames, addLabels: false, r.OnBadLine == "skip", log);
+        log($"{train.Count:N0} training and {dev.Count:N0} dev examples, {labelNames.Count} labels");
+        SequenceClassifier model;
+        if (r.Model is not null)
+        {
+            model = SequenceClassifier.FromPretrained(r.Resolve(r.Model), r.Family, labelNames.Count);
+            log($"encoder: pretrained weights from {r.Resolve(r.Model)}");
+        }
+        else
+        {
+            var config = r.RandomConfig(tokenizer.Vocabulary.Count);
+            model = new SequenceClassifier(TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.Encoder, null, out _), labelNames.Count);
+            log("encoder: random initialisation");
+        }
+        if (tokenizer.Vocabulary.Count != model.Encoder.Config.VocabSize)
+            throw new InvalidDataException($"{vocab} has {tokenizer.Vocabulary.Count} tokens but the model's vocab_size is {model.Encoder.Config.VocabSize}");
+        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)));
+        var device = model.Encoder.TokenEmbeddings.device;
+        var techniques = new List<TrainingTechnique>();
+        if (r.FgmEpsilon is double eps) techniques.Add(new FastGradientMethod(model.Encoder.TokenEmbeddings, eps));
+        if (r.GradientPenalty is double gp) techniques.Add(new GradientPenalty(model.Encoder.TokenEmbeddings, gp));
+        string output = r.Resolve(r.Output);
+        var evaluation = new EvaluationCallback("accuracy", () => Evaluate(model, tokenizer, dev, r.MaxLength)) { Patience = r.Patience, EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
+        var trainer = new Trainer<LabelledText>(model, optimizer, (batch, ctx) =>
+        {
+            var (ids, segments, mask, labels) = Batch(tokenizer, batch, r.MaxLength, device);
+            var logits = model.forward(ids, segments, mask);
+            var loss = nn.functional.cross_entropy(logits, labels);
+            double acc = logits.argmax(-1).eq(labels).to(ScalarType.Float32).mean().item<float>();
+            return new StepResult(loss, mask.sum().item<long>(), new Dictionary<string, double> { ["accuracy"] = acc });
+        }, new TrainerOptions
+        {
+            Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume,
+            Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20,
+        });
+        var result = trainer.Fit(train, [evaluation], cancellation);
+        var best = evaluation.History.Count == 0 ? Evaluate(model, tokenizer, dev, r.MaxLength)
+            : evaluation.History.OrderByDescending(h => h.Metrics["accuracy"]).First().Metrics;
+        AtomicWriteLabels(Path.Combine(output, "labels.json"), labelNames);
+        log($"{result.StopReason}: {result.Steps} steps; best dev accuracy {best["accuracy"]:P2} (after each evaluation: {string.Join(", ", evaluation.History.Select(h => h.Metrics["accuracy"].ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))})");
+        return new RunResult(result, best, output);
+    }
+
+    static void AtomicWriteLabels(string path, List<string> labels) =>
+        Checkpoints.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(labels));
+
+    /// <summary>Dev accuracy and loss.</summary>
+    public static IReadOnlyDictionary<string, double> Evaluate(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
+    {
+        bool wasTraining = model.training;
+        model.eval();
+        using var noGrad = torch.no_grad();
+        long correct = 0;
+        double loss = 0;
+        var device = model.Encoder.TokenEmbeddings.device;
+        for (int i = 0; i < data.Count; i += 64)
+        {
+            using var scope = torch.NewDisposeScope();
+            var (ids, segments, mask, labels) = Batch(tokenizer, data.Skip(i).Take(64).ToList(), maxLength, device);
+            var logits = model.forward(ids, segments, mask);
+            correct += logits.argmax(-1).eq(labels).sum().item<long>();
+            loss += nn.functional.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).item<float>();
+        }
+        if (wasTraining) model.train();
+        return new Dictionary<string, double> { ["accuracy"] = (double)correct / Math.Max(1, data.Count), ["loss"] = loss / Math.Max(1, data.Count) };
+    }
+
+    static (Tensor Ids, Tensor Segments, Tensor Mask, Tensor Labels) Batch(BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> batch, int maxLength, Device device)
+    {
+        var enc = batch.Select(x => tokenizer.Encode(x.Text, x.Pair, maxLength)).ToList();
+        int t = enc.Max(e => e.Count);
+        var ids = new long[batch.Count * t];
+        var seg = new long[batch.Count * t];
+        var mask = new long[batch.Count * t];
+        for (int b = 0; b < enc.Count; b++)
+            for (int i = 0; i < enc[b].Count; i++)
+            {
+                ids[b * t + i] = enc[b].Ids[i];
+                seg[b * t + i] = enc[b].SegmentIds[i];
+                mask[b * t + i] = 1;
+            }
+        return (torch.tensor(ids, [batch.Count, t], device: device), torch.tensor(seg, [batch.Count, t], device: device),
+            torch.tensor(mask, [batch.Count, t], device: device), torch.tensor(batch.Select(x => (long)x.Label).ToArray(), device: device));
+    }
+
+    /// <summary>
+    /// Reads a JSON-lines labelled file. A line that is not JSON, lacks the text or the label, or (for dev) has
+    /// a label unseen in training stops the run with file and line, or is skipped and counted when asked.
+    /// </summary>
+    public static List<LabelledText> ReadLabelled(string path, LabelledDataRecipe spec, List<string> labels, bool addLabels, bool skipBad, Action<string> log)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: dataset not found", path);
+        var list = new List<LabelledText>();
+        int lineNo = 0, bad = 0;
+        foreach (string raw in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(raw)) continue;
+            if (spec.Limit is int lim && list.Count >= lim) break;
+            string? problem = null;
+            LabelledText? item = null;
+            try
+            {
+                using var doc = JsonDocument.Parse(raw);
+                var root = doc.RootElement;
+                string? text = root.ValueKind == JsonValueKind.Object && root.TryGetProperty(spec.Text, out var t) && t.ValueKind == JsonValueKind.String ? t.GetString() : null;
+                string? pair = spec.TextPair is null ? null : root.TryGetProperty(spec.TextPair, out var p) && p.ValueKind == JsonValueKind.String ? p.GetString() : null;
+                string? label = root.ValueKind == JsonValueKind.Object && root.TryGetProperty(spec.Label, out var l) ? (l.ValueKind == JsonValueKind.String ? l.GetString() : l.ValueKind == JsonValueKind.Number ? l.GetRawText() : null) : null;
+                if (string.IsNullOrEmpty(text)) problem = $"no text under '{spec.Text}'";
+                else if (spec.TextPair is not null && pair is null) problem = $"no text under '{spec.TextPair}'";
+                else if (label is null) problem = $"no label under '{spec.Label}'";
+                else
+                {
+                    int index = labels.IndexOf(label);
+                    if (index < 0 && addLabels) { labels.Add(label); index = labels.Count - 1; }
+                    if (index < 0) problem = $"label '{label}' does not occur in the training data";
+                    else item = new LabelledText(text, pair, index);
+                }
+            }
+            catch (JsonException e) { problem = $"not valid JSON ({e.Message})"; }
+            if (problem is null) { list.Add(item!); continue; }
+            if (!skipBad) throw new InvalidDataException($"{path} line {lineNo}: {problem}; fix the line or set \"on_bad_line\": \"skip\"");
+            if (bad++ < 5) log($"skipping {path} line {lineNo}: {problem}");
+        }
+        if (bad > 0) log($"{path}: skipped {bad} bad line(s) of {lineNo}");
+        if (list.Count == 0) throw new InvalidDataException($"{path}: no usable examples");
+        return list;
+    }
+}
