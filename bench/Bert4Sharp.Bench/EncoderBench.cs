@@ -35,7 +35,7 @@ public static class EncoderBench
         WeightLoader.SavePretrained(model, work);
         string? ortProblem = Export(work, onnx);
 
-        double peak = MatmulPeak();
+        double peak = Measure.MatmulPeak();
         Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s");
         foreach (var (batch, seq) in new[] { (8, 128), (1, 32) })
         {
@@ -57,7 +57,7 @@ public static class EncoderBench
                 return s;
             }
             double flops = Flops(config, batch, seq);
-            var mine = Median(Enumerable.Range(0, rounds + 2).Select(_ => Ours()).Skip(2));
+            var mine = Measure.Median(Enumerable.Range(0, rounds + 2).Select(_ => Ours()).Skip(2));
             Console.WriteLine($"batch {batch} seq {seq}: Bert4Sharp {batch / mine,8:F2} seq/s  {mine * 1e3,8:F1} ms  {flops / mine / 1e9,6:F1} GFLOP/s ({flops / mine / 1e9 / peak:P0} of peak)");
             if (ortProblem is not null) { Console.WriteLine($"  ONNX Runtime: skipped ({ortProblem})"); continue; }
             using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
@@ -81,7 +81,7 @@ public static class EncoderBench
             var a = new List<double>();
             var b = new List<double>();
             for (int i = 0; i < rounds + 2; i++) { b.Add(Ort()); a.Add(Ours()); }
-            double ort = Median(b.Skip(2)), own = Median(a.Skip(2));
+            double ort = Measure.Median(b.Skip(2)), own = Measure.Median(a.Skip(2));
             double diff = ours.Zip(theirs).Max(t => Math.Abs(t.First - t.Second));
             Console.WriteLine($"  ONNX Runtime {batch / ort,8:F2} seq/s  {ort * 1e3,8:F1} ms  {flops / ort / 1e9,6:F1} GFLOP/s ({flops / ort / 1e9 / peak:P0} of peak)");
             Console.WriteLine($"  ratio Bert4Sharp / ONNX Runtime (throughput): {ort / own:F2}x (target >= 1.0x); max |diff| of outputs {diff:E1}");
@@ -94,27 +94,6 @@ public static class EncoderBench
         double h = c.HiddenSize, i = c.IntermediateSize;
         // per token per layer: QKV + output (4H²) and FFN (2HI) multiply-adds, attention scores and mixing (2TH)
         return 2.0 * b * t * c.NumHiddenLayers * (4 * h * h + 2 * h * i + 2 * t * h);
-    }
-
-    static double MatmulPeak()
-    {
-        using var a = torch.randn(2048, 2048);
-        using var b = torch.randn(2048, 2048);
-        using (var w = a.mm(b)) { }
-        var times = new List<double>();
-        for (int r = 0; r < 5; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            using var c = a.mm(b);
-            times.Add(sw.Elapsed.TotalSeconds);
-        }
-        return 2.0 * 2048 * 2048 * 2048 / Median(times) / 1e9;
-    }
-
-    static double Median(IEnumerable<double> xs)
-    {
-        var s = xs.Order().ToList();
-        return s[s.Count / 2];
     }
 
     static string? Export(string dir, string onnx)

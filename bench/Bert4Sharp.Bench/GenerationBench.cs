@@ -23,7 +23,7 @@ public static class GenerationBench
         model.eval();
         var lm = new Gpt2LanguageModel(model);
         int[] prompt = Enumerable.Range(0, 16).Select(i => 200 + i * 37).ToArray();
-        double peak = Peak();
+        double peak = Measure.MatmulPeak();
         double tokenFlops = 2.0 * (12 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 21128.0 * 768);
         Console.WriteLine($"threads 2; matmul peak {peak:F1} GFLOP/s; one token's matmul work {tokenFlops / 1e6:F0} MFLOP -> floor {tokenFlops / peak / 1e6:F2} ms/token");
         foreach (int n in quick ? new[] { 128 } : new[] { 128, 512 })
@@ -46,14 +46,5 @@ public static class GenerationBench
             }
         }
         return 0;
-    }
-
-    static double Peak()
-    {
-        using var a = torch.randn(2048, 2048);
-        using (var w = a.mm(a)) { }
-        var sw = Stopwatch.StartNew();
-        for (int i = 0; i < 3; i++) using (var c = a.mm(a)) { }
-        return 3 * 2.0 * 2048 * 2048 * 2048 / sw.Elapsed.TotalSeconds / 1e9;
     }
 }

@@ -146,9 +146,11 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         using (torch.no_grad())
             foreach (var (name, p) in named_parameters())
             {
+                bool norm = name.Contains("norm", StringComparison.Ordinal);
+                if (norm && p.dim() >= 2) continue;                                       // conditional LayerNorm starts at zero: the plain model
                 if (p.dim() >= 2) p.normal_(0, config.InitializerRange);
                 else if (name.EndsWith("bias", StringComparison.Ordinal)) p.zero_();
-                else if (name.Contains("norm", StringComparison.Ordinal) && name.EndsWith(".weight", StringComparison.Ordinal)) p.fill_(1);
+                else if (norm && name.EndsWith(".weight", StringComparison.Ordinal)) p.fill_(1);
             }
     }
 

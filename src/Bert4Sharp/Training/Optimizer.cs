@@ -48,9 +48,18 @@ public sealed record OptimizerOptions
     /// <summary>Clips the global gradient norm (over all parameters) to this value before the update; null for off.</summary>
     public double? ClipGradientNorm { get; init; }
 
+    /// <summary>
+    /// Dynamic loss scaling for fp16 training (on CUDA): the trainer multiplies the loss by
+    /// <see cref="Optimizer.LossScale"/>; a step whose gradients overflow is skipped and the scale backs off,
+    /// and after <see cref="DynamicLossScale.GrowthInterval"/> good steps it grows. Null for none (fp32, bf16).
+    /// </summary>
+    public DynamicLossScale? LossScaling { get; init; }
+
     /// <summary>Checks ranges; names the option and the value.</summary>
     public void Validate()
     {
+        if (LossScaling is { } ls && !(ls.InitialScale >= 1 && ls.Growth > 1 && ls.Backoff > 0 && ls.Backoff < 1 && ls.GrowthInterval >= 1))
+            throw new ArgumentOutOfRangeException(nameof(LossScaling), $"LossScaling needs InitialScale ≥ 1, Growth > 1, Backoff in (0, 1), GrowthInterval ≥ 1; got {ls}");
         if (!(LearningRate >= 0) || !double.IsFinite(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), $"LearningRate must be a finite number ≥ 0, got {LearningRate}");
         if (!(WeightDecay >= 0)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), $"WeightDecay must be ≥ 0, got {WeightDecay}");
         if (GradientAccumulationSteps < 1) throw new ArgumentOutOfRangeException(nameof(GradientAccumulationSteps), $"GradientAccumulationSteps must be ≥ 1, got {GradientAccumulationSteps}");
@@ -63,6 +72,21 @@ public sealed record OptimizerOptions
     internal static bool Matches(string name, IReadOnlyList<string>? patterns) =>
         patterns is not null && patterns.Any(p => name.Contains(p, StringComparison.OrdinalIgnoreCase));
 }
+
+/// <summary>An optimizer's counters (checkpointed with its state tensors).</summary>
+/// <param name="Iterations">Updates applied.</param>
+/// <param name="MicroSteps">Micro-batches accumulated towards the next update.</param>
+/// <param name="LossScale">Current loss scale.</param>
+/// <param name="GoodSteps">Steps since the last overflow.</param>
+/// <param name="OverflowSkips">Steps skipped for overflow.</param>
+public sealed record OptimizerCounters(long Iterations, int MicroSteps = 0, double LossScale = 1.0, long GoodSteps = 0, long OverflowSkips = 0);
+
+/// <summary>Dynamic loss-scale settings (the defaults of PyTorch's GradScaler).</summary>
+/// <param name="InitialScale">Starting scale.</param>
+/// <param name="Growth">Factor after <paramref name="GrowthInterval"/> steps without overflow.</param>
+/// <param name="Backoff">Factor after an overflow.</param>
+/// <param name="GrowthInterval">Good steps between growths.</param>
+public sealed record DynamicLossScale(double InitialScale = 65536, double Growth = 2, double Backoff = 0.5, int GrowthInterval = 2000);
 
 /// <summary>
 /// Lookahead options (Zhang et al. 2019; bert4keras defaults k = 5, α = 0.5). The slow weights start at the
@@ -86,12 +110,14 @@ public abstract class Optimizer : IDisposable
     readonly Dictionary<string, Dictionary<string, Tensor>> state = new();
     readonly Dictionary<string, Tensor> backup = new();
     int microSteps;
+    long goodSteps;
 
     /// <summary>Creates the optimizer over named parameters (e.g. <c>module.named_parameters()</c>); frozen ones are skipped.</summary>
     protected Optimizer(IEnumerable<(string Name, Parameter Param)> parameters, OptimizerOptions options)
     {
         options.Validate();
         Options = options;
+        LossScale = options.LossScaling?.InitialScale ?? 1.0;
         this.parameters = parameters.Where(p => p.Param.requires_grad).ToList();
         if (this.parameters.Count == 0) throw new ArgumentException("the optimizer got no trainable parameters");
         var dup = this.parameters.GroupBy(p => p.Name).FirstOrDefault(g => g.Count() > 1);
@@ -104,6 +130,12 @@ public abstract class Optimizer : IDisposable
 
     /// <summary>Base learning rate (the schedule multiplies it); starts at <see cref="OptimizerOptions.LearningRate"/>.</summary>
     public double LearningRate { get; set; }
+
+    /// <summary>The factor the trainer multiplies the loss by (1 without <see cref="OptimizerOptions.LossScaling"/>).</summary>
+    public double LossScale { get; private set; } = 1.0;
+
+    /// <summary>Steps skipped because the scaled gradients overflowed.</summary>
+    public long OverflowSkips { get; private set; }
 
     /// <summary>Updates applied so far (bert4keras <c>iterations</c>).</summary>
     public long Iterations { get; private set; }
@@ -133,6 +165,20 @@ public abstract class Optimizer : IDisposable
     {
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
+        if (Options.LossScaling is { } scaling)
+        {
+            bool finite = parameters.All(p => p.Param.grad is not Tensor g || torch.isfinite(g).all().ToBoolean());
+            if (!finite)
+            {
+                LossScale = Math.Max(1.0, LossScale * scaling.Backoff);
+                goodSteps = 0;
+                OverflowSkips++;
+                ZeroGrad();
+                return false;
+            }
+            foreach (var (_, p) in parameters) p.grad?.div_(LossScale);
+            if (++goodSteps % scaling.GrowthInterval == 0) LossScale *= scaling.Growth;
+        }
         int k = Options.GradientAccumulationSteps;
         if (k > 1)
         {
@@ -273,11 +319,11 @@ public abstract class Optimizer : IDisposable
     }
 
     /// <summary>Counters to store next to <see cref="StateDict"/>.</summary>
-    public (long Iterations, int MicroSteps) Counters => (Iterations, microSteps);
+    public OptimizerCounters Counters => new(Iterations, microSteps, LossScale, goodSteps, OverflowSkips);
 
     /// <summary>Restores state saved by <see cref="StateDict"/> and <see cref="Counters"/>.</summary>
     /// <exception cref="ArgumentException">A state tensor names an unknown parameter or has the wrong shape.</exception>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> saved, long iterations, int micro)
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> saved, OptimizerCounters counters)
     {
         var byName = parameters.ToDictionary(p => p.Name, p => p.Param);
         using var noGrad = torch.no_grad();
@@ -291,8 +337,11 @@ public abstract class Optimizer : IDisposable
             if (slots.TryGetValue(slot, out var old)) old.Dispose();
             slots[slot] = value.to(p.device).clone().DetachFromDisposeScope();
         }
-        Iterations = iterations;
-        microSteps = micro;
+        Iterations = counters.Iterations;
+        microSteps = counters.MicroSteps;
+        LossScale = counters.LossScale;
+        goodSteps = counters.GoodSteps;
+        OverflowSkips = counters.OverflowSkips;
     }
 
     /// <inheritdoc/>

@@ -297,6 +297,7 @@ public sealed class Trainer<T>
                         consecutiveSkips = 0;
                         var l = r.Loss;
                         foreach (var t in options.Techniques) l = t.BeforeBackward(l);
+                        if (optimizer.LossScale != 1.0) l = l * optimizer.LossScale;
                         l.backward();
                         foreach (var t in options.Techniques)
                             t.AfterBackward(() => step(batch, ctx with { Random = new Random(HashCode.Combine(options.Seed, state.Step, 0x57E9)) }).Loss);

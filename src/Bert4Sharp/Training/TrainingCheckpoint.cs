@@ -32,13 +32,16 @@ public static class TrainingCheckpoint
         foreach (var (name, t) in optimizer.StateDict()) tensors.Add(TensorSource.From("optimizer/" + name, t));
         var rng = torch.random.get_rng_state();
         tensors.Add(TensorSource.From("rng/torch", rng));
-        var (iterations, micro) = optimizer.Counters;
+        var counters = optimizer.Counters;
         var meta = new Dictionary<string, string>
         {
             ["format"] = FormatTag,
             ["optimizer"] = optimizer.Name,
-            ["optimizer_iterations"] = iterations.ToString(CultureInfo.InvariantCulture),
-            ["optimizer_micro_steps"] = micro.ToString(CultureInfo.InvariantCulture),
+            ["optimizer_iterations"] = counters.Iterations.ToString(CultureInfo.InvariantCulture),
+            ["optimizer_micro_steps"] = counters.MicroSteps.ToString(CultureInfo.InvariantCulture),
+            ["loss_scale"] = counters.LossScale.ToString("R", CultureInfo.InvariantCulture),
+            ["loss_scale_good_steps"] = counters.GoodSteps.ToString(CultureInfo.InvariantCulture),
+            ["loss_scale_overflows"] = counters.OverflowSkips.ToString(CultureInfo.InvariantCulture),
             ["learning_rate"] = optimizer.LearningRate.ToString("R", CultureInfo.InvariantCulture),
             ["step"] = progress.Step.ToString(CultureInfo.InvariantCulture),
             ["epoch"] = progress.Epoch.ToString(CultureInfo.InvariantCulture),
@@ -78,7 +81,8 @@ public static class TrainingCheckpoint
         {
             foreach (var e in ck.Entries.Where(e => e.Name.StartsWith("optimizer/", StringComparison.Ordinal)))
                 state[e.Name["optimizer/".Length..]] = ck.ReadTensor(e);
-            optimizer.LoadStateDict(state, Long("optimizer_iterations"), (int)Long("optimizer_micro_steps"));
+            optimizer.LoadStateDict(state, new OptimizerCounters(Long("optimizer_iterations"), (int)Long("optimizer_micro_steps"),
+                double.Parse(meta["loss_scale"], CultureInfo.InvariantCulture), Long("loss_scale_good_steps"), Long("loss_scale_overflows")));
         }
         finally { foreach (var t in state.Values) t.Dispose(); }
         optimizer.LearningRate = double.Parse(meta["learning_rate"], CultureInfo.InvariantCulture);

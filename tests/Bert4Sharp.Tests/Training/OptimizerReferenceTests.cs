@@ -134,7 +134,7 @@ public sealed class OptimizerReferenceTests
         var bByName = b.ToDictionary(p => p.Item1, p => p.Item2);
         using (torch.no_grad()) foreach (var (n, p) in b) p.copy_(weights[n]);
         using var optB = Create(cfg, b);
-        optB.LoadStateDict(saved, counters.Iterations, counters.MicroSteps);
+        optB.LoadStateDict(saved, counters);
         for (int s = 12; s < 25; s++)
         {
             optA.ZeroGrad(); optB.ZeroGrad();
@@ -153,7 +153,38 @@ public sealed class OptimizerReferenceTests
         Assert.Contains("LearningRate", Assert.Throws<ArgumentOutOfRangeException>(() => new Adam(ps, new OptimizerOptions { LearningRate = double.NaN })).Message);
         using var opt = new Adam(ps, new OptimizerOptions());
         Assert.Contains("EmaMomentum", Assert.Throws<InvalidOperationException>(() => opt.ApplyEma()).Message);
-        Assert.Contains("not train", Assert.Throws<ArgumentException>(() => opt.LoadStateDict(new Dictionary<string, Tensor> { ["nope/m"] = torch.zeros(1) }, 0, 0)).Message);
+        Assert.Contains("not train", Assert.Throws<ArgumentException>(() => opt.LoadStateDict(new Dictionary<string, Tensor> { ["nope/m"] = torch.zeros(1) }, new OptimizerCounters(0))).Message);
+    }
+
+    [Fact]
+    public void Dynamic_loss_scaling_skips_overflows_backs_off_and_otherwise_matches_unscaled()
+    {
+        var cfg = Root.GetProperty("configs").GetProperty("adam_torch").GetProperty("config");
+        // float32, as in mixed precision: a loss scaled by 1e300 is +inf, as it would overflow in fp16.
+        static List<(string, Parameter)> F32() => Initial().Select(p => (p.Item1, new Parameter(p.Item2.detach().to(ScalarType.Float32)))).ToList();
+        var plain = F32();
+        var scaled = F32();
+        var plainByName = plain.ToDictionary(p => p.Item1, p => p.Item2);
+        var scaledByName = scaled.ToDictionary(p => p.Item1, p => p.Item2);
+        using var optPlain = Create(cfg, plain);
+        using var optScaled = new Adam(scaled, new OptimizerOptions { LearningRate = 0.05, LossScaling = new DynamicLossScale(InitialScale: 1e300, Backoff: 1e-100, GrowthInterval: 3) }, epsilon: 1e-6);
+        int s = 0, applied = 0;
+        while (applied < 10)
+        {
+            optScaled.ZeroGrad();
+            using var l = Loss(scaledByName, s) * optScaled.LossScale;       // what the trainer does
+            l.backward();
+            if (!optScaled.Step()) continue;                                    // overflow: same batch again at a lower scale
+            optPlain.ZeroGrad();
+            using var lp = Loss(plainByName, s);
+            lp.backward();
+            optPlain.Step();
+            applied++;
+            s++;
+        }
+        Assert.Equal(3, optScaled.OverflowSkips);                              // 1e300, 1e200, 1e100 overflow; 1 does not
+        Assert.Equal(8.0, optScaled.LossScale, 6);                             // then it grew every 3 good steps: 2, 4, 8
+        foreach (var (n, p) in plain) Assert.True((p - scaledByName[n]).abs().max().ToDouble() <= 1e-6, n);
     }
 
     [Fact]

@@ -184,3 +184,26 @@ public sealed class TechniqueTests
         finally { File.Delete(vocab); }
     }
 }
+
+public sealed class LanguageModelingLossTests
+{
+    [Fact]
+    public void Causal_and_unilm_losses_count_the_right_positions()
+    {
+        torch.manual_seed(2);
+        var logits = torch.randn(2, 5, 7);
+        var ids = torch.tensor(new long[] { 1, 4, 2, 6, 0, 1, 3, 3, 5, 2 }, [2, 5]);
+        var mask = torch.tensor(new long[] { 1, 1, 1, 1, 0, 1, 1, 1, 1, 1 }, [2, 5]);
+        var segments = torch.tensor(new long[] { 0, 0, 1, 1, 1, 0, 0, 0, 1, 1 }, [2, 5]);
+        double Manual(IEnumerable<(int B, int T)> positions)
+        {
+            var lp = nn.functional.log_softmax(logits, -1);
+            var list = positions.ToList();
+            return -list.Sum(p => lp[p.B, p.T - 1, ids[p.B, p.T].ToInt64()].ToDouble()) / list.Count;
+        }
+        // Causal: predicted tokens are positions 1..4 except the padding at (0, 4).
+        Assert.Equal(Manual([(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (1, 4)]), LanguageModeling.CausalLoss(logits, ids, mask).ToDouble(), 5);
+        // UniLM: only predicted tokens in segment 1 and not padding.
+        Assert.Equal(Manual([(0, 2), (0, 3), (1, 3), (1, 4)]), LanguageModeling.UniLmLoss(logits, ids, segments, mask).ToDouble(), 5);
+    }
+}

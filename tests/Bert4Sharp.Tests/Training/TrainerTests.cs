@@ -199,6 +199,31 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void Bf16_training_keeps_fp32_master_weights()
+    {
+        var model = TinyRoFormerV2(8, dropout: 0);
+        model.to(ScalarType.BFloat16);
+        var tokenizer = Tokenizer(dir);
+        var mlm = new MaskedLanguageModeling(tokenizer);
+        using var opt = new Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions { LearningRate = 3e-3 });
+        var r = new Trainer<PretrainingSequence>(model, opt, (b, ctx) => mlm.Step(model, b, ctx), new TrainerOptions
+        {
+            Epochs = 4, Batching = new BatchingOptions { BatchSize = 8 }, Progress = ProgressDisplay.None,
+        }).Fit(Sequences(40, 3), null, TestContext.Current.CancellationToken);
+        Assert.True(r.Losses.Skip(15).Average() < r.Losses.Take(5).Average() - 0.5, $"bf16 loss should fall: {string.Join(", ", r.Losses.Select(l => l.ToString("F2")))}");
+        var state = opt.StateDict();
+        foreach (var (name, p) in model.named_parameters())
+        {
+            Assert.Equal(ScalarType.BFloat16, p.dtype);
+            var master = state[name + "/master"];
+            Assert.Equal(ScalarType.Float32, master.dtype);
+            Assert.True(p.to(ScalarType.Float32).eq(master.to(ScalarType.BFloat16).to(ScalarType.Float32)).all().ToBoolean(), name);
+        }
+        // Updates smaller than bf16's resolution accumulate in the master copy instead of vanishing.
+        Assert.Contains(model.named_parameters(), p => !state[p.name + "/master"].eq(p.parameter.to(ScalarType.Float32)).all().ToBoolean());
+    }
+
+    [Fact]
     public void Bad_trainer_options_are_named()
     {
         Assert.Contains("Epochs", Assert.Throws<ArgumentOutOfRangeException>(() => new TrainerOptions { Epochs = 0 }.Validate()).Message);

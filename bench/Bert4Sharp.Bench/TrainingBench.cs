@@ -1,0 +1,216 @@
+namespace Bert4Sharp.Bench;
+
+using System.Diagnostics;
+using Bert4Sharp.Models;
+using Bert4Sharp.Training;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>
+/// Training throughput against the matmul peak, trainer overhead against a bare loop, recompute memory and
+/// time, bf16 against fp32 — all measured in the same run (no fair CPU peer exists here).
+///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- training [--quick]
+/// Recompute memory is what a training forward pass keeps resident for backward, measured in a child process
+/// per setting.
+/// </summary>
+static class TrainingBench
+{
+    const int Vocab = 21128;
+
+    public static int Run(string[] args)
+    {
+        if (args.Length >= 2 && args[0] == "--recompute-child") return RecomputeChild(args[1] == "on", int.Parse(args[2]), int.Parse(args[3]));
+        bool quick = args.Contains("--quick");
+        int threads = torch.get_num_threads();
+        double peak = Measure.MatmulPeak();
+        Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s");
+
+        // 1. BERT-base MLM training step (batch 16, seq 128, 15 % of positions predicted), forward + backward + AdamW.
+        {
+            var (model, opt) = Bert(12, 768, 12, 3072);
+            var (ids, labels, mask) = Batch(16, 128, 1);
+            var times = Measure.Time(() => Step(model, opt, ids, labels, mask), 1, quick ? 2 : 3);
+            double t = Measure.Median(times);
+            double flops = TrainingFlops(model.Config, 16, 128, labels.ne(-100).sum().ToInt64());
+            Console.WriteLine($"BERT-base MLM training, batch 16 x 128: {t:F2} s/step, {16 * 128 / t:F0} tokens/s, {flops / t / 1e9:F1} GFLOP/s = {flops / t / 1e9 / peak:P0} of the matmul peak (target >= 50%)");
+            opt.Dispose();
+        }
+
+        // 2. Trainer overhead: the same 40 steps of a small model through Fit and through a hand-written loop.
+        {
+            int steps = quick ? 20 : 40;
+            double bare = Measure.Median(Enumerable.Range(0, 3).Select(_ => SmallRun(steps, useTrainer: false)));
+            double fit = Measure.Median(Enumerable.Range(0, 3).Select(_ => SmallRun(steps, useTrainer: true)));
+            Console.WriteLine($"trainer overhead ({steps} steps, 4 x 256 RoFormerV2, batch 32 x 64): bare loop {bare:F2} s, Fit {fit:F2} s = {fit / bare - 1:+0.0%;-0.0%} (target <= +5%)");
+        }
+
+        // 3. Recompute: 12 x 768, seq 512, batch 4 — step time in this process, peak memory in child processes.
+        {
+            int batch = 4, seq = 512;
+            var (model, opt) = Bert(12, 768, 12, 3072);
+            var (ids, labels, mask) = Batch(batch, seq, 2);
+            model.Recompute = false;
+            double plain = Measure.Median(Measure.Time(() => Step(model, opt, ids, labels, mask), 1, quick ? 1 : 2));
+            model.Recompute = true;
+            double recompute = Measure.Median(Measure.Time(() => Step(model, opt, ids, labels, mask), 1, quick ? 1 : 2));
+            opt.Dispose();
+            long memPlain = Child(false, batch, seq), memRecompute = Child(true, batch, seq);
+            Console.WriteLine($"recompute, 12 x 768, batch {batch} x {seq}: step {plain:F2} s -> {recompute:F2} s = {recompute / plain:F2}x time (target <= 1.35x); " +
+                $"activations kept for backward {memPlain / 1e6:F0} MB -> {memRecompute / 1e6:F0} MB = {(double)memPlain / memRecompute:F2}x less (target >= 3x)");
+        }
+
+        // 4. bf16 vs fp32 (fp32 master weights) on the small model: step time and the loss after the same steps.
+        {
+            int steps = quick ? 20 : 60;
+            var (f32, lossF32) = SmallTimed(steps, ScalarType.Float32);
+            var (b16, lossB16) = SmallTimed(steps, ScalarType.BFloat16);
+            Console.WriteLine($"bf16 vs fp32 ({steps} steps, 4 x 256, batch 32 x 64): {f32 / steps * 1e3:F0} ms -> {b16 / steps * 1e3:F0} ms per step = {f32 / b16:F2}x speed; " +
+                $"mean loss of the last 10 steps {lossF32:F3} (fp32) vs {lossB16:F3} (bf16)");
+        }
+        return 0;
+    }
+
+    static (TransformerModel, Optimizer) Bert(int layers, int hidden, int heads, int inner, ScalarType dtype = ScalarType.Float32)
+    {
+        torch.manual_seed(1);
+        var config = new TransformerConfig
+        {
+            VocabSize = Vocab, HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads, IntermediateSize = inner, MaxPositionEmbeddings = 512,
+        };
+        var model = TransformerModels.Build(config, null, ModelFamily.Get(layers == 4 ? "roformer_v2" : "bert"), Application.MaskedLM, new BuildOptions { Device = CPU }, out _);
+        if (dtype != ScalarType.Float32) model.to(dtype);
+        model.train();
+        var opt = new Training.Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions { LearningRate = 1e-4, WeightDecay = 0.01 });
+        return (model, opt);
+    }
+
+    static (Tensor Ids, Tensor Labels, Tensor Mask) Batch(int b, int t, int seed)
+    {
+        var g = new Random(seed);
+        var ids = new long[b * t];
+        var labels = new long[b * t];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            ids[i] = 1000 + g.Next(5000);
+            labels[i] = g.NextDouble() < 0.15 ? ids[i] : -100;
+        }
+        return (torch.tensor(ids, [b, t]), torch.tensor(labels, [b, t]), torch.ones(b, t, dtype: ScalarType.Int64));
+    }
+
+    static void Step(TransformerModel model, Optimizer opt, Tensor ids, Tensor labels, Tensor mask)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
+        loss.backward();
+        opt.Step();
+        opt.ZeroGrad();
+    }
+
+    /// <summary>Forward + backward ≈ 3 × forward multiply-adds × 2 FLOPs: dense layers, attention, and the MLM head on the predicted positions.</summary>
+    static double TrainingFlops(TransformerConfig c, int b, int t, long predicted)
+    {
+        double h = c.HiddenSize, i = c.IntermediateSize;
+        double encoder = 2.0 * b * t * c.NumHiddenLayers * (4 * h * h + 2 * h * i + 2 * t * h);
+        double head = 2.0 * predicted * h * Vocab;
+        return 3 * (encoder + head);
+    }
+
+    static List<(Tensor, Tensor, Tensor)> SmallBatches(int n) => Enumerable.Range(0, n).Select(i => Batch(32, 64, 100 + i)).ToList();
+
+    static double SmallRun(int steps, bool useTrainer)
+    {
+        var (model, opt) = Bert(4, 256, 4, 1024);
+        var batches = SmallBatches(steps);
+        var sw = Stopwatch.StartNew();
+        if (useTrainer)
+        {
+            var trainer = new Trainer<int>(model, opt, (b, _) =>
+            {
+                var (ids, labels, mask) = batches[b[0]];
+                var (loss, correct, count) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
+                return new StepResult(loss, ids.numel(), new Dictionary<string, double> { ["mlm_accuracy"] = (double)correct / count });
+            }, new TrainerOptions { Batching = new BatchingOptions { BatchSize = 1, Shuffle = false }, Progress = ProgressDisplay.None });
+            trainer.Fit(Enumerable.Range(0, steps).ToList());
+        }
+        else
+            foreach (var (ids, labels, mask) in batches)
+            {
+                using var scope = torch.NewDisposeScope();
+                var (loss, correct, count) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
+                loss.backward();
+                opt.Step();
+                opt.ZeroGrad();
+                _ = loss.ToDouble();
+            }
+        double t = sw.Elapsed.TotalSeconds;
+        opt.Dispose();
+        return t;
+    }
+
+    static (double Seconds, double FinalLoss) SmallTimed(int steps, ScalarType dtype)
+    {
+        var (model, opt) = Bert(4, 256, 4, 1024, dtype);
+        var batches = SmallBatches(4);
+        var losses = new List<double>();
+        Step(model, opt, batches[0].Item1, batches[0].Item2, batches[0].Item3);
+        var sw = Stopwatch.StartNew();
+        for (int s = 0; s < steps; s++)
+        {
+            using var scope = torch.NewDisposeScope();
+            var (ids, labels, mask) = batches[s % batches.Count];
+            var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
+            loss.backward();
+            opt.Step();
+            opt.ZeroGrad();
+            losses.Add(loss.ToDouble());
+        }
+        double t = sw.Elapsed.TotalSeconds;
+        opt.Dispose();
+        return (t, losses.TakeLast(10).Average());
+    }
+
+    static long Child(bool recompute, int batch, int seq)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
+        foreach (var a in Environment.GetCommandLineArgs().Skip(1).TakeWhile(a => a != "training")) psi.ArgumentList.Add(a);
+        if (Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal)) psi.ArgumentList.Insert(0, typeof(TrainingBench).Assembly.Location);
+        foreach (var a in new[] { "training", "--recompute-child", recompute ? "on" : "off", batch.ToString(), seq.ToString() }) psi.ArgumentList.Add(a);
+        psi.Environment["MALLOC_MMAP_THRESHOLD_"] = "131072";
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return long.Parse(output.Trim().Split('\n')[^1]);
+    }
+
+    /// <summary>
+    /// In a fresh process whose large allocations are mmap'ed (so freed memory leaves the resident set at once):
+    /// the resident memory a training forward pass keeps for the backward pass (activations), i.e. the growth
+    /// of VmRSS from before the forward pass to just before backward.
+    /// </summary>
+    static int RecomputeChild(bool recompute, int batch, int seq)
+    {
+        var (model, opt) = Bert(12, 768, 12, 3072);
+        var (ids, labels, mask) = Batch(batch, seq, 2);
+        model.Recompute = recompute;
+        Step(model, opt, ids, labels, mask);          // warm-up: gradients and Adam's moments exist before the measurement
+        GC.Collect();
+        long baseline = Rss("VmRSS");
+        using (var scope = torch.NewDisposeScope())
+        {
+            var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
+            long held = Rss("VmRSS") - baseline;
+            loss.backward();
+            Console.WriteLine(held);
+        }
+        return 0;
+    }
+
+    static long Rss(string field)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        throw new InvalidOperationException("/proc/self/status has no " + field);
+    }
+
+}

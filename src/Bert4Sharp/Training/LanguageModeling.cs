@@ -1,0 +1,38 @@
+namespace Bert4Sharp.Training;
+
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>
+/// Losses of the generative objectives: GPT-style next-token prediction and bert4keras's UniLM seq2seq loss
+/// (predict only the target segment). Logits are (B, T, V) from a causal or UniLM model; positions t predict
+/// token t + 1.
+/// </summary>
+public static class LanguageModeling
+{
+    /// <summary>Mean next-token cross entropy over real tokens (<paramref name="attentionMask"/> 1; all when null).</summary>
+    public static Tensor CausalLoss(Tensor logits, Tensor ids, Tensor? attentionMask = null) =>
+        ShiftedLoss(logits, ids, attentionMask is null ? null : attentionMask.narrow(1, 1, ids.shape[1] - 1));
+
+    /// <summary>
+    /// UniLM seq2seq loss (bert4keras <c>CrossEntropy</c> of its seq2seq examples): next-token cross entropy
+    /// only where the predicted token is in segment 1 (the target), padding excluded.
+    /// </summary>
+    public static Tensor UniLmLoss(Tensor logits, Tensor ids, Tensor segments, Tensor? attentionMask = null)
+    {
+        var target = segments.narrow(1, 1, ids.shape[1] - 1).ne(0);
+        if (attentionMask is not null) target = target.logical_and(attentionMask.narrow(1, 1, ids.shape[1] - 1).ne(0));
+        return ShiftedLoss(logits, ids, target);
+    }
+
+    static Tensor ShiftedLoss(Tensor logits, Tensor ids, Tensor? keep)
+    {
+        using var scope = torch.NewDisposeScope();
+        long t = ids.shape[1];
+        if (t < 2) throw new ArgumentException($"next-token prediction needs sequences of at least 2 tokens, got {t}");
+        var pred = logits.narrow(1, 0, t - 1).reshape(-1, logits.shape[^1]).to(ScalarType.Float32);
+        var labels = ids.narrow(1, 1, t - 1).reshape(-1);
+        if (keep is not null) labels = labels.masked_fill(keep.reshape(-1).logical_not(), -100);
+        return nn.functional.cross_entropy(pred, labels, ignore_index: -100).MoveToOuterDisposeScope();
+    }
+}
