@@ -216,6 +216,10 @@ public sealed record TrainRecipe : Recipe
     [JsonPropertyName("fgm_epsilon")] public double? FgmEpsilon { get; init; }
     /// <summary>Gradient penalty ε on the token embeddings (null for none).</summary>
     [JsonPropertyName("gradient_penalty")] public double? GradientPenalty { get; init; }
+    /// <summary>Virtual adversarial training ε on the token embeddings (null for none).</summary>
+    [JsonPropertyName("vat_epsilon")] public double? VatEpsilon { get; init; }
+    /// <summary>Gaussian noise σ on the token embeddings during training (null for none).</summary>
+    [JsonPropertyName("embedding_noise")] public double? EmbeddingNoise { get; init; }
     /// <summary>Evaluate every this many steps besides epoch ends (null: epoch ends only).</summary>
     [JsonPropertyName("eval_every")] public long? EvalEvery { get; init; }
     /// <summary>Seed.</summary>
@@ -238,6 +242,8 @@ public sealed record TrainRecipe : Recipe
         Require(FgmEpsilon is null or > 0, $"'fgm_epsilon' must be > 0, got {FgmEpsilon}");
         Require(GradientPenalty is null or > 0, $"'gradient_penalty' must be > 0, got {GradientPenalty}");
         Require(Patience is null or >= 1, $"'patience' must be ≥ 1, got {Patience}");
+        Require(VatEpsilon is null or > 0, $"'vat_epsilon' must be > 0, got {VatEpsilon}");
+        Require(EmbeddingNoise is null or > 0, $"'embedding_noise' must be > 0, got {EmbeddingNoise}");
     }
 
     /// <summary>The model config of a random initialisation, with vocab_size from the vocabulary.</summary>

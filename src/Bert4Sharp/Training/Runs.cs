@@ -130,6 +130,8 @@ public static class FineTuning
         var techniques = new List<TrainingTechnique>();
         if (r.FgmEpsilon is double eps) techniques.Add(new FastGradientMethod(model.Encoder.TokenEmbeddings, eps));
         if (r.GradientPenalty is double gp) techniques.Add(new GradientPenalty(model.Encoder.TokenEmbeddings, gp));
+        if (r.VatEpsilon is double vat) techniques.Add(new VirtualAdversarialTraining(model.Encoder.TokenEmbeddings, vat));
+        if (r.EmbeddingNoise is double noise) techniques.Add(new EmbeddingNoise(model.Encoder.TokenEmbeddings, noise));
         string output = r.Resolve(r.Output);
         var evaluation = new EvaluationCallback("accuracy", () => Evaluate(model, tokenizer, dev, r.MaxLength)) { Patience = r.Patience, EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
         var trainer = new Trainer<LabelledText>(model, optimizer, (batch, ctx) =>
@@ -138,7 +140,7 @@ public static class FineTuning
             var logits = model.forward(ids, segments, mask);
             var loss = nn.functional.cross_entropy(logits, labels);
             double acc = logits.argmax(-1).eq(labels).to(ScalarType.Float32).mean().item<float>();
-            return new StepResult(loss, mask.sum().item<long>(), new Dictionary<string, double> { ["accuracy"] = acc });
+            return new StepResult(loss, mask.sum().item<long>(), new Dictionary<string, double> { ["accuracy"] = acc }, logits);
         }, new TrainerOptions
         {
             Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume,

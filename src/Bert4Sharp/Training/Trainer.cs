@@ -82,19 +82,27 @@ public sealed record TrainerOptions
 /// <param name="Random">A generator seeded by (seed, step): dynamic masking and other per-step randomness stay identical across a resume.</param>
 public sealed record StepContext(long Step, int Epoch, Random Random);
 
-/// <summary>A step's loss (a scalar tensor with a graph), how many tokens it saw, and metrics to average and log.</summary>
-public sealed record StepResult(Tensor Loss, long Tokens = 0, IReadOnlyDictionary<string, double>? Metrics = null);
+/// <summary>
+/// A step's loss (a scalar tensor with a graph), how many tokens it saw, metrics to average and log, and the
+/// model's output (logits) for techniques that need it (virtual adversarial training).
+/// </summary>
+public sealed record StepResult(Tensor Loss, long Tokens = 0, IReadOnlyDictionary<string, double>? Metrics = null, Tensor? Output = null);
 
 /// <summary>
-/// Something done around each backward pass: change the loss before it (gradient penalty) or add gradients
-/// after it (FGM, virtual adversarial training). <c>lossAgain</c> recomputes the step's loss on the same batch.
+/// Something done around each step: perturb before the forward pass (input noise), change the loss before
+/// the backward pass (gradient penalty), or add gradients after it (FGM, virtual adversarial training);
+/// <c>again</c> recomputes the step on the same batch.
 /// </summary>
 public abstract class TrainingTechnique
 {
+    /// <summary>Runs before the step function.</summary>
+    public virtual void BeforeForward() { }
     /// <summary>The loss to differentiate instead of <paramref name="loss"/>.</summary>
     public virtual Tensor BeforeBackward(Tensor loss) => loss;
     /// <summary>Runs after <c>loss.backward()</c>, before the optimizer step; may run more backward passes.</summary>
-    public virtual void AfterBackward(Func<Tensor> lossAgain) { }
+    public virtual void AfterBackward(StepResult first, Func<StepResult> again) { }
+    /// <summary>Runs after every step, also a skipped one (undo what <see cref="BeforeForward"/> did).</summary>
+    public virtual void AfterStep() { }
 }
 
 /// <summary>The loss became NaN or infinite.</summary>
@@ -277,38 +285,15 @@ public sealed class Trainer<T>
                 if (inEpoch < skip) { inEpoch++; continue; }
                 cancellation.ThrowIfCancellationRequested();
                 var ctx = new StepContext(state.Step, epoch, new Random(HashCode.Combine(options.Seed, state.Step, 0x57E9)));
-                double loss;
-                bool skipped = false;
                 model.train();
-                using (var scope = torch.NewDisposeScope())
+                var (loss, skipped, stepTokens, stepMetrics) = StepOnce(batch, ctx, inEpoch, ref consecutiveSkips, state);
+                if (!skipped)
                 {
-                    var r = step(batch, ctx);
-                    loss = r.Loss.ToDouble();
-                    if (!double.IsFinite(loss))
-                    {
-                        if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop) throw new TrainingDivergedException(state.Step, epoch, inEpoch, loss);
-                        skipped = true;
-                        state.SkippedSteps++;
-                        if (++consecutiveSkips > options.MaxConsecutiveSkips)
-                            throw new TrainingDivergedException(state.Step, epoch, inEpoch, loss);
-                    }
-                    else
-                    {
-                        consecutiveSkips = 0;
-                        var l = r.Loss;
-                        foreach (var t in options.Techniques) l = t.BeforeBackward(l);
-                        if (optimizer.LossScale != 1.0) l = l * optimizer.LossScale;
-                        l.backward();
-                        foreach (var t in options.Techniques)
-                            t.AfterBackward(() => step(batch, ctx with { Random = new Random(HashCode.Combine(options.Seed, state.Step, 0x57E9)) }).Loss);
-                        optimizer.Step();
-                        tokens += r.Tokens;
-                        examples += batch.Count;
-                        windowLoss += loss;
-                        windowCount++;
-                        if (r.Metrics is not null) foreach (var (k, v) in r.Metrics) windowMetrics[k] = windowMetrics.GetValueOrDefault(k) + v;
-                    }
-                    optimizer.ZeroGrad();
+                    tokens += stepTokens;
+                    examples += batch.Count;
+                    windowLoss += loss;
+                    windowCount++;
+                    if (stepMetrics is not null) foreach (var (k, v) in stepMetrics) windowMetrics[k] = windowMetrics.GetValueOrDefault(k) + v;
                 }
                 losses.Add(loss);
                 state.Step++;
@@ -344,6 +329,40 @@ public sealed class Trainer<T>
         model.eval();
         if (reason != "completed all epochs") Save(state, atEpoch, atBatch);
         return new TrainingResult(state.Step, stepsThisRun, losses, state.BestMetric, reason, state.SkippedSteps, clock.Elapsed, tokens);
+    }
+
+    /// <summary>One step: forward, non-finite check, techniques, backward, optimizer step; temporaries freed.</summary>
+    (double Loss, bool Skipped, long Tokens, IReadOnlyDictionary<string, double>? Metrics) StepOnce(IReadOnlyList<T> batch, StepContext ctx, long inEpoch,
+        ref long consecutiveSkips, TrainerState state)
+    {
+        using var scope = torch.NewDisposeScope();
+        try
+        {
+            foreach (var t in options.Techniques) t.BeforeForward();
+            var r = step(batch, ctx);
+            double loss = r.Loss.ToDouble();
+            if (!double.IsFinite(loss))
+            {
+                if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop || ++consecutiveSkips > options.MaxConsecutiveSkips)
+                    throw new TrainingDivergedException(ctx.Step, ctx.Epoch, inEpoch, loss);
+                state.SkippedSteps++;
+                return (loss, true, 0, null);
+            }
+            consecutiveSkips = 0;
+            var l = r.Loss;
+            foreach (var t in options.Techniques) l = t.BeforeBackward(l);
+            if (optimizer.LossScale != 1.0) l = l * optimizer.LossScale;
+            l.backward();
+            foreach (var t in options.Techniques)
+                t.AfterBackward(r, () => step(batch, ctx with { Random = new Random(HashCode.Combine(options.Seed, ctx.Step, 0x57E9)) }));
+            optimizer.Step();
+            return (loss, false, r.Tokens, r.Metrics);
+        }
+        finally
+        {
+            foreach (var t in options.Techniques) t.AfterStep();
+            optimizer.ZeroGrad();
+        }
     }
 
     void Save(TrainerState state, int epoch, long inEpoch)

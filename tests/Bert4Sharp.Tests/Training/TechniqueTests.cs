@@ -7,7 +7,8 @@ using Bert4Sharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-/// <summary>Recompute, FGM, gradient penalty and the MLM objective.</summary>
+/// <summary>Recompute, FGM, gradient penalty, VAT, noise and the MLM objective (serial: they seed the global torch RNG).</summary>
+[Collection("serial")]
 public sealed class TechniqueTests
 {
     static Dictionary<string, Tensor> Gradients(TransformerModel model, bool recompute, Tensor ids, Tensor mask, long seed)
@@ -91,12 +92,57 @@ public sealed class TechniqueTests
         var before = e.detach().clone();
         Loss().backward();
         var g0 = e.grad!.clone();
-        new FastGradientMethod(e, 0.5).AfterBackward(Loss);
+        new FastGradientMethod(e, 0.5).AfterBackward(new StepResult(Loss()), () => new StepResult(Loss()));
         Assert.Equal(0.0, (e.detach() - before).abs().max().ToDouble());
         // Expected: g0 + ∇L(E + 0.5·g0/‖g0‖).
         var shifted = new TorchSharp.Modules.Parameter(before + 0.5 * g0 / (g0.norm() + 1e-8));
         shifted.index_select(0, ids).sin().sum().backward();
         Assert.True((e.grad! - (g0 + shifted.grad!)).abs().max().ToDouble() < 1e-12);
+    }
+
+    [Fact]
+    public void Vat_adds_the_gradient_of_the_kl_at_the_adversarial_point_and_noise_is_undone()
+    {
+        torch.manual_seed(5);
+        var e = new TorchSharp.Modules.Parameter(torch.randn(6, 4, dtype: ScalarType.Float64));
+        var w = torch.randn(4, 3, dtype: ScalarType.Float64);
+        var ids = torch.tensor(new long[] { 0, 2, 5, 2 });
+        StepResult Step()
+        {
+            var logits = e.index_select(0, ids).matmul(w);
+            return new StepResult(nn.functional.cross_entropy(logits, torch.tensor(new long[] { 0, 1, 2, 1 })), Output: logits);
+        }
+        var before = e.detach().clone();
+        var first = Step();
+        first.Loss.backward();
+        var g0 = e.grad!.clone();
+        torch.manual_seed(9);
+        new VirtualAdversarialTraining(e, epsilon: 0.5, xi: 1e-3, weight: 2.0).AfterBackward(first, Step);
+        Assert.Equal(0.0, (e.detach() - before).abs().max().ToDouble());
+        // Manual: same probe (same seed), KL gradient, adversarial point, weighted KL gradient there.
+        torch.manual_seed(9);
+        var probe = torch.randn_like(e);
+        probe = 1e-3 * probe / (probe.norm() + 1e-8);
+        var clean = first.Output!.detach();
+        Tensor Kl(Tensor at)
+        {
+            var lp = nn.functional.log_softmax(clean, -1);
+            var lq = nn.functional.log_softmax(at.index_select(0, ids).matmul(w), -1);
+            return (lp.exp() * (lp - lq)).sum(-1).mean();
+        }
+        var p1 = new TorchSharp.Modules.Parameter(before + probe);
+        var g = torch.autograd.grad([Kl(p1)], [p1])[0];
+        var p2 = new TorchSharp.Modules.Parameter(before + 0.5 * g / (g.norm() + 1e-8));
+        (2.0 * Kl(p2)).backward();
+        double vatDiff = (e.grad! - (g0 + p2.grad!)).abs().max().ToDouble();
+        Assert.True(vatDiff < 1e-10, $"VAT gradient differs by {vatDiff:E3}; added {(e.grad! - g0).abs().max().ToDouble():E3}, manual {p2.grad!.abs().max().ToDouble():E3}");
+        Assert.True(p2.grad!.abs().max().ToDouble() > 1e-6, "the VAT gradient is not trivially zero");
+
+        var noise = new EmbeddingNoise(e, 0.1);
+        noise.BeforeForward();
+        Assert.True((e.detach() - before).abs().max().ToDouble() > 1e-3);
+        noise.AfterStep();
+        Assert.True((e.detach() - before).abs().max().ToDouble() < 1e-12);
     }
 
     [Fact]

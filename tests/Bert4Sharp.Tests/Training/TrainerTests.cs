@@ -9,7 +9,11 @@ using static TorchSharp.torch;
 using Adam = Bert4Sharp.Training.Adam;
 using OptimizerOptions = Bert4Sharp.Training.OptimizerOptions;
 
-/// <summary>The trainer: exact resume, non-finite losses, atomic checkpoints, batching, metrics and curves.</summary>
+/// <summary>
+/// The trainer: exact resume, non-finite losses, atomic checkpoints, batching, metrics and curves. Serial: the
+/// global torch RNG (dropout) must not be drawn from by tests running beside it.
+/// </summary>
+[Collection("serial")]
 public sealed class TrainerTests : IDisposable
 {
     readonly string dir = Path.Combine(Path.GetTempPath(), "b4s-trainer-" + Guid.NewGuid().ToString("N"));
