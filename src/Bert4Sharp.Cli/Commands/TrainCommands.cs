@@ -32,13 +32,15 @@ internal static class TrainCommands
         var model = new Option<string?>("--model") { Description = "Override the recipe's pretrained model directory" };
         var output = new Option<string?>("--output") { Description = "Override the recipe's output directory" };
         var epochs = new Option<int?>("--epochs") { Description = "Override the recipe's epochs" };
-        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs };
+        var seed = new Option<int?>("--seed") { Description = "Override the recipe's seed" };
+        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<TrainRecipe>(r.GetValue(recipe)!);
             if (r.GetValue(model) is string m) rec = rec with { Model = Path.GetFullPath(m) };
             if (r.GetValue(output) is string o) rec = rec with { Output = Path.GetFullPath(o) };
             if (r.GetValue(epochs) is int e) rec = rec with { Epochs = e };
+            if (r.GetValue(seed) is int sd) rec = rec with { Seed = sd };
             rec.Validate();
             FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
             return CliErrors.Ok;

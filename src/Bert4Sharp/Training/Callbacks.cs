@@ -52,6 +52,7 @@ public sealed class EvaluationCallback(string metric, Func<IReadOnlyDictionary<s
             History.Add((state.Step, values));
             state.Record(values.ToDictionary(kv => "eval/" + kv.Key, kv => kv.Value));
             bool better = state.BestMetric is not double best || (higherIsBetter ? v > best : v < best);
+            state.Log($"evaluation at step {state.Step}: {string.Join(", ", values.Select(kv => $"{kv.Key} {kv.Value:G4}"))}{(better ? " (best so far)" : "")}");
             if (better)
             {
                 state.BestMetric = v;

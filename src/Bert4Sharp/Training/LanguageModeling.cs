@@ -25,6 +25,49 @@ public static class LanguageModeling
         return ShiftedLoss(logits, ids, target);
     }
 
+    /// <summary>
+    /// The trainer step of GPT-style training on token sequences: pad the batch, next-token loss over real
+    /// tokens. <paramref name="logits"/> maps ids (B, T) to logits (B, T, V), e.g. <c>gpt2.forward</c>.
+    /// </summary>
+    public static Func<IReadOnlyList<int[]>, StepContext, StepResult> CausalStep(Func<Tensor, Tensor> logits, int padId = 0) => (batch, _) =>
+    {
+        var (ids, mask) = Pad(batch, padId);
+        return new StepResult(CausalLoss(logits(ids), ids, mask), mask.sum().ToInt64());
+    };
+
+    /// <summary>Pads token sequences into (B, T) int64 ids (with <paramref name="padId"/>) and a 1/0 attention mask.</summary>
+    public static (Tensor Ids, Tensor Mask) Pad(IReadOnlyList<int[]> sequences, int padId = 0, Device? device = null)
+    {
+        if (sequences.Count == 0) throw new ArgumentException("the batch is empty", nameof(sequences));
+        int t = sequences.Max(s => s.Length);
+        var ids = new long[sequences.Count * t];
+        var mask = new long[sequences.Count * t];
+        Array.Fill(ids, padId);
+        for (int i = 0; i < sequences.Count; i++)
+            for (int j = 0; j < sequences[i].Length; j++) { ids[i * t + j] = sequences[i][j]; mask[i * t + j] = 1; }
+        return (torch.tensor(ids, [sequences.Count, t], device: device), torch.tensor(mask, [sequences.Count, t], device: device));
+    }
+
+    /// <summary>
+    /// Per-token perplexity of a causal LM (<paramref name="logits"/>: ids (B, T) → (B, T, V)) on
+    /// <paramref name="sequences"/>: exp of the mean next-token cross entropy over every predicted token.
+    /// </summary>
+    public static double Perplexity(Func<Tensor, Tensor> logits, IReadOnlyList<int[]> sequences, int batchSize = 64)
+    {
+        using var noGrad = torch.no_grad();
+        double nll = 0;
+        long n = 0;
+        for (int i = 0; i < sequences.Count; i += batchSize)
+        {
+            using var scope = torch.NewDisposeScope();
+            var (ids, mask) = Pad(sequences.Skip(i).Take(batchSize).ToList());
+            long count = mask.narrow(1, 1, ids.shape[1] - 1).sum().ToInt64();
+            nll += CausalLoss(logits(ids), ids, mask).ToDouble() * count;
+            n += count;
+        }
+        return Math.Exp(nll / Math.Max(1, n));
+    }
+
     static Tensor ShiftedLoss(Tensor logits, Tensor ids, Tensor? keep)
     {
         using var scope = torch.NewDisposeScope();

@@ -141,6 +141,8 @@ public sealed class TrainerState
     public Action<IReadOnlyDictionary<string, double>> Record { get; internal set; } = _ => { };
     /// <summary>The output directory, when there is one.</summary>
     public string? OutputDirectory { get; internal set; }
+    /// <summary>Writes a line where the trainer's progress goes (nothing with <see cref="ProgressDisplay.None"/>).</summary>
+    public Action<string> Log { get; internal set; } = _ => { };
 }
 
 /// <summary>Hooks into <see cref="Trainer{T}.Fit"/>, Keras style.</summary>
@@ -205,6 +207,7 @@ public sealed class Trainer<T>
     {
         callbacks ??= [];
         var state = new TrainerState(model, optimizer) { OutputDirectory = options.OutputDirectory };
+        if (options.Progress != ProgressDisplay.None) state.Log = Say;
         var progress = new TrainingProgress(0, 0, 0, options.Seed);
         if (options.OutputDirectory is not null)
         {
@@ -397,5 +400,5 @@ public sealed class Trainer<T>
         AtomicFile.WriteAllText(path, keep.Count == 0 ? "" : string.Join("\n", keep) + "\n");
     }
 
-    void Say(string line) => (options.Log ?? Console.WriteLine)(line);
+    void Say(string line) => (options.Log ?? AnsiConsole.WriteLine)(line);            // Spectre keeps lines above a live progress bar
 }

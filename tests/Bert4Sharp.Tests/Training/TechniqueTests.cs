@@ -252,4 +252,16 @@ public sealed class LanguageModelingLossTests
         // UniLM: only predicted tokens in segment 1 and not padding.
         Assert.Equal(Manual([(0, 2), (0, 3), (1, 3), (1, 4)]), LanguageModeling.UniLmLoss(logits, ids, segments, mask).ToDouble(), 5);
     }
+
+    [Fact]
+    public void Pad_and_perplexity()
+    {
+        var (ids, mask) = LanguageModeling.Pad([[5, 6, 7], [8]], padId: 1);
+        Assert.Equal(new long[] { 5, 6, 7, 8, 1, 1 }, ids.data<long>().ToArray());
+        Assert.Equal(new long[] { 1, 1, 1, 1, 0, 0 }, mask.data<long>().ToArray());
+        // Uniform logits over 40 tokens: perplexity 40, whatever the sequences; padding is not counted.
+        double ppl = LanguageModeling.Perplexity(x => torch.zeros(x.shape[0], x.shape[1], 40), [[1, 2, 3], [4, 5], [6, 7, 8, 9]], batchSize: 2);
+        Assert.Equal(40.0, ppl, 4);
+        Assert.Throws<ArgumentException>(() => LanguageModeling.Pad([]));
+    }
 }
