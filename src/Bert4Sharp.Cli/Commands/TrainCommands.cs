@@ -34,7 +34,8 @@ internal static class TrainCommands
         var epochs = new Option<int?>("--epochs") { Description = "Override the recipe's epochs" };
         var seed = new Option<int?>("--seed") { Description = "Override the recipe's seed" };
         var lr = new Option<double?>("--learning-rate") { Description = "Override the recipe's optimizer.learning_rate" };
-        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr };
+        var pooling = new Option<string?>("--pooling") { Description = "Override the recipe's pooling: first or mean" };
+        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr, pooling };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<TrainRecipe>(r.GetValue(recipe)!);
@@ -43,6 +44,7 @@ internal static class TrainCommands
             if (r.GetValue(epochs) is int e) rec = rec with { Epochs = e };
             if (r.GetValue(seed) is int sd) rec = rec with { Seed = sd };
             if (r.GetValue(lr) is double l) rec = rec with { Optimizer = rec.Optimizer with { LearningRate = l } };
+            if (r.GetValue(pooling) is string p) rec = rec with { Pooling = p };
             rec.Validate();
             FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
             return CliErrors.Ok;

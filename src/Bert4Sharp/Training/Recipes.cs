@@ -216,6 +216,8 @@ public sealed record TrainRecipe : Recipe
     [JsonPropertyName("fgm_epsilon")] public double? FgmEpsilon { get; init; }
     /// <summary>Gradient penalty ε on the token embeddings (null for none).</summary>
     [JsonPropertyName("gradient_penalty")] public double? GradientPenalty { get; init; }
+    /// <summary><c>first</c> (pooler or [CLS]) or <c>mean</c> (mean of the final hidden states over real tokens).</summary>
+    [JsonPropertyName("pooling")] public string Pooling { get; init; } = "first";
     /// <summary>Virtual adversarial training ε on the token embeddings (null for none).</summary>
     [JsonPropertyName("vat_epsilon")] public double? VatEpsilon { get; init; }
     /// <summary>Gaussian noise σ on the token embeddings during training (null for none).</summary>
@@ -242,6 +244,7 @@ public sealed record TrainRecipe : Recipe
         Require(FgmEpsilon is null or > 0, $"'fgm_epsilon' must be > 0, got {FgmEpsilon}");
         Require(GradientPenalty is null or > 0, $"'gradient_penalty' must be > 0, got {GradientPenalty}");
         Require(Patience is null or >= 1, $"'patience' must be ≥ 1, got {Patience}");
+        Require(Pooling is "first" or "mean", $"'pooling' must be first or mean, got '{Pooling}'");
         Require(VatEpsilon is null or > 0, $"'vat_epsilon' must be > 0, got {VatEpsilon}");
         Require(EmbeddingNoise is null or > 0, $"'embedding_noise' must be > 0, got {EmbeddingNoise}");
     }

@@ -112,15 +112,16 @@ public static class FineTuning
         var dev = ReadLabelled(r.Resolve(r.Dev.File), r.Dev, labelNames, addLabels: false, r.OnBadLine == "skip", log);
         log($"{train.Count:N0} training and {dev.Count:N0} dev examples, {labelNames.Count} labels");
         SequenceClassifier model;
+        var pooling = r.Pooling == "mean" ? Pooling.Mean : Pooling.First;
         if (r.Model is not null)
         {
-            model = SequenceClassifier.FromPretrained(r.Resolve(r.Model), r.Family, labelNames.Count);
+            model = SequenceClassifier.FromPretrained(r.Resolve(r.Model), r.Family, labelNames.Count, pooling: pooling);
             log($"encoder: pretrained weights from {r.Resolve(r.Model)}");
         }
         else
         {
             var config = r.RandomConfig(tokenizer.Vocabulary.Count);
-            model = new SequenceClassifier(TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.Encoder, null, out _), labelNames.Count);
+            model = new SequenceClassifier(TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.Encoder, null, out _), labelNames.Count, pooling: pooling);
             log("encoder: random initialisation");
         }
         if (tokenizer.Vocabulary.Count != model.Encoder.Config.VocabSize)

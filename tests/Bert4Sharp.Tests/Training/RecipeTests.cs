@@ -2,6 +2,7 @@ namespace Bert4Sharp.Tests.Training;
 
 using System.Diagnostics;
 using Bert4Sharp.Training;
+using TorchSharp;
 
 /// <summary>Recipes (bad keys and values), dataset lines that do not parse, kill -9 during checkpoints, and a TNEWS smoke run.</summary>
 public sealed class RecipeTests : IDisposable
@@ -123,6 +124,24 @@ public sealed class RecipeTests : IDisposable
             return long.Parse(ck.Metadata["step"]);
         }
         catch (IOException) { return -1; }                                        // being renamed into place
+    }
+
+    [Theory]
+    [InlineData(Bert4Sharp.Tasks.Pooling.First)]
+    [InlineData(Bert4Sharp.Tasks.Pooling.Mean)]
+    public void Classifier_logits_do_not_depend_on_padding(Bert4Sharp.Tasks.Pooling pooling)
+    {
+        var encoder = TrainerTests.TinyRoFormerV2(3, dropout: 0);
+        var classifier = new Bert4Sharp.Tasks.SequenceClassifier(
+            Bert4Sharp.Models.TransformerModels.Build(encoder.Config, null, Bert4Sharp.Models.ModelFamily.Get("roformer_v2"), Bert4Sharp.Models.Application.Encoder, new Bert4Sharp.Models.BuildOptions { Device = TorchSharp.torch.CPU }, out _), 5, pooling: pooling);
+        classifier.eval();
+        using var ids = TorchSharp.torch.tensor(new long[] { 101, 300, 301, 302, 102 }, [1, 5]);
+        using var padded = TorchSharp.torch.tensor(new long[] { 101, 300, 301, 302, 102, 0, 0, 0 }, [1, 8]);
+        using var mask = TorchSharp.torch.tensor(new long[] { 1, 1, 1, 1, 1, 0, 0, 0 }, [1, 8]);
+        using var a = classifier.forward(ids, null, null);
+        using var b = classifier.forward(padded, null, mask);
+        Assert.True((a - b).abs().max().ToDouble() < 1e-5, $"{pooling}: padding changed the logits");
+        Assert.Equal([1L, 5L], a.shape);
     }
 
     [Fact]
