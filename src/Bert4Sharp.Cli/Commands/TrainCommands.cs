@@ -12,14 +12,15 @@ internal static class TrainCommands
         var resume = new Option<bool>("--resume") { Description = "Continue from the checkpoint in the recipe's output directory" };
         var minutes = new Option<double?>("--minutes") { Description = "Override the recipe's time budget" };
         var maxSteps = new Option<long?>("--max-steps") { Description = "Override the recipe's step limit" };
-        var cmd = new Command("pretrain", "Masked-LM pretraining from scratch (whole-word masking, packing, checkpoints, curves)") { recipe, resume, minutes, maxSteps };
+        var overwrite = Overwrite();
+        var cmd = new Command("pretrain", "Masked-LM pretraining from scratch (whole-word masking, packing, checkpoints, curves)") { recipe, resume, minutes, maxSteps, overwrite };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<PretrainRecipe>(r.GetValue(recipe)!);
             if (r.GetValue(minutes) is double m) rec = rec with { Minutes = m };
             if (r.GetValue(maxSteps) is long s) rec = rec with { MaxSteps = s };
             rec.Validate();
-            Pretraining.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
+            Pretraining.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
             return CliErrors.Ok;
         }));
         return cmd;
@@ -35,7 +36,8 @@ internal static class TrainCommands
         var seed = new Option<int?>("--seed") { Description = "Override the recipe's seed" };
         var lr = new Option<double?>("--learning-rate") { Description = "Override the recipe's optimizer.learning_rate" };
         var pooling = new Option<string?>("--pooling") { Description = "Override the recipe's pooling: first or mean" };
-        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr, pooling };
+        var overwrite = Overwrite();
+        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr, pooling, overwrite };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<TrainRecipe>(r.GetValue(recipe)!);
@@ -46,11 +48,13 @@ internal static class TrainCommands
             if (r.GetValue(lr) is double l) rec = rec with { Optimizer = rec.Optimizer with { LearningRate = l } };
             if (r.GetValue(pooling) is string p) rec = rec with { Pooling = p };
             rec.Validate();
-            FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display());
+            FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
             return CliErrors.Ok;
         }));
         return cmd;
     }
+
+    static Option<bool> Overwrite() => new("--overwrite") { Description = "Replace a previous run in the output directory (otherwise refused)" };
 
     static ProgressDisplay Display() => Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar;
 }

@@ -18,9 +18,11 @@ public sealed record RunResult(TrainingResult Training, IReadOnlyDictionary<stri
 public static class Pretraining
 {
     /// <summary>Trains, evaluates MLM accuracy on held-out text, and saves the model under <c>output/model</c>.</summary>
-    public static RunResult Run(PretrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto, CancellationToken cancellation = default)
+    public static RunResult Run(PretrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto,
+        CancellationToken cancellation = default, bool overwrite = false)
     {
         log ??= Console.WriteLine;
+        TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
         torch.manual_seed(r.Seed);
         var tokenizer = BertWordPieceTokenizer.FromFile(r.Resolve(r.Vocab), new BertWordPieceOptions { LowerCase = true });
         var config = RecipeConfig.Parse(r.Config, tokenizer.Vocabulary.Count);
@@ -55,7 +57,7 @@ public static class Pretraining
         {
             Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
             Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
-            CheckpointEverySteps = r.CheckpointEvery, Resume = resume, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
+            CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
         }) { Length = s => s.Ids.Length };
         var result = trainer.Fit(train, [evaluation], cancellation);
         if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
@@ -101,9 +103,11 @@ public sealed record LabelledText(string Text, string? Pair, int Label);
 public static class FineTuning
 {
     /// <summary>Trains, keeps the best dev accuracy, and saves the best classifier under <c>output/best.safetensors</c>.</summary>
-    public static RunResult Run(TrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto, CancellationToken cancellation = default)
+    public static RunResult Run(TrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto,
+        CancellationToken cancellation = default, bool overwrite = false)
     {
         log ??= Console.WriteLine;
+        TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
         torch.manual_seed(r.Seed);
         string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
         var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
@@ -144,7 +148,7 @@ public static class FineTuning
             return new StepResult(loss, mask.sum().item<long>(), new Dictionary<string, double> { ["accuracy"] = acc }, logits);
         }, new TrainerOptions
         {
-            Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume,
+            Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume, Overwrite = overwrite,
             Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20,
         });
         var result = trainer.Fit(train, [evaluation], cancellation);

@@ -8,6 +8,22 @@ using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 
+/// <summary>Rules for a trainer's output directory.</summary>
+public static class TrainingOutput
+{
+    /// <summary>
+    /// Refuses a directory that holds a previous run's checkpoint unless resuming or overwriting on purpose, so a
+    /// finished run is never replaced by accident. Call it before expensive preparation; the trainer calls it too.
+    /// </summary>
+    /// <exception cref="IOException">The directory holds a run and neither flag is set.</exception>
+    public static void EnsureUsable(string directory, bool resume, bool overwrite)
+    {
+        if (!resume && !overwrite && File.Exists(Path.Combine(directory, "checkpoint.safetensors")))
+            throw new IOException($"{directory} already holds a training run (checkpoint.safetensors); resume it (--resume / Resume), " +
+                "choose another output directory, or replace it on purpose (--overwrite / Overwrite)");
+    }
+}
+
 /// <summary>What the trainer does when a step's loss is NaN or ±∞.</summary>
 public enum NonFiniteLossPolicy
 {
@@ -51,6 +67,12 @@ public sealed record TrainerOptions
     public long CheckpointEverySteps { get; init; }
     /// <summary>Continue from <c>OutputDirectory/checkpoint.safetensors</c> when it exists.</summary>
     public bool Resume { get; init; }
+    /// <summary>
+    /// Start afresh even though <see cref="OutputDirectory"/> holds a previous run's checkpoint (which is then
+    /// replaced). Without it (and without <see cref="Resume"/>) such a directory is refused, so a finished run is
+    /// never overwritten by accident.
+    /// </summary>
+    public bool Overwrite { get; init; }
     /// <summary>Steps between metric records (and console lines).</summary>
     public int LogEverySteps { get; init; } = 10;
     /// <summary>Console progress.</summary>
@@ -218,6 +240,7 @@ public sealed class Trainer<T>
             if (partial.Length > 0) Say($"removed {partial.Length} partial checkpoint file(s) left by an interrupted write");
         }
         string? metricsPath = options.OutputDirectory is null ? null : Path.Combine(options.OutputDirectory, "metrics.jsonl");
+        if (options.OutputDirectory is not null) TrainingOutput.EnsureUsable(options.OutputDirectory, options.Resume, options.Overwrite);
         if (options.Resume && File.Exists(CheckpointPath))
         {
             progress = TrainingCheckpoint.Load(CheckpointPath!, model, optimizer);
@@ -245,11 +268,14 @@ public sealed class Trainer<T>
                 .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
                 .Start(ctx =>
                 {
-                    var task = ctx.AddTask("training", maxValue: total ?? 1);
-                    task.Value = progress.Step;
+                    // Progress in steps when their number is known, else in time when there is a budget.
+                    var budget = total is null ? options.TimeBudget : null;
+                    var started = Stopwatch.StartNew();
+                    var task = ctx.AddTask("training", maxValue: total ?? budget?.TotalSeconds ?? 1);
+                    task.Value = total is null ? 0 : progress.Step;
                     result = Loop(data, callbacks, state, progress, total, (s, line) =>
                     {
-                        task.Value = Math.Min(s, total ?? s);
+                        task.Value = total is long t ? Math.Min(s, t) : budget is TimeSpan b ? Math.Min(started.Elapsed.TotalSeconds, b.TotalSeconds) : 0;
                         task.Description = Markup.Escape(line);
                     }, cancellation);
                     task.Value = task.MaxValue;

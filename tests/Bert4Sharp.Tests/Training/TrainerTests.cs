@@ -228,6 +228,18 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void A_finished_run_is_not_overwritten_without_asking()
+    {
+        string output = Path.Combine(dir, "run");
+        Run(output, 2, resume: false, initSeed: 1);
+        byte[] before = File.ReadAllBytes(Path.Combine(output, "checkpoint.safetensors"));
+        var e = Assert.Throws<IOException>(() => Run(output, 2, resume: false, initSeed: 1));
+        Assert.Contains("already holds a training run", e.Message);
+        Assert.Contains("--resume", e.Message);
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(output, "checkpoint.safetensors")));
+    }
+
+    [Fact]
     public void Bad_trainer_options_are_named()
     {
         Assert.Contains("Epochs", Assert.Throws<ArgumentOutOfRangeException>(() => new TrainerOptions { Epochs = 0 }.Validate()).Message);
