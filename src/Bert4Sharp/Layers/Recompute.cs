@@ -8,6 +8,9 @@ using static TorchSharp.torch;
 /// a block's forward runs without keeping its activations; the backward pass runs the forward again, with the
 /// random state of the first run so dropout draws the same masks, and differentiates that. Memory for
 /// activations drops from every intermediate of every block to one input per block, for one extra forward.
+/// The replayed state is the CPU generator's: on CUDA, blocks with dropout would draw new masks in the
+/// recomputation (TorchSharp 0.107 exposes no CUDA generator state), so use it there with dropout 0 or accept
+/// that the gradient belongs to other masks.
 /// </summary>
 public sealed class Recompute : autograd.MultiTensorFunction<Recompute>
 {
