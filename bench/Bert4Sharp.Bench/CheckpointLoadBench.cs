@@ -52,8 +52,8 @@ public static class CheckpointLoadBench
             load.Add(LoadAll(file, memoryMap: false));
             mapped.Add(LoadAll(file, memoryMap: true));
         }
-        double mMapped = Median(mapped);
-        double mRead = Median(read), mAll = Median(readAll), mLoad = Median(load);
+        double mMapped = Measure.Median(mapped);
+        double mRead = Measure.Median(read), mAll = Measure.Median(readAll), mLoad = Measure.Median(load);
         Console.WriteLine($"peer: File.ReadAllBytes (whole file into new memory) : median {mAll * 1e3,8:F1} ms  ({size / mAll / 1e9:F2} GB/s)");
         Console.WriteLine($"floor: stream through a reused 1 MiB buffer          : median {mRead * 1e3,8:F1} ms  ({size / mRead / 1e9:F2} GB/s)");
         Console.WriteLine($"Bert4Sharp: Checkpoint.Open + ReadTensor (all)       : median {mLoad * 1e3,8:F1} ms  ({size / mLoad / 1e9:F2} GB/s)");
@@ -63,12 +63,6 @@ public static class CheckpointLoadBench
         Console.WriteLine($"ratio load / reused-buffer floor (no new memory)     : {mLoad / mRead:F2}x   (information: page-cache copy only)");
         if (!keep) File.Delete(file);
         return 0;
-    }
-
-    static double Median(List<double> xs)
-    {
-        var s = xs.Order().ToList();
-        return s[s.Count / 2];
     }
 
     static double SequentialRead(string file)

@@ -70,14 +70,14 @@ static class TrainingBench
         return 0;
     }
 
-    static (TransformerModel, Optimizer) Bert(int layers, int hidden, int heads, int inner, ScalarType dtype = ScalarType.Float32)
+    static (TransformerModel, Optimizer) Bert(int layers, int hidden, int heads, int inner, ScalarType dtype = ScalarType.Float32, string family = "bert")
     {
         torch.manual_seed(1);
         var config = new TransformerConfig
         {
             VocabSize = Vocab, HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads, IntermediateSize = inner, MaxPositionEmbeddings = 512,
         };
-        var model = TransformerModels.Build(config, null, ModelFamily.Get(layers == 4 ? "roformer_v2" : "bert"), Application.MaskedLM, new BuildOptions { Device = CPU }, out _);
+        var model = TransformerModels.Build(config, null, ModelFamily.Get(family), Application.MaskedLM, new BuildOptions { Device = CPU }, out _);
         if (dtype != ScalarType.Float32) model.to(dtype);
         model.train();
         var opt = new Training.Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions { LearningRate = 1e-4, WeightDecay = 0.01 });
@@ -119,7 +119,7 @@ static class TrainingBench
 
     static double SmallRun(int steps, bool useTrainer)
     {
-        var (model, opt) = Bert(4, 256, 4, 1024);
+        var (model, opt) = Bert(4, 256, 4, 1024, family: "roformer_v2");
         var batches = SmallBatches(steps);
         var sw = Stopwatch.StartNew();
         if (useTrainer)
@@ -149,7 +149,7 @@ static class TrainingBench
 
     static (double Seconds, double FinalLoss) SmallTimed(int steps, ScalarType dtype)
     {
-        var (model, opt) = Bert(4, 256, 4, 1024, dtype);
+        var (model, opt) = Bert(4, 256, 4, 1024, dtype, "roformer_v2");
         var batches = SmallBatches(4);
         var losses = new List<double>();
         Step(model, opt, batches[0].Item1, batches[0].Item2, batches[0].Item3);

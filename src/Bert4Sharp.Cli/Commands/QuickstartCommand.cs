@@ -6,6 +6,7 @@ using Bert4Sharp.Data;
 using Bert4Sharp.Generation;
 using Bert4Sharp.Models;
 using Bert4Sharp.Tokenization;
+using Bert4Sharp.Training;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -79,9 +80,9 @@ internal static class QuickstartCommand
                     foreach (var g in optimizer.ParamGroups) g.LearningRate = lr;
                     using (var scope = torch.NewDisposeScope())
                     {
-                        var (input, target, n) = Batch(tokenizer, batch);
-                        var logits = model.forward(input);
-                        var loss = nn.functional.cross_entropy(logits.reshape(-1, vocab.Count), target.reshape(-1), ignore_index: -100);
+                        var (ids, mask) = LanguageModeling.Pad(batch.Select(p => Ids(tokenizer, p)).ToList(), tokenizer.PaddingId);
+                        var loss = LanguageModeling.CausalLoss(model.forward(ids), ids, mask);
+                        long n = mask.sum().ToInt64() - batch.Count;                          // predicted tokens: all but each poem's first
                         optimizer.zero_grad();
                         loss.backward();
                         nn.utils.clip_grad_norm_(model.parameters(), 1.0);
@@ -141,38 +142,9 @@ internal static class QuickstartCommand
         return CliErrors.Ok;
     }
 
-    /// <summary>[CLS] poem [SEP], padded; targets are the next token, −100 at padding.</summary>
-    static (Tensor Input, Tensor Target, long Tokens) Batch(BertWordPieceTokenizer tokenizer, IReadOnlyList<string> poems)
-    {
-        var seqs = poems.Select(p => tokenizer.Encode(p, maxLength: MaxChars + 2).Ids.Select(i => (long)i).ToArray()).ToList();
-        int len = seqs.Max(s => s.Length) - 1;
-        var input = new long[seqs.Count * len];
-        var target = new long[seqs.Count * len];
-        Array.Fill(target, -100L);
-        long n = 0;
-        for (int b = 0; b < seqs.Count; b++)
-            for (int t = 0; t < seqs[b].Length - 1; t++)
-            {
-                input[b * len + t] = seqs[b][t];
-                target[b * len + t] = seqs[b][t + 1];
-                n++;
-            }
-        return (torch.tensor(input, [seqs.Count, len]), torch.tensor(target, [seqs.Count, len]), n);
-    }
+    /// <summary>[CLS] poem [SEP] as ids.</summary>
+    static int[] Ids(BertWordPieceTokenizer tokenizer, string poem) => [.. tokenizer.Encode(poem, maxLength: MaxChars + 2).Ids];
 
-    static double Perplexity(Gpt2Model model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> poems)
-    {
-        using var g = torch.no_grad();
-        double nll = 0;
-        long count = 0;
-        for (int i = 0; i < poems.Count; i += 50)
-        {
-            using var scope = torch.NewDisposeScope();
-            var (input, target, n) = Batch(tokenizer, poems.Skip(i).Take(50).ToList());
-            var logits = model.forward(input);
-            nll += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), target.reshape(-1), ignore_index: -100, reduction: nn.Reduction.Sum).item<float>();
-            count += n;
-        }
-        return Math.Exp(nll / count);
-    }
+    static double Perplexity(Gpt2Model model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> poems) =>
+        LanguageModeling.Perplexity(model.forward, poems.Select(p => Ids(tokenizer, p)).ToList(), batchSize: 50);
 }

@@ -102,17 +102,24 @@ public sealed record TransformerConfig
     public static TransformerConfig Load(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: config not found", path);
+        return FromJson(File.ReadAllBytes(path), path);
+    }
+
+    /// <summary>Parses config.json content (HF or bert4keras spelling) and validates it; <paramref name="source"/> names it in errors.</summary>
+    /// <exception cref="InvalidDataException">Not JSON, a field of the wrong type, or impossible values (names the field and the values).</exception>
+    public static TransformerConfig FromJson(ReadOnlySpan<byte> json, string source)
+    {
         Dictionary<string, JsonElement> raw;
-        try { raw = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllBytes(path)) ?? []; }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: not a JSON object ({e.Message})", e); }
+        try { raw = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(json) ?? []; }
+        catch (JsonException e) { throw new InvalidDataException($"{source}: not a JSON object ({e.Message})", e); }
         raw = raw.Where(kv => kv.Value.ValueKind != JsonValueKind.Null).ToDictionary();   // null means "the default"
         var renamed = new Dictionary<string, JsonElement>();
         foreach (var (k, v) in raw) renamed.TryAdd(Aliases.TryGetValue(k, out var hf) ? hf : k, v);
         foreach (var (k, v) in raw) if (!Aliases.ContainsKey(k)) renamed[k] = v;   // the HF spelling wins if both are present
         TransformerConfig config;
         try { config = JsonSerializer.Deserialize<TransformerConfig>(JsonSerializer.Serialize(renamed))!; }
-        catch (JsonException e) { throw new InvalidDataException($"{path}: field '{e.Path?.TrimStart('$', '.')}' has the wrong type ({e.Message})", e); }
-        config.Validate(path);
+        catch (JsonException e) { throw new InvalidDataException($"{source}: field '{e.Path?.TrimStart('$', '.')}' has the wrong type ({e.Message})", e); }
+        config.Validate(source);
         return config;
     }
 

@@ -255,17 +255,11 @@ public sealed record TrainRecipe : Recipe
 
 static class RecipeConfig
 {
+    /// <summary>The recipe's <c>config</c> object as a model config, with vocab_size from the vocabulary.</summary>
     internal static TransformerConfig Parse(JsonElement config, int vocabSize)
     {
-        string tmp = Path.Combine(Path.GetTempPath(), $"b4s-config-{Guid.NewGuid():N}.json");
-        try
-        {
-            var fields = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(config.GetRawText())!;
-            fields["vocab_size"] = JsonSerializer.SerializeToElement(vocabSize);
-            System.IO.File.WriteAllText(tmp, JsonSerializer.Serialize(fields));
-            return TransformerConfig.Load(tmp);
-        }
-        catch (InvalidDataException e) { throw new InvalidDataException("recipe 'config': " + e.Message.Replace(tmp, "config", StringComparison.Ordinal), e); }
-        finally { System.IO.File.Delete(tmp); }
+        var fields = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(config.GetRawText())!;
+        fields["vocab_size"] = JsonSerializer.SerializeToElement(vocabSize);
+        return TransformerConfig.FromJson(JsonSerializer.SerializeToUtf8Bytes(fields), "recipe 'config'");
     }
 }

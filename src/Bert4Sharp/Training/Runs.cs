@@ -154,13 +154,10 @@ public static class FineTuning
         var result = trainer.Fit(train, [evaluation], cancellation);
         var best = evaluation.History.Count == 0 ? Evaluate(model, tokenizer, dev, r.MaxLength)
             : evaluation.History.OrderByDescending(h => h.Metrics["accuracy"]).First().Metrics;
-        AtomicWriteLabels(Path.Combine(output, "labels.json"), labelNames);
+        Checkpoints.AtomicFile.WriteAllText(Path.Combine(output, "labels.json"), JsonSerializer.Serialize(labelNames));
         log($"{result.StopReason}: {result.Steps} steps; best dev accuracy {best["accuracy"]:P2} (after each evaluation: {string.Join(", ", evaluation.History.Select(h => h.Metrics["accuracy"].ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))})");
         return new RunResult(result, best, output);
     }
-
-    static void AtomicWriteLabels(string path, List<string> labels) =>
-        Checkpoints.AtomicFile.WriteAllText(path, JsonSerializer.Serialize(labels));
 
     /// <summary>Dev accuracy and loss.</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
