@@ -14,6 +14,11 @@ Writes tests/fixtures/ports/:
   gpt2_block/   one pre-norm nn.TransformerEncoderLayer (norm_first=True, tanh GELU) with a causal mask, saved
                 in Hugging Face GPT-2 names (Conv1D layout) with random embeddings and final norm: the
                 oracle for the GPT-2 block.
+  gpt/          OpenAI GPT (bert4keras `gpt`): two post-norm nn.TransformerEncoderLayer (erf GELU) with a causal
+                mask over token + position embeddings, LM head tied to the token embedding. Saved twice: in the
+                Hugging Face openai-gpt names and layout (config.json, model.safetensors; Conv1D weights [in, out],
+                q/k/v fused in c_attn) and in bert4keras's TensorFlow names (bert_config.json, model.ckpt.*: BERT's
+                names with bert/ -> gpt/, encoder -> transformer; kernels [in, out]). Seeded on its own.
   torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
                 io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
                 BERT block.
@@ -272,9 +277,68 @@ def gpt2_block():
     print("gpt2_block", tuple(logits.shape))
 
 
+# ---- OpenAI GPT = PyTorch's own post-norm TransformerEncoderLayer stack with a causal mask -------------
+def gpt():
+    torch.manual_seed(31)
+    h, V, P, L = 64, 1000, 64, 2
+    layers = [torch.nn.TransformerEncoderLayer(d_model=h, nhead=4, dim_feedforward=4 * h, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=False, layer_norm_eps=1e-5) for _ in range(L)]
+    with torch.no_grad():
+        for layer in layers:
+            for p in layer.parameters():
+                p.copy_(torch.randn_like(p) * 0.3)
+            layer.eval()
+    wte, wpe = torch.randn(V, h) * 0.3, torch.randn(P, h) * 0.3
+    g = torch.Generator().manual_seed(23)
+    ids = torch.randint(0, V, (2, 12), generator=g)
+    causal = torch.triu(torch.full((12, 12), float("-inf")), 1)
+    hidden = []
+    with torch.no_grad():
+        x = wte[ids] + wpe[:12][None]
+        hidden.append(x)
+        for layer in layers:
+            x = layer(x, src_mask=causal)
+            hidden.append(x)
+        logits = x @ wte.t()
+    hf = {"transformer.tokens_embed.weight": wte, "transformer.positions_embed.weight": wpe}
+    tf = {"gpt/embeddings/word_embeddings": wte, "gpt/embeddings/position_embeddings": wpe}
+    for i, layer in enumerate(layers):
+        a, t = f"transformer.h.{i}.", f"gpt/transformer/layer_{i}/"
+        w, b = layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias
+        hf.update({a + "attn.c_attn.weight": w.t(), a + "attn.c_attn.bias": b,
+                   a + "attn.c_proj.weight": layer.self_attn.out_proj.weight.t(), a + "attn.c_proj.bias": layer.self_attn.out_proj.bias,
+                   a + "ln_1.weight": layer.norm1.weight, a + "ln_1.bias": layer.norm1.bias,
+                   a + "mlp.c_fc.weight": layer.linear1.weight.t(), a + "mlp.c_fc.bias": layer.linear1.bias,
+                   a + "mlp.c_proj.weight": layer.linear2.weight.t(), a + "mlp.c_proj.bias": layer.linear2.bias,
+                   a + "ln_2.weight": layer.norm2.weight, a + "ln_2.bias": layer.norm2.bias})
+        for j, part in enumerate(("query", "key", "value")):
+            tf[t + f"attention/self/{part}/kernel"] = w[j * h:(j + 1) * h].t()
+            tf[t + f"attention/self/{part}/bias"] = b[j * h:(j + 1) * h]
+        tf.update({t + "attention/output/dense/kernel": layer.self_attn.out_proj.weight.t(), t + "attention/output/dense/bias": layer.self_attn.out_proj.bias,
+                   t + "attention/output/LayerNorm/gamma": layer.norm1.weight, t + "attention/output/LayerNorm/beta": layer.norm1.bias,
+                   t + "intermediate/dense/kernel": layer.linear1.weight.t(), t + "intermediate/dense/bias": layer.linear1.bias,
+                   t + "output/dense/kernel": layer.linear2.weight.t(), t + "output/dense/bias": layer.linear2.bias,
+                   t + "output/LayerNorm/gamma": layer.norm2.weight, t + "output/LayerNorm/beta": layer.norm2.bias})
+    tf["global_step"] = torch.tensor(500, dtype=torch.int64)
+    out = os.path.join(OUT, "gpt")
+    os.makedirs(out, exist_ok=True)
+    json.dump({"model_type": "openai-gpt", "n_embd": h, "n_head": 4, "n_layer": L, "n_positions": P, "vocab_size": V,
+               "afn": "gelu", "layer_norm_epsilon": 1e-5}, open(os.path.join(out, "config.json"), "w"), indent=1)
+    json.dump({"hidden_size": h, "num_attention_heads": 4, "num_hidden_layers": L, "max_position_embeddings": P, "vocab_size": V,
+               "intermediate_size": 4 * h, "hidden_act": "gelu", "layer_norm_eps": 1e-5, "type_vocab_size": 0},
+              open(os.path.join(out, "bert_config.json"), "w"), indent=1)
+    write_safetensors(os.path.join(out, "model.safetensors"), {k: v.detach().contiguous() for k, v in hf.items()})
+    write_tf_bundle(os.path.join(out, "model.ckpt"), {k: v.detach().contiguous() for k, v in tf.items()})
+    io = {"input_ids": ids, "logits": logits}
+    io.update({f"hidden_states.{i}": x for i, x in enumerate(hidden)})
+    write_safetensors(os.path.join(out, "io.safetensors"), io)
+    print("gpt", tuple(logits.shape))
+
+
 if __name__ == "__main__":
     roformer_v2()
     nezha()
     torch_encoder_layer()
     gau_alpha()
     gpt2_block()
+    gpt()

@@ -108,7 +108,7 @@ public sealed class UniLmLanguageModel(TransformerModel model) : ICausalLanguage
     /// <inheritdoc/>
     public Tensor Logits(Tensor ids, KeyValueCache? cache)
     {
-        bool source = cache is null || cache.Length == 0;
+        bool source = cache is null || cache.Length == 0 || model.Application == Application.LanguageModel;   // an LM has no target segment
         using var segments = source ? torch.zeros_like(ids) : torch.ones_like(ids);
         if (cache is null && model.Application == Application.UniLM)
             throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");

@@ -219,7 +219,11 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         return [config, .. files];
     }
 
-    /// <summary>Builds from a config (HF <c>config.json</c> spelling) and loads Hugging Face GPT-2 weights, strictly.</summary>
+    /// <summary>
+    /// Builds from a config (HF <c>config.json</c> or bert4keras spelling) and loads GPT-2 weights strictly, in
+    /// Hugging Face names or in the TensorFlow names bert4keras's <c>gpt2</c> model loads (CPM-LM); the naming
+    /// is detected.
+    /// </summary>
     /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors.</exception>
     public static Gpt2Model Load(string configPath, string checkpointPath)
     {
@@ -228,8 +232,36 @@ public sealed class Gpt2Model : nn.Module<Tensor, Tensor>
         // Conv1D weights are [in, out]; embeddings and norms are taken as they are.
         WeightLoader.LoadByName(model, ck, $"GPT-2 from {configPath}", name => "transformer." + name,
             (name, t) => t.dim() == 2 && name.EndsWith(".weight") && !name.StartsWith("wte") && !name.StartsWith("wpe") ? t.t() : t,
-            n => n.EndsWith(".attn.bias") || n.EndsWith(".masked_bias") || n == "lm_head.weight");
+            n => n.EndsWith(".attn.bias") || n.EndsWith(".masked_bias") || n == "lm_head.weight",
+            TensorFlowName);
         model.eval();
         return model;
+    }
+
+    /// <summary>
+    /// bert4keras's GPT-2 names: BERT's TensorFlow names with <c>bert/</c> → <c>gpt/</c>, <c>encoder</c> →
+    /// <c>transformer</c>, <c>output/LayerNorm</c> → <c>input/LayerNorm</c> (the norms come before their
+    /// sub-layer), plus the final <c>gpt/output/LayerNorm</c>; q, k, v are separate kernels.
+    /// </summary>
+    internal static TensorFlowName? TensorFlowName(string name)
+    {
+        static string Norm(string n) => n.EndsWith(".weight") ? "gamma" : "beta";
+        static string Dense(string n) => n.EndsWith(".weight") ? "kernel" : "bias";
+        if (name == "wte.weight") return new(["gpt/embeddings/word_embeddings"], false);
+        if (name == "wpe.weight") return new(["gpt/embeddings/position_embeddings"], false);
+        if (name.StartsWith("ln_f.")) return new([$"gpt/output/LayerNorm/{Norm(name)}"], false);
+        var m = System.Text.RegularExpressions.Regex.Match(name, @"^h\.(\d+)\.(.+)$");
+        if (!m.Success) return null;
+        string l = $"gpt/transformer/layer_{m.Groups[1].Value}/", rest = m.Groups[2].Value;
+        return rest switch
+        {
+            _ when rest.StartsWith("ln_1.") => new([$"{l}attention/input/LayerNorm/{Norm(rest)}"], false),
+            _ when rest.StartsWith("ln_2.") => new([$"{l}input/LayerNorm/{Norm(rest)}"], false),
+            _ when rest.StartsWith("attn.c_attn.") => new(new[] { "query", "key", "value" }.Select(q => $"{l}attention/self/{q}/{Dense(rest)}").ToArray()),
+            _ when rest.StartsWith("attn.c_proj.") => new([$"{l}attention/output/dense/{Dense(rest)}"]),
+            _ when rest.StartsWith("mlp.c_fc.") => new([$"{l}intermediate/dense/{Dense(rest)}"]),
+            _ when rest.StartsWith("mlp.c_proj.") => new([$"{l}output/dense/{Dense(rest)}"]),
+            _ => null,
+        };
     }
 }

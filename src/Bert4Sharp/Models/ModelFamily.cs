@@ -7,7 +7,8 @@ using Bert4Sharp.Layers;
 /// <param name="HuggingFace">HF tensors concatenated along dim 0 to form it (q, k, v for the fused projection).</param>
 /// <param name="TensorFlow">TF variables concatenated likewise (after transposing kernels).</param>
 /// <param name="TransposeTensorFlow">TF stores dense kernels as [in, out]: transpose to [out, in].</param>
-public sealed record NameMapping(string Internal, string[] HuggingFace, string[] TensorFlow, bool TransposeTensorFlow);
+/// <param name="TransposeHuggingFace">The HF tensor is [in, out] too (GPT's Conv1D): transpose on load and back on save.</param>
+public sealed record NameMapping(string Internal, string[] HuggingFace, string[] TensorFlow, bool TransposeTensorFlow, bool TransposeHuggingFace = false);
 
 /// <summary>
 /// A model family (bert4keras's <c>model=</c> argument): how a config becomes <see cref="ArchitectureOptions"/>,
@@ -24,6 +25,9 @@ public abstract class ModelFamily
     /// <summary>The name table for a model with <paramref name="layers"/> distinct blocks.</summary>
     public abstract IEnumerable<NameMapping> Names(TransformerConfig c, int layers);
 
+    /// <summary>The only application this family makes sense with (GPT is causal), or null for any.</summary>
+    public virtual Application? RequiredApplication => null;
+
     /// <summary>Checkpoint tensors that carry nothing the model needs (tied copies, buffers), matched by suffix.</summary>
     public virtual IReadOnlyList<string> Ignorable => ["position_ids", ".decoder.weight", ".decoder.bias", "embed_positions.weight"];
 
@@ -34,6 +38,7 @@ public abstract class ModelFamily
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
         ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
         ["gau_alpha"] = new GauAlphaFamily(), ["gau-alpha"] = new GauAlphaFamily(),
+        ["gpt"] = new GptFamily(), ["openai-gpt"] = new GptFamily(),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -320,5 +325,64 @@ public sealed class RobertaFamily : ModelFamily
         foreach (var m in Dense("mlm_dense", "lm_head.dense", "cls/predictions/transform/dense")) yield return m;
         foreach (var m in LayerNorm("mlm_norm", "lm_head.layer_norm", "cls/predictions/transform/LayerNorm")) yield return m;
         yield return new("mlm_bias", ["lm_head.bias"], ["cls/predictions/output_bias"], false);
+    }
+}
+
+/// <summary>
+/// GPT (bert4keras <c>gpt</c>: OpenAI GPT, CDial-GPT): BERT's post-norm blocks under a causal mask (build it with
+/// <see cref="Application.LanguageModel"/>), token + position (+ segment) embeddings with no norm, and an LM head
+/// tied to the token embedding with no transform and no bias. TensorFlow names are BERT's with <c>bert/</c> →
+/// <c>gpt/</c> and <c>encoder</c> → <c>transformer</c>; Hugging Face's <c>openai-gpt</c> stores Conv1D weights
+/// [in, out] with q, k, v fused in <c>c_attn</c> (its config, <c>model_type: openai-gpt</c>, implies no segment
+/// table and a 4×hidden feed-forward; <see cref="TransformerConfig.FromJson"/> fills those in). A segment table
+/// (bert4keras configs with <c>segment_vocab_size</c>) has no Hugging Face counterpart and is saved as
+/// <c>transformer.segment_embed.weight</c>.
+/// </summary>
+public sealed class GptFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "gpt";
+
+    /// <inheritdoc/>
+    public override Application? RequiredApplication => Application.LanguageModel;
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> Ignorable => [.. base.Ignorable, "lm_head.weight", ".attn.bias"];
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var bert = new BertFamily().Architecture(c);
+        return bert with
+        {
+            Embeddings = bert.Embeddings with { Norm = null },
+            Pooler = false, MlmTransform = false, MlmBias = false, MlmNorm = null,
+        };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        const string hf = "transformer";
+        yield return new("embeddings.word.weight", [$"{hf}.tokens_embed.weight"], ["gpt/embeddings/word_embeddings"], false);
+        yield return new("embeddings.position.weight", [$"{hf}.positions_embed.weight"], ["gpt/embeddings/position_embeddings"], false);
+        yield return new("embeddings.segment.weight", [$"{hf}.segment_embed.weight"], ["gpt/embeddings/token_type_embeddings"], false);
+        foreach (var m in Dense("embeddings.project", $"{hf}.embedding_hidden_mapping_in", "gpt/transformer/embedding_hidden_mapping_in")) yield return m;
+        for (int i = 0; i < layers; i++)
+        {
+            string l = $"layers.{i}", h = $"{hf}.h.{i}", tf = $"gpt/transformer/layer_{i}";
+            static IEnumerable<NameMapping> Conv1D(string internalName, string hfName, string tfName)
+            {
+                yield return new(internalName + ".weight", [hfName + ".weight"], [tfName + "/kernel"], true, TransposeHuggingFace: true);
+                yield return new(internalName + ".bias", [hfName + ".bias"], [tfName + "/bias"], false);
+            }
+            yield return new($"{l}.attention.qkv.weight", [$"{h}.attn.c_attn.weight"], [$"{tf}/attention/self/query/kernel", $"{tf}/attention/self/key/kernel", $"{tf}/attention/self/value/kernel"], true, TransposeHuggingFace: true);
+            yield return new($"{l}.attention.qkv.bias", [$"{h}.attn.c_attn.bias"], [$"{tf}/attention/self/query/bias", $"{tf}/attention/self/key/bias", $"{tf}/attention/self/value/bias"], false);
+            foreach (var m in Conv1D($"{l}.attention.output", $"{h}.attn.c_proj", $"{tf}/attention/output/dense")) yield return m;
+            foreach (var m in LayerNorm($"{l}.attention_norm", $"{h}.ln_1", $"{tf}/attention/output/LayerNorm")) yield return m;
+            foreach (var m in Conv1D($"{l}.ffn.inner", $"{h}.mlp.c_fc", $"{tf}/intermediate/dense")) yield return m;
+            foreach (var m in Conv1D($"{l}.ffn.outer", $"{h}.mlp.c_proj", $"{tf}/output/dense")) yield return m;
+            foreach (var m in LayerNorm($"{l}.ffn_norm", $"{h}.ln_2", $"{tf}/output/LayerNorm")) yield return m;
+        }
     }
 }

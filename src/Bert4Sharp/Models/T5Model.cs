@@ -271,6 +271,25 @@ public sealed class T5Model : nn.Module
         decoder = new Stack(config, config.NumDecoderLayers ?? config.NumHiddenLayers, true, gated, act, "decoder");
         if (separateHead) lm_head = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false);
         RegisterComponents();
+        // T5's initialisation (Mesh TensorFlow, as Hugging Face's _init_weights): attention has no 1/√d scaling,
+        // so the query carries it, N(0, (d_model·d_kv)^-½); keys, values, wi and the relative bias N(0, d_model^-½),
+        // outputs N(0, fan_in^-½), embedding N(0, 1), norms 1. TorchSharp's uniform defaults train far slower.
+        double d = config.HiddenSize, dkv = config.DKv ?? config.HiddenSize / config.NumAttentionHeads;
+        using (torch.no_grad())
+            foreach (var (name, p) in named_parameters())
+            {
+                double std = name switch
+                {
+                    _ when name.EndsWith("layer_norm.weight", StringComparison.Ordinal) => 0,
+                    "shared.weight" => 1,
+                    _ when name.EndsWith(".q.weight", StringComparison.Ordinal) => Math.Pow(d * dkv, -0.5),
+                    _ when name.EndsWith(".o.weight", StringComparison.Ordinal) => Math.Pow(config.NumAttentionHeads * dkv, -0.5),
+                    _ when name.EndsWith(".wo.weight", StringComparison.Ordinal) => Math.Pow(config.IntermediateSize, -0.5),
+                    _ => Math.Pow(d, -0.5),                                                  // k, v, wi, relative bias, lm_head
+                };
+                if (std == 0) p.fill_(1);
+                else p.normal_(0, std);
+            }
     }
 
     /// <summary>The config.</summary>
@@ -305,16 +324,45 @@ public sealed class T5Model : nn.Module
         return (lm_head is not null ? Dense.Apply(lm_head, x) : nn.functional.linear(x, shared.weight!)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>Builds from a HF T5/mT5 config and loads its weights strictly (names as HF, no transposes).</summary>
+    /// <summary>
+    /// Builds from a T5/mT5 config and loads its weights strictly: Hugging Face names, or the Mesh TensorFlow
+    /// names bert4keras loads (<c>t5.1.0</c>, <c>t5.1.1</c>, <c>mt5.1.1</c>); the naming is detected.
+    /// </summary>
+    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors.</exception>
     public static T5Model Load(string configPath, string checkpointPath)
     {
         var config = TransformerConfig.Load(configPath);
         using var ck = Checkpoint.Open(checkpointPath);
-        bool separate = ck.TryGetEntry("lm_head.weight", out _);
+        bool separate = ck.TryGetEntry("lm_head.weight", out _) || ck.TryGetEntry("decoder/logits/kernel", out _);
+        string norm = ck.TryGetEntry("encoder/rms_norm/scale", out _) ? "rms_norm" : "layer_norm";
         var model = new T5Model(config, separate);
         WeightLoader.LoadByName(model, ck, $"T5 from {configPath}", name => name, (_, t) => t,
-            n => n is "encoder.embed_tokens.weight" or "decoder.embed_tokens.weight");
+            n => n is "encoder.embed_tokens.weight" or "decoder.embed_tokens.weight", name => TensorFlowName(name, norm));
         model.eval();
         return model;
+    }
+
+    /// <summary>
+    /// bert4keras's T5 names (Mesh TensorFlow): <c>shared/embedding</c>, <c>encoder/block_000/layer_000/SelfAttention/q</c>,
+    /// <c>…/DenseReluDense/wi_0/kernel</c>, <c>decoder/logits/kernel</c>; kernels are [in, out] and the relative
+    /// bias is [heads, buckets], so all 2-D tensors but the embedding are transposed. mT5 spells every norm
+    /// <c>rms_norm</c>, the final ones <c>encoder/rms_norm/scale</c>.
+    /// </summary>
+    internal static TensorFlowName? TensorFlowName(string name, string norm)
+    {
+        if (name == "shared.weight") return new(["shared/embedding"], false);
+        if (name == "lm_head.weight") return new(["decoder/logits/kernel"]);
+        var f = System.Text.RegularExpressions.Regex.Match(name, @"^(encoder|decoder)\.final_layer_norm\.weight$");
+        if (f.Success) return new([norm == "rms_norm" ? $"{f.Groups[1].Value}/rms_norm/scale" : $"{f.Groups[1].Value}/final_layer_norm/scale"], false);
+        var m = System.Text.RegularExpressions.Regex.Match(name, @"^(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(.+)\.weight$");
+        if (!m.Success) return null;
+        string p = $"{m.Groups[1].Value}/block_{int.Parse(m.Groups[2].Value):000}/layer_{int.Parse(m.Groups[3].Value):000}/", rest = m.Groups[4].Value;
+        return rest switch
+        {
+            "layer_norm" => new([$"{p}{norm}/scale"], false),
+            "SelfAttention.relative_attention_bias" => new([$"{p}SelfAttention/relative_attention_bias"]),
+            _ when rest.StartsWith("DenseReluDense.") => new([$"{p}{rest.Replace('.', '/')}/kernel"]),
+            _ => new([p + rest.Replace('.', '/')]),
+        };
     }
 }

@@ -88,6 +88,7 @@ public sealed record TransformerConfig
         ["num_heads"] = "num_attention_heads",
         ["n_positions"] = "max_position_embeddings",
         ["activation_function"] = "hidden_act",
+        ["afn"] = "hidden_act",
     };
 
     /// <summary>Effective embedding width.</summary>
@@ -119,6 +120,13 @@ public sealed record TransformerConfig
         TransformerConfig config;
         try { config = JsonSerializer.Deserialize<TransformerConfig>(JsonSerializer.Serialize(renamed))!; }
         catch (JsonException e) { throw new InvalidDataException($"{source}: field '{e.Path?.TrimStart('$', '.')}' has the wrong type ({e.Message})", e); }
+        // OpenAI GPT's config leaves out what its architecture fixes: no segment table, a 4×n_embd feed-forward.
+        if (config.ModelType == "openai-gpt")
+            config = config with
+            {
+                TypeVocabSize = renamed.ContainsKey("type_vocab_size") ? config.TypeVocabSize : 0,
+                IntermediateSize = renamed.ContainsKey("intermediate_size") ? config.IntermediateSize : 4 * config.HiddenSize,
+            };
         config.Validate(source);
         return config;
     }

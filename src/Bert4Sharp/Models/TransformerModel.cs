@@ -111,6 +111,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         Config = config;
         this.arch = arch;
         Application = application;
+        if (family.RequiredApplication is Application required && application != required)
+            throw new ArgumentException($"{family.Name} is built for Application.{required} only, got Application.{application}");
         if (arch.ResidualAttentionScores && (arch.Gau is not null || arch.Layer.Attention.Position == AttentionPosition.TypicalRelative))
             throw new ArgumentException($"{family.Name}: residual attention scores need standard attention blocks");
         embeddings = new Embeddings(arch.Embeddings);

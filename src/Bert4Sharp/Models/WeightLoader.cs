@@ -28,6 +28,12 @@ public sealed class CheckpointMismatchException(string message, LoadReport repor
     public LoadReport Report { get; } = report;
 }
 
+/// <summary>
+/// The TensorFlow variables one parameter is made of: read in order, 2-D ones transposed from [in, out] when
+/// <paramref name="Transpose"/>, concatenated along the first dimension.
+/// </summary>
+internal sealed record TensorFlowName(string[] Names, bool Transpose = true);
+
 /// <summary>Copies checkpoint tensors into a model through its family's name table.</summary>
 public static class WeightLoader
 {
@@ -90,7 +96,7 @@ public static class WeightLoader
                     var shapes = names.Select(n =>
                     {
                         var sh = checkpoint[n].Shape.ToArray();
-                        return naming == CheckpointNaming.TensorFlow && m.TransposeTensorFlow && sh.Length == 2 ? [sh[1], sh[0]] : sh;
+                        return Transposed(m, naming) && sh.Length == 2 ? [sh[1], sh[0]] : sh;
                     }).ToList();
                     var shape = shapes[0].ToArray();
                     shape[0] = shapes.Sum(x => x.Length > 0 ? x[0] : 0);
@@ -105,7 +111,7 @@ public static class WeightLoader
                 var parts = names.Select(n =>
                 {
                     var t = checkpoint.ReadTensor(n);
-                    if (naming == CheckpointNaming.TensorFlow && m.TransposeTensorFlow && t.dim() == 2) t = t.t();
+                    if (Transposed(m, naming) && t.dim() == 2) t = t.t();
                     return t;
                 }).ToArray();
                 var value = parts.Length == 1 ? parts[0] : torch.cat(parts, 0);
@@ -143,36 +149,58 @@ public static class WeightLoader
     }
 
     /// <summary>
-    /// Strict loading for models whose parameter names are the checkpoint's names up to a fixed spelling
-    /// (GPT-2, T5): each parameter is read from <paramref name="checkpointName"/>(name), passed through
-    /// <paramref name="transform"/> and copied; checkpoint entries neither used nor <paramref name="ignorable"/>
-    /// are unexpected.
+    /// Strict loading for models whose parameter names are a checkpoint's names up to a fixed spelling
+    /// (GPT-2, T5). Hugging Face: each parameter is read from <paramref name="checkpointName"/>(name) and passed
+    /// through <paramref name="transform"/>. TensorFlow (bert4keras) names, when <paramref name="tensorFlowName"/>
+    /// is given and the checkpoint has more of them: the listed variables are read, 2-D ones transposed when asked,
+    /// and concatenated along the first dimension. Checkpoint entries neither used, optimiser slots, nor
+    /// <paramref name="ignorable"/> are unexpected. Returns the naming found.
     /// </summary>
     /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors; the message names <paramref name="what"/>.</exception>
-    internal static void LoadByName(nn.Module module, Checkpoint checkpoint, string what, Func<string, string> checkpointName,
-        Func<string, Tensor, Tensor> transform, Func<string, bool> ignorable)
+    internal static CheckpointNaming LoadByName(nn.Module module, Checkpoint checkpoint, string what, Func<string, string> checkpointName,
+        Func<string, Tensor, Tensor> transform, Func<string, bool> ignorable, Func<string, TensorFlowName?>? tensorFlowName = null)
     {
+        var parameters = module.named_parameters().ToList();
+        bool Has(string n) => checkpoint.TryGetEntry(n, out _);
+        int hf = parameters.Count(p => Has(checkpointName(p.name)));
+        int tf = tensorFlowName is null ? 0 : parameters.Count(p => tensorFlowName(p.name) is { } t && t.Names.All(Has));
+        var naming = tf > hf ? CheckpointNaming.TensorFlow : CheckpointNaming.HuggingFace;
         var missing = new List<string>();
         var mismatched = new List<string>();
         var used = new HashSet<string>(StringComparer.Ordinal);
         using (torch.no_grad())
         {
-            foreach (var (name, p) in module.named_parameters())
+            foreach (var (name, p) in parameters)
             {
-                string entry = checkpointName(name);
-                if (!checkpoint.TryGetEntry(entry, out var e)) { missing.Add(entry); continue; }
+                string[] names;
+                bool transpose = false;
+                if (naming == CheckpointNaming.HuggingFace) names = [checkpointName(name)];
+                else if (tensorFlowName!(name) is { } t) (names, transpose) = (t.Names, t.Transpose);
+                else { missing.Add($"{name} (no TensorFlow name for it)"); continue; }
+                var absent = names.Where(n => !Has(n)).ToList();
+                if (absent.Count > 0) { missing.Add(string.Join(", ", absent)); continue; }
                 using var scope = torch.NewDisposeScope();
-                var value = transform(name, checkpoint.ReadTensor(e));
-                if (!value.shape.SequenceEqual(p.shape)) { mismatched.Add($"{entry}: checkpoint [{string.Join(", ", value.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
-                p.copy_(value);
-                used.Add(entry);
+                var parts = names.Select(n =>
+                {
+                    var value = checkpoint.ReadTensor(n);
+                    return naming == CheckpointNaming.HuggingFace ? transform(name, value) : transpose && value.dim() == 2 ? value.t() : value;
+                }).ToArray();
+                var v = parts.Length == 1 ? parts[0] : torch.cat(parts, 0);
+                string entry = string.Join(" + ", names);
+                if (!v.shape.SequenceEqual(p.shape)) { mismatched.Add($"{entry}: checkpoint [{string.Join(", ", v.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
+                p.copy_(v);
+                used.UnionWith(names);
             }
         }
-        var unexpected = checkpoint.Entries.Select(e => e.Name).Where(n => !used.Contains(n) && !ignorable(n)).ToList();
+        var unexpected = checkpoint.Entries.Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !ignorable(e.Name)).Select(e => e.Name).ToList();
         if (missing.Count + mismatched.Count + unexpected.Count > 0)
-            throw new CheckpointMismatchException($"{checkpoint.Path} does not fit {what}: {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})",
-                new LoadReport(CheckpointNaming.HuggingFace, [.. used], missing, unexpected, mismatched, [], 0));
+            throw new CheckpointMismatchException($"{checkpoint.Path} does not fit {what} ({(hf + tf == 0 ? "neither Hugging Face nor TensorFlow names found" : $"{naming} names")}): {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})",
+                new LoadReport(naming, [.. used], missing, unexpected, mismatched, [], checkpoint.Entries.Count(e => e.State == TensorState.Slot)));
+        return naming;
     }
+
+    static bool Transposed(NameMapping m, CheckpointNaming naming) =>
+        naming == CheckpointNaming.TensorFlow ? m.TransposeTensorFlow : m.TransposeHuggingFace;
 
     static Tensor SelectRows(Tensor value, IReadOnlyList<int>? keep, IReadOnlyList<int[]>? compound)
     {
@@ -210,6 +238,7 @@ public static class WeightLoader
         {
             if (!parameters.TryGetValue(m.Internal, out var p)) continue;
             var cpu = p.detach().cpu().contiguous();
+            if (m.TransposeHuggingFace && cpu.dim() == 2) cpu = cpu.t().contiguous();        // back to [in, out]
             long rows = cpu.shape[0] / m.HuggingFace.Length;
             for (int i = 0; i < m.HuggingFace.Length; i++)
                 sources.Add(TensorSource.From(m.HuggingFace[i], m.HuggingFace.Length == 1 ? cpu : cpu.narrow(0, i * rows, rows).contiguous()));

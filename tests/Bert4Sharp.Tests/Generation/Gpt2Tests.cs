@@ -40,6 +40,29 @@ public class Gpt2Tests
     }
 
     [Fact]
+    public void BertForKerasTensorFlowNamesLoadTheSameModel()
+    {
+        // tests/fixtures/tf/gpt2: the HF fixture's weights under bert4keras's GPT2 names (make_tf_generation_fixtures.py),
+        // q/k/v split, with Adam slots and global_step that loading must skip.
+        var hf = Model();
+        var tf = Gpt2Model.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("tf", "gpt2", "model.ckpt"));
+        var tfParams = tf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        foreach (var (name, p) in hf.named_parameters())
+            Assert.True(p.equal(tfParams[name]).all().item<bool>(), $"{name} differs between the HF and TF checkpoints");
+        using var io = Checkpoint.Open(TestPaths.Fixture("hf", "gpt2", "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var expected = io.ReadTensor("logits");
+        double dl = (tf.forward(io.ReadTensor("input_ids")) - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits {dl:E2}");
+        // A T5 checkpoint is not a GPT-2 one: the error names the missing variables.
+        var e = Assert.Throws<CheckpointMismatchException>(() => Gpt2Model.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("tf", "t5_v1_0", "model.ckpt")));
+        Assert.Contains("transformer.wte.weight", e.Message);
+        Assert.Contains("neither Hugging Face nor TensorFlow names", e.Message);
+        Assert.Contains("unexpected (decoder/block_000", e.Message);
+    }
+
+    [Fact]
     public void CachedLogitsEqualUncachedOnes()
     {
         var model = Model();

@@ -28,6 +28,31 @@ public class T5Tests
     [InlineData("t5_v1_0")]
     [InlineData("t5_v1_1")]
     [InlineData("mt5")]
+    public void BertForKerasTensorFlowNamesLoadTheSameModel(string fixture)
+    {
+        // tests/fixtures/tf/<fixture>: the HF fixture's weights under bert4keras's Mesh TensorFlow names
+        // (make_tf_generation_fixtures.py): kernels [in, out], relative bias [heads, buckets], mT5's rms_norm.
+        string dir = TestPaths.Fixture("hf", fixture);
+        var hf = T5Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
+        var tf = T5Model.Load(Path.Combine(dir, "config.json"), TestPaths.Fixture("tf", fixture, "model.ckpt"));
+        var tfParams = tf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        Assert.Equal(hf.named_parameters().Select(p => p.name).Order(), tfParams.Keys.Order());
+        foreach (var (name, p) in hf.named_parameters())
+            Assert.True(p.equal(tfParams[name]).all().item<bool>(), $"{fixture}: {name} differs between the HF and TF checkpoints");
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var memory = tf.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
+        var logits = tf.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
+        var expected = io.ReadTensor("logits");
+        double dl = (logits - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+    }
+
+    [Theory]
+    [InlineData("t5_v1_0")]
+    [InlineData("t5_v1_1")]
+    [InlineData("mt5")]
     public void LogitsHiddenStatesAndGenerateMatchTransformers(string fixture)
     {
         string dir = TestPaths.Fixture("hf", fixture);

@@ -32,6 +32,46 @@ public class PortReferenceTests
         Assert.DoesNotContain(model.named_parameters(), p => p.name.EndsWith(".bias") || p.name.Contains("norm"));
     }
 
+    [Theory]
+    [InlineData("config.json", "model.safetensors")]     // Hugging Face openai-gpt names, Conv1D [in, out], fused c_attn
+    [InlineData("bert_config.json", "model.ckpt")]       // bert4keras TensorFlow names (gpt/transformer/layer_i/…)
+    public void GptMatchesPyTorchPostNormLayersUnderACausalMask(string config, string checkpoint)
+    {
+        string dir = TestPaths.Fixture("ports", "gpt");
+        var model = TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), "gpt", Application.LanguageModel,
+            new BuildOptions { Device = torch.CPU });
+        Assert.Equal(4 * 64, model.Architecture.Layer.IntermediateSize);                 // openai-gpt's config implies 4 × n_embd
+        Assert.DoesNotContain(model.named_parameters(), p => p.name.Contains("segment") || p.name.Contains("embeddings.norm"));
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using (var scope = torch.NewDisposeScope())
+        using (var g = torch.no_grad())
+        {
+            var o = model.Forward(io.ReadTensor("input_ids"), null, null, outputHiddenStates: true);
+            for (int i = 0; i < 3; i++)
+            {
+                double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
+                Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
+            }
+            var expected = io.ReadTensor("logits");
+            double dl = (o.Logits! - expected).abs().max().item<float>();
+            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        }
+        // SavePretrained writes the HF layout back ([in, out] Conv1D weights); it loads into the same model.
+        string saved = Path.Combine(Path.GetTempPath(), "b4s-gpt-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            WeightLoader.SavePretrained(model, saved);
+            using var ck = Checkpoint.Open(Path.Combine(saved, "model.safetensors"));
+            Assert.Equal([64L, 192L], ck["transformer.h.0.attn.c_attn.weight"].Shape);
+            var again = TransformerModels.Build(Path.Combine(saved, "config.json"), saved, "gpt", Application.LanguageModel, new BuildOptions { Device = torch.CPU });
+            var before = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+            foreach (var (name, p) in again.named_parameters()) Assert.True(p.equal(before[name]).all().item<bool>(), name);
+        }
+        finally { Directory.Delete(saved, true); }
+        var e = Assert.Throws<ArgumentException>(() => TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), "gpt", Application.Encoder));
+        Assert.Contains("Application.LanguageModel only", e.Message);
+    }
+
     [Fact]
     public void NezhaMatchesThePortOfBert4keras()
     {
