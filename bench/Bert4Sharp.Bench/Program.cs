@@ -10,11 +10,12 @@ return which switch
     "encoder" => EncoderBench.Run(args[1..]),
     "generation" => GenerationBench.Run(args[1..]),
     "training" => TrainingBench.Run(args[1..]),
+    "gemm" => GemmBench.Run(args[1..]),
     _ => Usage(),
 };
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | gemm");
     return 2;
 }
