@@ -26,6 +26,10 @@ public static class GenerationBench
         double peak = Measure.MatmulPeak();
         double tokenFlops = 2.0 * (12 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 21128.0 * 768);
         Console.WriteLine($"threads 2; matmul peak {peak:F1} GFLOP/s; one token's matmul work {tokenFlops / 1e6:F0} MFLOP -> floor {tokenFlops / peak / 1e6:F2} ms/token");
+        // At batch 1 every weight is read once per token for two FLOPs per weight: the bound is memory, not FLOPs.
+        double tokenBytes = 4.0 * (tokenFlops / 2);
+        double bandwidth = ReadBandwidth();
+        Console.WriteLine($"read bandwidth {bandwidth / 1e9:F1} GB/s (sum over 1 GB); one token reads {tokenBytes / 1e6:F0} MB of weights -> bandwidth floor {tokenBytes / bandwidth * 1e3:F1} ms/token");
         foreach (int n in quick ? new[] { 128 } : new[] { 128, 512 })
         {
             var o = new DecodingOptions { MaxNewTokens = n };
@@ -36,7 +40,7 @@ public static class GenerationBench
             sw.Restart();
             AutoRegressiveDecoder.Greedy(lm, prompt, o, useCache: false);
             double uncached = sw.Elapsed.TotalSeconds;
-            Console.WriteLine($"{n} new tokens: cached {n / cached,7:F1} tok/s ({cached / n * 1e3:F1} ms/token, {cached / n / (tokenFlops / peak / 1e9):F1}x the floor), uncached {n / uncached,6:F1} tok/s; cached/uncached speed-up {uncached / cached:F1}x (target >= 8x at 512)");
+            Console.WriteLine($"{n} new tokens: cached {n / cached,7:F1} tok/s ({cached / n * 1e3:F1} ms/token, {cached / n / (tokenFlops / peak / 1e9):F1}x the FLOP floor, {cached / n / (tokenBytes / bandwidth):F2}x the bandwidth floor), uncached {n / uncached,6:F1} tok/s; cached/uncached speed-up {uncached / cached:F1}x (target >= 8x at 512)");
             if (n == 128)
             {
                 sw.Restart();
@@ -46,5 +50,14 @@ public static class GenerationBench
             }
         }
         return 0;
+    }
+
+    /// <summary>Bytes per second of a 2-thread sum over 1 GB of float32 (median of five, after a warm-up).</summary>
+    static double ReadBandwidth()
+    {
+        using var big = torch.ones(256L * 1024 * 1024);
+        using (var w = big.sum()) { }
+        var times = Measure.Time(() => { using var s = big.sum(); }, 1, 5);
+        return big.numel() * 4.0 / Measure.Median(times);
     }
 }
