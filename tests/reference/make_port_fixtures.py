@@ -19,6 +19,10 @@ Writes tests/fixtures/ports/:
                 Hugging Face openai-gpt names and layout (config.json, model.safetensors; Conv1D weights [in, out],
                 q/k/v fused in c_attn) and in bert4keras's TensorFlow names (bert_config.json, model.ckpt.*: BERT's
                 names with bert/ -> gpt/, encoder -> transformer; kernels [in, out]). Seeded on its own.
+  gpt2_ml/      GPT2-ML as bert4keras builds it (models.py GPT2_ML: token + position embeddings, LayerNorm;
+                per block y = x + attention(x), x = LN1(y + FFN(LN0(y))), epsilon 1e-5; tied head), attention
+                by PyTorch's nn.MultiheadAttention with a causal mask; saved in bert4keras's TensorFlow names
+                (newslm/layer00/query_layer/kernel, ...). Seeded on its own.
   torch_encoder_layer/  state.pt (torch.save of nn.TransformerEncoderLayer's state dict, zip format) and
                 io.safetensors: PyTorch's own post-LN GELU block with a key-padding mask, the oracle for the
                 BERT block.
@@ -335,6 +339,59 @@ def gpt():
     print("gpt", tuple(logits.shape))
 
 
+def gpt2_ml():
+    torch.manual_seed(37)
+    h, V, P, L, heads = 64, 1000, 64, 2, 4
+    F = torch.nn.functional
+    wte, wpe = torch.randn(V, h) * 0.3, torch.randn(P, h) * 0.3
+    emb_g, emb_b = 1 + 0.1 * torch.randn(h), 0.1 * torch.randn(h)
+    blocks = []
+    for _ in range(L):
+        attn = torch.nn.MultiheadAttention(h, heads, dropout=0.0, batch_first=True)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.copy_(torch.randn_like(p) * 0.3)
+        attn.eval()
+        blocks.append(dict(attn=attn, ln0=(1 + 0.1 * torch.randn(h), 0.1 * torch.randn(h)), ln1=(1 + 0.1 * torch.randn(h), 0.1 * torch.randn(h)),
+                           w1=torch.randn(4 * h, h) * 0.3, b1=0.1 * torch.randn(4 * h), w2=torch.randn(h, 4 * h) * 0.3, b2=0.1 * torch.randn(h)))
+    g = torch.Generator().manual_seed(29)
+    ids = torch.randint(0, V, (2, 12), generator=g)
+    causal = torch.triu(torch.full((12, 12), float("-inf")), 1)
+    hidden = []
+    with torch.no_grad():
+        x = F.layer_norm(wte[ids] + wpe[:12][None], (h,), emb_g, emb_b, 1e-5)
+        hidden.append(x)
+        for b in blocks:
+            y = x + b["attn"](x, x, x, attn_mask=causal, need_weights=False)[0]
+            z = F.layer_norm(y, (h,), *b["ln0"], 1e-5)
+            f = F.linear(F.gelu(F.linear(z, b["w1"], b["b1"])), b["w2"], b["b2"])
+            x = F.layer_norm(y + f, (h,), *b["ln1"], 1e-5)
+            hidden.append(x)
+        logits = x @ wte.t()
+    tf = {"newslm/embeddings/word_embed": wte, "newslm/embeddings/pos_embed": wpe,
+          "newslm/embeddings/LayerNorm_embed_norm/gamma": emb_g, "newslm/embeddings/LayerNorm_embed_norm/beta": emb_b}
+    for i, b in enumerate(blocks):
+        t = f"newslm/layer{i:02d}/"
+        w, bias = b["attn"].in_proj_weight, b["attn"].in_proj_bias
+        for j, part in enumerate(("query", "key", "value")):
+            tf[t + f"{part}_layer/kernel"] = w[j * h:(j + 1) * h].t()
+            tf[t + f"{part}_layer/bias"] = bias[j * h:(j + 1) * h]
+        tf.update({t + "context_projection_layer/kernel": b["attn"].out_proj.weight.t(), t + "context_projection_layer/bias": b["attn"].out_proj.bias,
+                   t + "LayerNorm_mlp_ln0/gamma": b["ln0"][0], t + "LayerNorm_mlp_ln0/beta": b["ln0"][1],
+                   t + "intermediate/kernel": b["w1"].t(), t + "intermediate/bias": b["b1"],
+                   t + "output/kernel": b["w2"].t(), t + "output/bias": b["b2"],
+                   t + "LayerNorm_mlp_ln1/gamma": b["ln1"][0], t + "LayerNorm_mlp_ln1/beta": b["ln1"][1]})
+    out = os.path.join(OUT, "gpt2_ml")
+    os.makedirs(out, exist_ok=True)
+    json.dump({"hidden_size": h, "num_attention_heads": heads, "num_hidden_layers": L, "max_position_embeddings": P, "vocab_size": V,
+               "intermediate_size": 4 * h, "hidden_act": "gelu"}, open(os.path.join(out, "bert_config.json"), "w"), indent=1)
+    write_tf_bundle(os.path.join(out, "model.ckpt"), {k: v.detach().contiguous() for k, v in tf.items()})
+    io = {"input_ids": ids, "logits": logits}
+    io.update({f"hidden_states.{i}": x for i, x in enumerate(hidden)})
+    write_safetensors(os.path.join(out, "io.safetensors"), io)
+    print("gpt2_ml", tuple(logits.shape))
+
+
 if __name__ == "__main__":
     roformer_v2()
     nezha()
@@ -342,3 +399,4 @@ if __name__ == "__main__":
     gau_alpha()
     gpt2_block()
     gpt()
+    gpt2_ml()

@@ -38,7 +38,7 @@ public abstract class ModelFamily
         ["albert"] = new AlbertFamily(), ["electra"] = new ElectraFamily(), ["roformer"] = new RoFormerFamily(),
         ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
         ["gau_alpha"] = new GauAlphaFamily(), ["gau-alpha"] = new GauAlphaFamily(),
-        ["gpt"] = new GptFamily(), ["openai-gpt"] = new GptFamily(),
+        ["gpt"] = new GptFamily(), ["openai-gpt"] = new GptFamily(), ["gpt2_ml"] = new Gpt2MlFamily(), ["gpt2-ml"] = new Gpt2MlFamily(),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -383,6 +383,57 @@ public sealed class GptFamily : ModelFamily
             foreach (var m in Conv1D($"{l}.ffn.inner", $"{h}.mlp.c_fc", $"{tf}/intermediate/dense")) yield return m;
             foreach (var m in Conv1D($"{l}.ffn.outer", $"{h}.mlp.c_proj", $"{tf}/output/dense")) yield return m;
             foreach (var m in LayerNorm($"{l}.ffn_norm", $"{h}.ln_2", $"{tf}/output/LayerNorm")) yield return m;
+        }
+    }
+}
+
+/// <summary>
+/// GPT2-ML (bert4keras <c>gpt2_ml</c>, imcaspar/gpt2-ml; "closer to GPT than to GPT-2" as bert4keras notes):
+/// token + position embeddings with a LayerNorm, blocks with <see cref="NormPlacement.AroundFeedForward"/>, causal,
+/// LM head tied with no transform or bias; no segments. TensorFlow names <c>newslm/layer00/query_layer/kernel</c>…;
+/// there is no Hugging Face model, so the "HF" names (what <c>SavePretrained</c> writes) are BERT-style under
+/// <c>gpt2_ml.</c>.
+/// </summary>
+public sealed class Gpt2MlFamily : ModelFamily
+{
+    /// <inheritdoc/>
+    public override string Name => "gpt2_ml";
+
+    /// <inheritdoc/>
+    public override Application? RequiredApplication => Application.LanguageModel;
+
+    /// <inheritdoc/>
+    public override ArchitectureOptions Architecture(TransformerConfig c)
+    {
+        var bert = new BertFamily().Architecture(c);
+        return bert with
+        {
+            // bert4keras fixes every GPT2-ML norm's epsilon at 1e-5, whatever the config says.
+            Embeddings = bert.Embeddings with { SegmentVocab = 0, Eps = 1e-5 },
+            Layer = bert.Layer with { Placement = NormPlacement.AroundFeedForward, Eps = 1e-5 },
+            Pooler = false, MlmTransform = false, MlmBias = false, MlmNorm = null,
+        };
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<NameMapping> Names(TransformerConfig c, int layers)
+    {
+        const string hf = "gpt2_ml";
+        yield return new("embeddings.word.weight", [$"{hf}.embeddings.word_embeddings.weight"], ["newslm/embeddings/word_embed"], false);
+        yield return new("embeddings.position.weight", [$"{hf}.embeddings.position_embeddings.weight"], ["newslm/embeddings/pos_embed"], false);
+        foreach (var m in LayerNorm("embeddings.norm", $"{hf}.embeddings.LayerNorm", "newslm/embeddings/LayerNorm_embed_norm")) yield return m;
+        for (int i = 0; i < layers; i++)
+        {
+            string l = $"layers.{i}", h = $"{hf}.encoder.layer.{i}", tf = $"newslm/layer{i:00}";
+            yield return new($"{l}.attention.qkv.weight", [$"{h}.attention.self.query.weight", $"{h}.attention.self.key.weight", $"{h}.attention.self.value.weight"],
+                [$"{tf}/query_layer/kernel", $"{tf}/key_layer/kernel", $"{tf}/value_layer/kernel"], true);
+            yield return new($"{l}.attention.qkv.bias", [$"{h}.attention.self.query.bias", $"{h}.attention.self.key.bias", $"{h}.attention.self.value.bias"],
+                [$"{tf}/query_layer/bias", $"{tf}/key_layer/bias", $"{tf}/value_layer/bias"], false);
+            foreach (var m in Dense($"{l}.attention.output", $"{h}.attention.output.dense", $"{tf}/context_projection_layer")) yield return m;
+            foreach (var m in LayerNorm($"{l}.attention_norm", $"{h}.mlp.LayerNorm_0", $"{tf}/LayerNorm_mlp_ln0")) yield return m;
+            foreach (var m in Dense($"{l}.ffn.inner", $"{h}.intermediate.dense", $"{tf}/intermediate")) yield return m;
+            foreach (var m in Dense($"{l}.ffn.outer", $"{h}.output.dense", $"{tf}/output")) yield return m;
+            foreach (var m in LayerNorm($"{l}.ffn_norm", $"{h}.mlp.LayerNorm_1", $"{tf}/LayerNorm_mlp_ln1")) yield return m;
         }
     }
 }

@@ -51,6 +51,21 @@ public class UniLmTests
         Assert.True(d <= 1e-5 * Math.Max(1, full.abs().max().item<float>()), $"{fixture} {app}: {d:E2}");
     }
 
+    [Theory]
+    [InlineData("gpt", "config.json", "model.safetensors")]
+    [InlineData("gpt2_ml", "bert_config.json", "model.ckpt")]
+    public void GptFamiliesDecodeTheSameWithAndWithoutTheCache(string family, string config, string checkpoint)
+    {
+        string dir = TestPaths.Fixture("ports", family);
+        var lm = new UniLmLanguageModel(TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), family, Application.LanguageModel,
+            new BuildOptions { Device = torch.CPU }));
+        var options = new DecodingOptions { MaxNewTokens = 12 };
+        var cached = AutoRegressiveDecoder.Greedy(lm, [5, 17, 250], options);
+        Assert.Equal(15, cached.Count);
+        Assert.Equal(cached, AutoRegressiveDecoder.Greedy(lm, [5, 17, 250], options, useCache: false));
+        Assert.Equal(4 + 12, AutoRegressiveDecoder.BeamSearch(lm, [5, 17, 250, 9], 3, options).Count);
+    }
+
     [Fact]
     public void UniLmGreedyDecodingRuns()
     {

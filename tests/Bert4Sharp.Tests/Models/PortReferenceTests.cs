@@ -73,6 +73,34 @@ public class PortReferenceTests
     }
 
     [Fact]
+    public void Gpt2MlMatchesThePortOfBert4keras()
+    {
+        // bert4keras GPT2_ML's block (y = x + attention(x); x = LN1(y + FFN(LN0(y)))) with PyTorch's own attention,
+        // loaded from bert4keras's TensorFlow names (newslm/layer00/...); the config says nothing of epsilon (1e-5 fixed).
+        string dir = TestPaths.Fixture("ports", "gpt2_ml");
+        var model = TransformerModels.Build(Path.Combine(dir, "bert_config.json"), Path.Combine(dir, "model.ckpt"), "gpt2_ml", Application.LanguageModel,
+            new BuildOptions { Device = torch.CPU });
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var o = model.Forward(io.ReadTensor("input_ids"), null, null, outputHiddenStates: true);
+        for (int i = 0; i < 3; i++)
+        {
+            var e = io.ReadTensor($"hidden_states.{i}");
+            double d = (o.HiddenStates![i] - e).abs().max().item<float>();
+            Assert.True(d <= 1e-5 * Math.Max(1, e.abs().max().item<float>()), $"hidden_states.{i}: {d:E2}");
+        }
+        var expected = io.ReadTensor("logits");
+        double dl = (o.Logits! - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        // The same weights as a BERT-placed block would differ: the placement is what is being tested.
+        var post = new TransformerModel(model.Family, model.Config, model.Architecture with { Layer = model.Architecture.Layer with { Placement = NormPlacement.Post } }, Application.LanguageModel);
+        using (var ck = Checkpoint.Open(Path.Combine(dir, "model.ckpt"))) WeightLoader.Load(post, ck);
+        post.eval();
+        Assert.True((post.forward(io.ReadTensor("input_ids"), null, null).Logits! - expected).abs().max().item<float>() > 1e-2);
+    }
+
+    [Fact]
     public void NezhaMatchesThePortOfBert4keras()
     {
         string dir = TestPaths.Fixture("ports", "nezha");
