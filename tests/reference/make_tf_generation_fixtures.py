@@ -10,7 +10,9 @@ tests/fixtures/tf/<name>/model.ckpt.{index,data-00000-of-00001}, with the Tensor
     transposed from PyTorch's [out, in]);
   - GPT-2's fused c_attn split into query/key/value;
   - T5's relative_attention_bias as [heads, buckets] (bert4keras transposes it on load);
-  - mT5 (mt5.1.1) spells every layer_norm as rms_norm and the final norms encoder/rms_norm/scale.
+  - mT5 (mt5.1.1) spells every layer_norm as rms_norm and the final norms encoder/rms_norm/scale;
+  - t5.1.1 and mT5 get decoder/logits/kernel, as bert4keras expects for them: these HF fixtures tie the head
+    to the embedding without scaling, so the separate head is the embedding, transposed.
 Each bundle also holds an Adam slot (…/adam_m, …/adam_v) and global_step, as training checkpoints do.
 The C# tests load these and must reproduce the logits in tests/fixtures/hf/<name>/io.safetensors.
 """
@@ -110,6 +112,10 @@ def main():
     for fixture in ("gpt2", "t5_v1_0", "t5_v1_1", "mt5"):
         hf = read_safetensors(os.path.join(ROOT, "hf", fixture, "model.safetensors"))
         tf = gpt2_names(hf) if fixture == "gpt2" else t5_names(hf, fixture == "mt5")
+        if fixture in ("t5_v1_1", "mt5") and "decoder/logits/kernel" not in tf:
+            # bert4keras's t5.1.1 / mt5.1.1 always read a separate, unscaled head (decoder/logits/kernel); these HF
+            # models tie it to the embedding without scaling (scale_decoder_outputs=false), which is the same matrix.
+            tf["decoder/logits/kernel"] = hf["shared.weight"].t().contiguous()
         first = sorted(tf)[0]
         tf[first + "/adam_m"] = torch.randn(tf[first].shape)
         tf[first + "/adam_v"] = torch.rand(tf[first].shape)

@@ -335,6 +335,8 @@ public sealed class T5Model : nn.Module
         using var ck = Checkpoint.Open(checkpointPath);
         bool separate = ck.TryGetEntry("lm_head.weight", out _) || ck.TryGetEntry("decoder/logits/kernel", out _);
         string norm = ck.TryGetEntry("encoder/rms_norm/scale", out _) ? "rms_norm" : "layer_norm";
+        // A separate head means untied (Hugging Face drops lm_head when tied; bert4keras configs do not say).
+        if (separate && config.TieWordEmbeddings) config = config with { TieWordEmbeddings = false };
         var model = new T5Model(config, separate);
         WeightLoader.LoadByName(model, ck, $"T5 from {configPath}", name => name, (_, t) => t,
             n => n is "encoder.embed_tokens.weight" or "decoder.embed_tokens.weight", name => TensorFlowName(name, norm));

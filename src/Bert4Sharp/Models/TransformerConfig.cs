@@ -88,6 +88,7 @@ public sealed record TransformerConfig
         ["num_heads"] = "num_attention_heads",
         ["n_positions"] = "max_position_embeddings",
         ["activation_function"] = "hidden_act",
+        ["attention_head_size"] = "d_kv",
         ["afn"] = "hidden_act",
     };
 
@@ -117,9 +118,21 @@ public sealed record TransformerConfig
         var renamed = new Dictionary<string, JsonElement>();
         foreach (var (k, v) in raw) renamed.TryAdd(Aliases.TryGetValue(k, out var hf) ? hf : k, v);
         foreach (var (k, v) in raw) if (!Aliases.ContainsKey(k)) renamed[k] = v;   // the HF spelling wins if both are present
+        // bert4keras's T5 configs spell the gated feed-forward as a pair of activations: ["gelu", "linear"].
+        if (renamed.TryGetValue("hidden_act", out var act) && act.ValueKind == JsonValueKind.Array)
+        {
+            var pair = act.EnumerateArray().Select(e => e.ValueKind == JsonValueKind.String ? e.GetString() : null).ToList();
+            if (pair.Count != 2 || pair[0] is null || pair[1] != "linear")
+                throw new InvalidDataException($"{source}: hidden_act as a list must be [activation, \"linear\"] (bert4keras's gated feed-forward), got {act}");
+            renamed["hidden_act"] = JsonSerializer.SerializeToElement(pair[0]);
+            renamed.TryAdd("feed_forward_proj", JsonSerializer.SerializeToElement("gated-" + pair[0]));
+        }
         TransformerConfig config;
         try { config = JsonSerializer.Deserialize<TransformerConfig>(JsonSerializer.Serialize(renamed))!; }
         catch (JsonException e) { throw new InvalidDataException($"{source}: field '{e.Path?.TrimStart('$', '.')}' has the wrong type ({e.Message})", e); }
+        // T5 (HF, or bert4keras's configs, which have no model_type but the bucket count) means ε = 1e-6 unless said.
+        if ((config.ModelType is "t5" or "mt5" || renamed.ContainsKey("relative_attention_num_buckets")) && !renamed.ContainsKey("layer_norm_eps"))
+            config = config with { LayerNormEps = 1e-6 };
         // OpenAI GPT's config leaves out what its architecture fixes: no segment table, a 4×n_embd feed-forward.
         if (config.ModelType == "openai-gpt")
             config = config with

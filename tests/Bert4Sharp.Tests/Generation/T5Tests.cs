@@ -36,9 +36,12 @@ public class T5Tests
         var hf = T5Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
         var tf = T5Model.Load(Path.Combine(dir, "config.json"), TestPaths.Fixture("tf", fixture, "model.ckpt"));
         var tfParams = tf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        Assert.Equal(hf.named_parameters().Select(p => p.name).Order(), tfParams.Keys.Order());
+        // bert4keras's t5.1.1/mT5 read a separate head; these HF models tie it (unscaled), so it is the embedding.
+        Assert.Equal(fixture != "t5_v1_0", tfParams.ContainsKey("lm_head.weight"));
+        Assert.Equal(hf.named_parameters().Select(p => p.name).Order(), tfParams.Keys.Where(n => n != "lm_head.weight").Order());
         foreach (var (name, p) in hf.named_parameters())
             Assert.True(p.equal(tfParams[name]).all().item<bool>(), $"{fixture}: {name} differs between the HF and TF checkpoints");
+        if (tfParams.TryGetValue("lm_head.weight", out var head)) Assert.True(head.equal(tfParams["shared.weight"]).all().item<bool>());
         using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
         using var scope = torch.NewDisposeScope();
         using var g = torch.no_grad();
@@ -47,6 +50,39 @@ public class T5Tests
         var expected = io.ReadTensor("logits");
         double dl = (logits - expected).abs().max().item<float>();
         Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+    }
+
+    [Theory]
+    [InlineData("t5_v1_1")]
+    [InlineData("mt5")]
+    public void BertForKerasConfigSpellingWorksWithTheTensorFlowCheckpoint(string fixture)
+    {
+        // bert4keras's mT5 configs: no model_type, the gated feed-forward as ["gelu", "linear"], attention_head_size
+        // for d_kv, no epsilon (1e-6), nothing about tying (the checkpoint's decoder/logits/kernel says untied).
+        string config = Path.Combine(Path.GetTempPath(), $"b4s-t5-{Guid.NewGuid():N}.json");
+        File.WriteAllText(config, """
+            {"hidden_act": ["gelu", "linear"], "hidden_dropout_prob": 0.1, "hidden_size": 64, "initializer_range": 0.02,
+             "intermediate_size": 128, "num_attention_heads": 4, "attention_head_size": 16, "num_hidden_layers": 2,
+             "vocab_size": 1000, "relative_attention_num_buckets": 32, "attention_scale": false, "is_dropout": true}
+            """);
+        try
+        {
+            var model = T5Model.Load(config, TestPaths.Fixture("tf", fixture, "model.ckpt"));
+            Assert.Equal(1e-6, model.Config.LayerNormEps);
+            Assert.Equal("gated-gelu", model.Config.FeedForwardProj);
+            using var io = Checkpoint.Open(TestPaths.Fixture("hf", fixture, "io.safetensors"));
+            using var scope = torch.NewDisposeScope();
+            using var g = torch.no_grad();
+            var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
+            var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
+            var expected = io.ReadTensor("logits");
+            double dl = (logits - expected).abs().max().item<float>();
+            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+            File.WriteAllText(config, """{"hidden_act": ["gelu", "relu"], "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 1000}""");
+            var e = Assert.Throws<InvalidDataException>(() => TransformerConfig.Load(config));
+            Assert.Contains("[activation, \"linear\"]", e.Message);
+        }
+        finally { File.Delete(config); }
     }
 
     [Theory]
