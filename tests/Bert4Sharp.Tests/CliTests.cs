@@ -36,6 +36,32 @@ public class CliTests
     }
 
     [Fact]
+    public void GenerateRunsABertForKerasGpt2MlDirectory()
+    {
+        // bert4keras layout: bert_config.json without model_type (--family), TF checkpoint, vocab.txt.
+        string src = TestPaths.Fixture("ports", "gpt2_ml");
+        string dir = Directory.CreateTempSubdirectory("b4s-gen").FullName;
+        try
+        {
+            foreach (var f in Directory.GetFiles(src).Where(f => !f.EndsWith("io.safetensors"))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            File.WriteAllLines(Path.Combine(dir, "vocab.txt"), new[] { "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]" }.Concat(Enumerable.Range(0, 995).Select(i => ((char)('一' + i)).ToString())));
+            var (code, stdout, stderr) = B4s("generate", "--model", dir, "--family", "gpt2_ml", "--max-new-tokens", "8", "--json", "一丁七");
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList();
+            var lm = new Bert4Sharp.Generation.UniLmLanguageModel(Bert4Sharp.Models.TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "gpt2_ml", Bert4Sharp.Models.Application.LanguageModel));
+            var prompt = Bert4Sharp.Tokenization.BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"), new() { EndToken = null }).Encode("一丁七").Ids.ToList();
+            Assert.Equal([2, 5, 6, 8], prompt);                                              // [CLS] 一 丁 七, no [SEP]
+            var expected = Bert4Sharp.Generation.AutoRegressiveDecoder.Greedy(lm, prompt, new Bert4Sharp.Generation.DecodingOptions { MaxNewTokens = 8 }).Skip(4);
+            Assert.Equal(expected, ids);
+            var (code2, _, stderr2) = B4s("generate", "--model", dir, "一丁七");
+            Assert.Equal(1, code2);
+            Assert.Contains("pass --family", stderr2);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void InspectRealAlbertIndexSaysTheShardIsAbsent()
     {
         string dir = TestPaths.SharedOrSkip("models/albert_tiny_zh_google");

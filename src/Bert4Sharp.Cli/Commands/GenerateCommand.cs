@@ -11,7 +11,8 @@ internal static class GenerateCommand
     public static Command Create()
     {
         var prompt = new Argument<string>("prompt") { Description = "Text to continue (GPT-2) or to transform (T5)" };
-        var model = new Option<string>("--model") { Description = "Model directory: config.json + weights + vocab.txt (GPT-2) or spiece.model (T5/mT5)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model directory: config.json (or bert4keras bert_config.json) + weights + vocab.txt (GPT-2, GPT, GPT2-ML) or spiece.model (T5/mT5)", Required = true };
+        var family = new Option<string?>("--family") { Description = "gpt2, gpt, gpt2_ml or t5 when the config has no model_type (bert4keras configs)" };
         var beam = new Option<int?>("--beam") { Description = "Beam search with N beams" };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling" };
         var topK = new Option<int?>("--top-k") { Description = "Top-k sampling" };
@@ -20,12 +21,16 @@ internal static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
         var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
-        var cmd = new Command("generate", "Generate text with GPT-2 or T5 (greedy, beam search, or sampling), streamed") { prompt, model, beam, topP, topK, temperature, maxNew, seed, consistent, json };
+        var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             string dir = r.GetValue(model)!;
-            var config = TransformerConfig.Load(Path.Combine(dir, "config.json"));
-            bool t5 = config.ModelType is "t5" or "mt5";
+            if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
+            string configPath = new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(dir, n)).FirstOrDefault(File.Exists)
+                ?? throw new FileNotFoundException($"{dir}: no config.json or bert_config.json");
+            var config = TransformerConfig.Load(configPath);
+            string kind = r.GetValue(family) ?? config.ModelType ?? throw new ArgumentException($"{configPath} has no model_type; pass --family (gpt2, gpt, gpt2_ml, t5)");
+            bool t5 = kind is "t5" or "mt5";
             int? beams = r.GetValue(beam);
             if (beams is < 1) throw new ArgumentException($"--beam must be at least 1, got {beams}");
             SamplingOptions? sampling = r.GetValue(topP) is null && r.GetValue(topK) is null && r.GetValue(temperature) == 1.0 ? null
@@ -37,7 +42,7 @@ internal static class GenerateCommand
             if (t5)
             {
                 var sp = SpTokenizer.FromFile(Path.Combine(dir, "spiece.model"));
-                var m = T5Model.Load(Path.Combine(dir, "config.json"), dir);
+                var m = T5Model.Load(configPath, dir);
                 lm = new T5LanguageModel(m, sp.Encode(r.GetValue(prompt)!));
                 start = [config.DecoderStartTokenId ?? 0];
                 decode = sp.Decode;
@@ -46,7 +51,10 @@ internal static class GenerateCommand
             else
             {
                 var tk = BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"), new BertWordPieceOptions { LowerCase = true, EndToken = null });
-                lm = new Gpt2LanguageModel(Gpt2Model.Load(Path.Combine(dir, "config.json"), dir));
+                lm = kind == "gpt2" ? new Gpt2LanguageModel(Gpt2Model.Load(configPath, dir))
+                    : ModelFamily.Get(kind).RequiredApplication == Application.LanguageModel
+                        ? new UniLmLanguageModel(TransformerModels.Build(configPath, dir, kind, Application.LanguageModel))
+                        : throw new ArgumentException($"'{kind}' is not a generative family; use gpt2, gpt, gpt2_ml, t5 or mt5");
                 start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
                 decode = tk.Decode;
                 end = config.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
