@@ -12,7 +12,7 @@ using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 /// so they stream from memory as in the model), fp32, 2 threads, through libtorch (<c>x.matmul(Wᵀ)</c>, the
 /// path <c>Layers/Dense.cs</c> takes, which calls the oneMKL linked into libtorch) and through ONNX Runtime's
 /// MLAS (each layer a one-node <c>Gemm</c> model with the weight as an initializer, pre-packed at session
-/// creation), at M = 1024 (batch 8 × 128) and M = 32 (batch 1 × 32). Prints MKL's version; run with
+/// creation), at M = 1024 (batch 8 × 128), M = 32 (batch 1 × 32) and M = 1 (one decoding step). Prints MKL's version; run with
 /// <c>MKL_VERBOSE=1</c> to see its code path (on AMD CPUs: the generic "Intel(R) Architecture processors").
 /// </summary>
 public static class GemmBench
@@ -32,7 +32,7 @@ public static class GemmBench
         };
         options.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");   // 48 sessions: idle pools must sleep
         var sessions = weights.Select(w => new InferenceSession(OnnxGemm.Model(w.shape[0], w.shape[1], w.bytes, default), options)).ToList();
-        foreach (long m in new long[] { 1024, 32 })
+        foreach (long m in new long[] { 1024, 32, 1 })
         {
             var inputs = new Dictionary<long, Tensor> { [768] = torch.randn(m, 768), [3072] = torch.randn(m, 3072) };
             var outputs = weights.Select(w => torch.empty(m, w.shape[0])).ToList();
