@@ -19,7 +19,7 @@ args = args.Where(a => a != "--t5").ToArray();
 string dir = args.Length > 0 ? args[0] : Path.Combine("..", "shared", "data", "lcsts");
 string pretrained = args.Length > 1 ? args[1] : Path.Combine("runs", "pretrain-roformer-v2", "model");
 double minutes = args.Length > 2 ? double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 8;
-const int MaxSource = 128, MaxTarget = 32, Evaluated = 200;
+const int MaxSource = Titles.MaxSource, MaxTarget = Titles.MaxTarget, Evaluated = 200;
 if (!File.Exists(Path.Combine(dir, "train.tsv"))) { Console.Error.WriteLine($"{dir}: LCSTS train.tsv/val.tsv are missing"); return 1; }
 torch.manual_seed(42);
 
@@ -27,7 +27,7 @@ static List<(string Summary, string Text)> Read(string path) => File.ReadLines(p
 var train = Read(Path.Combine(dir, "train.tsv"));
 var valid = Read(Path.Combine(dir, "val.tsv")).Take(Evaluated).ToList();
 
-if (useT5) return T5Titles.Run(train, valid, Path.Combine(dir, "..", "..", "models", "roformer_v2_char_small", "vocab.txt"), minutes);
+if (useT5) return Titles.RunT5(train, valid, Path.Combine(dir, "..", "..", "models", "roformer_v2_char_small", "vocab.txt"), minutes);
 
 TransformerModel model;
 BertWordPieceTokenizer tokenizer;
@@ -76,29 +76,39 @@ Console.WriteLine($"{result.StopReason}: {result.Steps} steps");
 model.eval();
 var lm = new UniLmLanguageModel(model);
 var options = new DecodingOptions { MaxNewTokens = MaxTarget, EndId = tokenizer.EndId };
-double rouge = 0, bleu = 0, leadRouge = 0, leadBleu = 0;
-int shown = 0;
-foreach (var (summary, text) in valid)
+Titles.Score("UniLM", valid, tokenizer, text =>
 {
     var prompt = tokenizer.Encode(text, maxLength: MaxSource).Ids.ToList();
-    var generated = AutoRegressiveDecoder.BeamSearch(lm, prompt, 3, options).Skip(prompt.Count).TakeWhile(t => t != tokenizer.EndId);
-    string title = tokenizer.Decode(generated).Replace(" ", "");
-    string reference = string.Concat(tokenizer.Tokenize(summary).Skip(1).SkipLast(1)).Replace("##", "");
-    string lead = string.Concat(tokenizer.Tokenize(text).Skip(1).Take(20)).Replace("##", "");
-    rouge += Scores.RougeL(title, reference); bleu += Scores.Bleu4(title, reference);
-    leadRouge += Scores.RougeL(lead, reference); leadBleu += Scores.Bleu4(lead, reference);
-    if (shown++ < 4) Console.WriteLine($"  {reference}  |  {title}");
-}
-int n = valid.Count;
-Console.WriteLine($"held-out ({n} articles), character level: UniLM beam 3 ROUGE-L {rouge / n:P1}, BLEU-4 {bleu / n:P1}; lead-20 baseline ROUGE-L {leadRouge / n:P1}, BLEU-4 {leadBleu / n:P1}");
+    return AutoRegressiveDecoder.BeamSearch(lm, prompt, 3, options).Skip(prompt.Count);
+});
 return 0;
 
-/// <summary>The encoder–decoder variant: a T5 trained from scratch on (article → summary) pairs.</summary>
-static class T5Titles
+/// <summary>The encoder–decoder variant, and the scoring both variants share.</summary>
+static class Titles
 {
-    public static int Run(List<(string Summary, string Text)> train, List<(string Summary, string Text)> valid, string vocab, double minutes)
+    public const int MaxSource = 128, MaxTarget = 32;
+
+    /// <summary>Beam-3 titles of the held-out articles against their summaries and the lead-20 baseline, character ROUGE-L and BLEU-4.</summary>
+    public static void Score(string name, List<(string Summary, string Text)> valid, BertWordPieceTokenizer tokenizer, Func<string, IEnumerable<int>> generate)
     {
-        const int MaxSource = 128, MaxTarget = 32;
+        double rouge = 0, bleu = 0, leadRouge = 0, leadBleu = 0;
+        int shown = 0;
+        foreach (var (summary, text) in valid)
+        {
+            string title = tokenizer.Decode(generate(text).TakeWhile(t => t != tokenizer.EndId)).Replace(" ", "");
+            string reference = string.Concat(tokenizer.Tokenize(summary).Skip(1).SkipLast(1)).Replace("##", "");
+            string lead = string.Concat(tokenizer.Tokenize(text).Skip(1).Take(20)).Replace("##", "");
+            rouge += Scores.RougeL(title, reference); bleu += Scores.Bleu4(title, reference);
+            leadRouge += Scores.RougeL(lead, reference); leadBleu += Scores.Bleu4(lead, reference);
+            if (shown++ < 4) Console.WriteLine($"  {reference}  |  {title}");
+        }
+        int n = valid.Count;
+        Console.WriteLine($"held-out ({n} articles), character level: {name} beam 3 ROUGE-L {rouge / n:P1}, BLEU-4 {bleu / n:P1}; lead-20 baseline ROUGE-L {leadRouge / n:P1}, BLEU-4 {leadBleu / n:P1}");
+    }
+
+    /// <summary>A T5 trained from scratch on (article → summary) pairs.</summary>
+    public static int RunT5(List<(string Summary, string Text)> train, List<(string Summary, string Text)> valid, string vocab, double minutes)
+    {
         var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
         var config = new TransformerConfig
         {
@@ -133,21 +143,11 @@ static class T5Titles
 
         model.eval();
         var options = new DecodingOptions { MaxNewTokens = MaxTarget, EndId = end };
-        double rouge = 0, bleu = 0, leadRouge = 0, leadBleu = 0;
-        int shown = 0;
-        foreach (var (summary, text) in valid)
+        Score("T5", valid, tokenizer, text =>
         {
             using var lm = new T5LanguageModel(model, tokenizer.Encode(text, maxLength: MaxSource).Ids);
-            var generated = AutoRegressiveDecoder.BeamSearch(lm, [start], 3, options).Skip(1).TakeWhile(t => t != end);
-            string title = tokenizer.Decode(generated).Replace(" ", "");
-            string reference = string.Concat(tokenizer.Tokenize(summary).Skip(1).SkipLast(1)).Replace("##", "");
-            string lead = string.Concat(tokenizer.Tokenize(text).Skip(1).Take(20)).Replace("##", "");
-            rouge += Scores.RougeL(title, reference); bleu += Scores.Bleu4(title, reference);
-            leadRouge += Scores.RougeL(lead, reference); leadBleu += Scores.Bleu4(lead, reference);
-            if (shown++ < 4) Console.WriteLine($"  {reference}  |  {title}");
-        }
-        int n = valid.Count;
-        Console.WriteLine($"held-out ({n} articles), character level: T5 beam 3 ROUGE-L {rouge / n:P1}, BLEU-4 {bleu / n:P1}; lead-20 baseline ROUGE-L {leadRouge / n:P1}, BLEU-4 {leadBleu / n:P1}");
+            return AutoRegressiveDecoder.BeamSearch(lm, [start], 3, options).Skip(1).ToList();
+        });
         return 0;
     }
 }

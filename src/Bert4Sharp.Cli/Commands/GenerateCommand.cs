@@ -26,8 +26,7 @@ internal static class GenerateCommand
         {
             string dir = r.GetValue(model)!;
             if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
-            string configPath = new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(dir, n)).FirstOrDefault(File.Exists)
-                ?? throw new FileNotFoundException($"{dir}: no config.json or bert_config.json");
+            string configPath = TransformerConfig.FindIn(dir);
             var config = TransformerConfig.Load(configPath);
             string kind = r.GetValue(family) ?? config.ModelType ?? throw new ArgumentException($"{configPath} has no model_type; pass --family (gpt2, gpt, gpt2_ml, t5)");
             bool t5 = kind is "t5" or "mt5";

@@ -371,11 +371,6 @@ public sealed class GptFamily : ModelFamily
         for (int i = 0; i < layers; i++)
         {
             string l = $"layers.{i}", h = $"{hf}.h.{i}", tf = $"gpt/transformer/layer_{i}";
-            static IEnumerable<NameMapping> Conv1D(string internalName, string hfName, string tfName)
-            {
-                yield return new(internalName + ".weight", [hfName + ".weight"], [tfName + "/kernel"], true, TransposeHuggingFace: true);
-                yield return new(internalName + ".bias", [hfName + ".bias"], [tfName + "/bias"], false);
-            }
             yield return new($"{l}.attention.qkv.weight", [$"{h}.attn.c_attn.weight"], [$"{tf}/attention/self/query/kernel", $"{tf}/attention/self/key/kernel", $"{tf}/attention/self/value/kernel"], true, TransposeHuggingFace: true);
             yield return new($"{l}.attention.qkv.bias", [$"{h}.attn.c_attn.bias"], [$"{tf}/attention/self/query/bias", $"{tf}/attention/self/key/bias", $"{tf}/attention/self/value/bias"], false);
             foreach (var m in Conv1D($"{l}.attention.output", $"{h}.attn.c_proj", $"{tf}/attention/output/dense")) yield return m;
@@ -384,6 +379,13 @@ public sealed class GptFamily : ModelFamily
             foreach (var m in Conv1D($"{l}.ffn.outer", $"{h}.mlp.c_proj", $"{tf}/output/dense")) yield return m;
             foreach (var m in LayerNorm($"{l}.ffn_norm", $"{h}.ln_2", $"{tf}/output/LayerNorm")) yield return m;
         }
+    }
+
+    /// <summary>A dense layer stored [in, out] in both namings (HF's Conv1D, TF's kernel).</summary>
+    static IEnumerable<NameMapping> Conv1D(string internalName, string hfName, string tfName)
+    {
+        yield return new(internalName + ".weight", [hfName + ".weight"], [tfName + "/kernel"], true, TransposeHuggingFace: true);
+        yield return new(internalName + ".bias", [hfName + ".bias"], [tfName + "/bias"], false);
     }
 }
 

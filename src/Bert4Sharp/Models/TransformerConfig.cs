@@ -98,6 +98,16 @@ public sealed record TransformerConfig
     /// <summary>Width of one head.</summary>
     [JsonIgnore] public int HeadSize => HiddenSize / NumAttentionHeads;
 
+    /// <summary>
+    /// The config file of a model directory: <c>config.json</c>, else bert4keras's <c>bert_config.json</c>, else the
+    /// first <c>*config*.json</c>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">None of them.</exception>
+    public static string FindIn(string directory) =>
+        new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(directory, n)).FirstOrDefault(File.Exists)
+        ?? Directory.GetFiles(directory, "*config*.json").Order(StringComparer.Ordinal).FirstOrDefault()
+        ?? throw new FileNotFoundException($"{directory}: no config.json / bert_config.json");
+
     /// <summary>Reads a config file (HF or bert4keras spelling) and validates it.</summary>
     /// <exception cref="FileNotFoundException">No file.</exception>
     /// <exception cref="InvalidDataException">Not JSON, a field of the wrong type, or impossible values (names the field and the values).</exception>

@@ -47,9 +47,7 @@ public sealed class TransformerPipeline
         BuildOptions? options = null, string? vocabularyPath = null, bool lowerCase = true)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: model directory not found");
-        string config = new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(directory, n)).FirstOrDefault(File.Exists)
-            ?? Directory.GetFiles(directory, "*config*.json").Order(StringComparer.Ordinal).FirstOrDefault()
-            ?? throw new FileNotFoundException($"{directory}: no config.json / bert_config.json");
+        string config = TransformerConfig.FindIn(directory);
         var cfg = TransformerConfig.Load(config);
         family ??= cfg.ModelType ?? throw new ArgumentException($"{config} has no model_type; pass the family (bert, albert, electra, roformer, roformer_v2)");
         string vocab = vocabularyPath ?? Path.Combine(directory, "vocab.txt");

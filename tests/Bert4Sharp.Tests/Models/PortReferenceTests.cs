@@ -9,6 +9,25 @@ namespace Bert4Sharp.Tests.Models;
 /// <summary>Families Hugging Face lacks (ports of bert4keras, tests/reference/make_port_fixtures.py) and PyTorch's own block.</summary>
 public class PortReferenceTests
 {
+    /// <summary>hidden_states.0 … count-1 within 1e-5 (relative to their magnitude when asked).</summary>
+    internal static void AssertHiddenStates(ModelOutput o, Checkpoint io, int count, bool relative)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            var e = io.ReadTensor($"hidden_states.{i}");
+            double d = (o.HiddenStates![i] - e).abs().max().item<float>();
+            Assert.True(d <= 1e-5 * (relative ? Math.Max(1, e.abs().max().item<float>()) : 1), $"hidden_states.{i}: {d:E2}");
+        }
+    }
+
+    /// <summary>Logits within 1e-5 relative to their magnitude.</summary>
+    internal static void AssertLogits(ModelOutput o, Checkpoint io)
+    {
+        var expected = io.ReadTensor("logits");
+        double dl = (o.Logits! - expected).abs().max().item<float>();
+        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+    }
+
     [Fact]
     public void RoFormerV2MatchesThePortOfBert4keras()
     {
@@ -20,14 +39,8 @@ public class PortReferenceTests
         using var scope = torch.NewDisposeScope();
         using var g = torch.no_grad();
         var o = model.Forward(io.ReadTensor("input_ids"), io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
-        for (int i = 0; i < 4; i++)
-        {
-            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
-            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
-        }
-        var expected = io.ReadTensor("logits");
-        double dl = (o.Logits! - expected).abs().max().item<float>();
-        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        AssertHiddenStates(o, io, 4, relative: false);
+        AssertLogits(o, io);
         // No biases and no norm parameters anywhere.
         Assert.DoesNotContain(model.named_parameters(), p => p.name.EndsWith(".bias") || p.name.Contains("norm"));
     }
@@ -47,14 +60,8 @@ public class PortReferenceTests
         using (var g = torch.no_grad())
         {
             var o = model.Forward(io.ReadTensor("input_ids"), null, null, outputHiddenStates: true);
-            for (int i = 0; i < 3; i++)
-            {
-                double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
-                Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
-            }
-            var expected = io.ReadTensor("logits");
-            double dl = (o.Logits! - expected).abs().max().item<float>();
-            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+            AssertHiddenStates(o, io, 3, relative: false);
+            AssertLogits(o, io);
         }
         // SavePretrained writes the HF layout back ([in, out] Conv1D weights); it loads into the same model.
         string saved = Path.Combine(Path.GetTempPath(), "b4s-gpt-" + Guid.NewGuid().ToString("N"));
@@ -84,20 +91,13 @@ public class PortReferenceTests
         using var scope = torch.NewDisposeScope();
         using var g = torch.no_grad();
         var o = model.Forward(io.ReadTensor("input_ids"), null, null, outputHiddenStates: true);
-        for (int i = 0; i < 3; i++)
-        {
-            var e = io.ReadTensor($"hidden_states.{i}");
-            double d = (o.HiddenStates![i] - e).abs().max().item<float>();
-            Assert.True(d <= 1e-5 * Math.Max(1, e.abs().max().item<float>()), $"hidden_states.{i}: {d:E2}");
-        }
-        var expected = io.ReadTensor("logits");
-        double dl = (o.Logits! - expected).abs().max().item<float>();
-        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        AssertHiddenStates(o, io, 3, relative: true);
+        AssertLogits(o, io);
         // The same weights as a BERT-placed block would differ: the placement is what is being tested.
         var post = new TransformerModel(model.Family, model.Config, model.Architecture with { Layer = model.Architecture.Layer with { Placement = NormPlacement.Post } }, Application.LanguageModel);
         using (var ck = Checkpoint.Open(Path.Combine(dir, "model.ckpt"))) WeightLoader.Load(post, ck);
         post.eval();
-        Assert.True((post.forward(io.ReadTensor("input_ids"), null, null).Logits! - expected).abs().max().item<float>() > 1e-2);
+        Assert.True((post.forward(io.ReadTensor("input_ids"), null, null).Logits! - io.ReadTensor("logits")).abs().max().item<float>() > 1e-2);
     }
 
     [Fact]
@@ -111,11 +111,7 @@ public class PortReferenceTests
         var ids = io.ReadTensor("input_ids");
         Assert.Equal(81, ids.shape[1]);   // longer than the ±64 clipping window
         var o = model.Forward(ids, io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
-        for (int i = 0; i < 3; i++)
-        {
-            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
-            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
-        }
+        AssertHiddenStates(o, io, 3, relative: false);
     }
 
     [Fact]
@@ -196,14 +192,8 @@ public class GauAlphaTests
         using var scope = torch.NewDisposeScope();
         using var g = torch.no_grad();
         var o = model.Forward(io.ReadTensor("input_ids"), io.ReadTensor("token_type_ids"), io.ReadTensor("attention_mask"), outputHiddenStates: true);
-        for (int i = 0; i < 3; i++)
-        {
-            double d = (o.HiddenStates![i] - io.ReadTensor($"hidden_states.{i}")).abs().max().item<float>();
-            Assert.True(d <= 1e-5, $"hidden_states.{i}: {d:E2}");
-        }
-        var expected = io.ReadTensor("logits");
-        double dl = (o.Logits! - expected).abs().max().item<float>();
-        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"logits: {dl:E2}");
+        PortReferenceTests.AssertHiddenStates(o, io, 3, relative: false);
+        PortReferenceTests.AssertLogits(o, io);
     }
 
     [Fact]
