@@ -19,9 +19,9 @@ public static class GenerationBench
         bool quick = args.Contains("--quick");
         var config = new TransformerConfig { VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, MaxPositionEmbeddings = 1024, LayerNormEps = 1e-5, HiddenAct = "gelu_new" };
         torch.manual_seed(1);
-        var model = new Gpt2Model(config);
+        var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
         model.eval();
-        var lm = new Gpt2LanguageModel(model);
+        var lm = new CausalLanguageModel(model);
         int[] prompt = Enumerable.Range(0, 16).Select(i => 200 + i * 37).ToArray();
         double peak = Measure.MatmulPeak();
         double tokenFlops = 2.0 * (12 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 21128.0 * 768);

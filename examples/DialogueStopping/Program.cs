@@ -43,11 +43,11 @@ var config = new TransformerConfig
     ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, MaxPositionEmbeddings = MaxLength,
     LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = tokenizer.EndId, BosTokenId = tokenizer.StartId, HiddenDropoutProb = 0.1,
 };
-var model = new Gpt2Model(config);
+var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
 double Perplexity()
 {
     model.eval();
-    return LanguageModeling.Perplexity(model.forward, validIds);
+    return LanguageModeling.Perplexity(model.Logits, validIds);
 }
 Console.WriteLine($"held-out perplexity before training: {Perplexity():F1}");
 
@@ -55,7 +55,7 @@ using var optimizer = new Adam(model.named_parameters().Select(p => (p.name, p.p
 {
     LearningRate = 1e-3, WeightDecay = 0.01, ClipGradientNorm = 1.0, Schedule = new PiecewiseLinearSchedule(new Dictionary<long, double> { [200] = 1.0, [3000] = 0.1 }),
 });
-var trainer = new Trainer<int[]>(model, optimizer, LanguageModeling.CausalStep(model.forward), new TrainerOptions
+var trainer = new Trainer<int[]>(model, optimizer, LanguageModeling.CausalStep(model.Logits), new TrainerOptions
 {
     Epochs = 100, TimeBudget = TimeSpan.FromMinutes(minutes), Batching = new BatchingOptions { BatchSize = 32, BucketBatches = 20 },
     OutputDirectory = Path.Combine("runs", "dialogue-lccc"), CheckpointEverySteps = 500, LogEverySteps = 100, Progress = ProgressDisplay.Lines,
@@ -64,7 +64,7 @@ var result = trainer.Fit(trainIds);
 Console.WriteLine($"{result.StopReason}: {result.Steps} steps, {result.Tokens:N0} tokens; held-out perplexity after training: {Perplexity():F1}");
 
 // Replies to held-out first utterances: sampled, limit 32 characters. A reply "cannot stop" when it never emits [SEP].
-var lm = new Gpt2LanguageModel(model);
+var lm = new CausalLanguageModel(model);
 var options = new DecodingOptions { MaxNewTokens = 32, EndId = tokenizer.EndId };
 var prompts = validIds.Take(50).Select(s => s.Take(Array.IndexOf(s, tokenizer.EndId) + 1).ToList()).Where(p => p.Count > 2).ToList();
 Console.WriteLine($"stopping: {prompts.Count} held-out contexts x 8 samples per setting, limit {options.MaxNewTokens} characters");

@@ -74,7 +74,7 @@ var result = new Trainer<(int[] Ids, int SourceLength)>(model, optimizer, (batch
 Console.WriteLine($"{result.StopReason}: {result.Steps} steps");
 
 model.eval();
-var lm = new UniLmLanguageModel(model);
+var lm = new CausalLanguageModel(model);
 var options = new DecodingOptions { MaxNewTokens = MaxTarget, EndId = tokenizer.EndId };
 Titles.Score("UniLM", valid, tokenizer, text =>
 {
@@ -115,7 +115,7 @@ static class Titles
             ModelType = "t5", VocabSize = tokenizer.Vocabulary.Count, HiddenSize = 256, NumHiddenLayers = 4, NumDecoderLayers = 4, NumAttentionHeads = 4,
             DKv = 64, IntermediateSize = 640, FeedForwardProj = "gated-gelu", TieWordEmbeddings = false, LayerNormEps = 1e-6, HiddenDropoutProb = 0,
         };
-        var model = new T5Model(config, separateHead: true);
+        var model = TransformerModels.Create(config, "t5", Application.Seq2Seq);
         long parameters = model.parameters().Sum(p => p.numel());
         Console.WriteLine($"T5 (t5.1.1 layout) from scratch: 4+4 layers, d_model 256, {parameters / 1e6:F1} M parameters; {train.Count:N0} training articles, {valid.Count} held out");
         // Encoder: [CLS] article [SEP]. Decoder: [PAD] as the start token (T5's convention), then summary [SEP].
@@ -131,7 +131,9 @@ static class Titles
             var (source, mask) = LanguageModeling.Pad(batch.Select(b => b.Source).ToList(), tokenizer.PaddingId);
             var (input, _) = LanguageModeling.Pad(batch.Select(b => b.Target.SkipLast(1).Prepend(start).ToArray()).ToList(), tokenizer.PaddingId);
             var (labels, labelMask) = LanguageModeling.Pad(batch.Select(b => b.Target).ToList(), tokenizer.PaddingId);
-            var logits = model.Decode(input, model.Encode(source, mask), mask);                             // (B, T, V)
+            using var encoded = model.Forward(new ModelInput(source) { AttentionMask = mask });
+            using var decoded = model.Decode(new DecoderInput(input, encoded.LastHiddenState) { MemoryMask = mask });
+            var logits = decoded.Logits!;                                                                  // (B, T, V)
             var loss = nn.functional.cross_entropy(logits.flatten(0, 1), labels.masked_fill(labelMask.logical_not(), -100).flatten(), ignore_index: -100);
             return new StepResult(loss, labelMask.sum().ToInt64());
         }, new TrainerOptions
@@ -145,7 +147,7 @@ static class Titles
         var options = new DecodingOptions { MaxNewTokens = MaxTarget, EndId = end };
         Score("T5", valid, tokenizer, text =>
         {
-            using var lm = new T5LanguageModel(model, tokenizer.Encode(text, maxLength: MaxSource).Ids);
+            using var lm = new Seq2SeqLanguageModel(model, tokenizer.Encode(text, maxLength: MaxSource).Ids);
             return AutoRegressiveDecoder.BeamSearch(lm, [start], 3, options).Skip(1).ToList();
         });
         return 0;

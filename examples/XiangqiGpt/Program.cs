@@ -48,18 +48,18 @@ var config = new TransformerConfig
     ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, MaxPositionEmbeddings = MaxMoves + 2,
     LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = End, BosTokenId = Start,
 };
-var model = new Gpt2Model(config);
+var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
 double Perplexity()
 {
     model.eval();
-    return LanguageModeling.Perplexity(model.forward, heldIds);
+    return LanguageModeling.Perplexity(model.Logits, heldIds);
 }
 Console.WriteLine($"held-out perplexity per move before training: {Perplexity():F1}");
 using var optimizer = new Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions
 {
     LearningRate = 1e-3, WeightDecay = 0.01, ClipGradientNorm = 1.0, Schedule = new PiecewiseLinearSchedule(new Dictionary<long, double> { [100] = 1.0, [2000] = 0.1 }),
 });
-var result = new Trainer<int[]>(model, optimizer, LanguageModeling.CausalStep(model.forward), new TrainerOptions
+var result = new Trainer<int[]>(model, optimizer, LanguageModeling.CausalStep(model.Logits), new TrainerOptions
 {
     Epochs = 1000, TimeBudget = TimeSpan.FromMinutes(minutes), Batching = new BatchingOptions { BatchSize = 16, BucketBatches = 10 },
     OutputDirectory = Path.Combine("runs", "xiangqi-gpt"), CheckpointEverySteps = 500, LogEverySteps = 100, Progress = ProgressDisplay.Lines,
@@ -67,7 +67,7 @@ var result = new Trainer<int[]>(model, optimizer, LanguageModeling.CausalStep(mo
 Console.WriteLine($"{result.StopReason}: {result.Steps} steps, {result.Tokens:N0} moves seen; held-out perplexity per move after training: {Perplexity():F1}");
 
 // Generated games from the opening: every move checked by the rules engine until the first illegal one.
-var lm = new Gpt2LanguageModel(model);
+var lm = new CausalLanguageModel(model);
 var options = new DecodingOptions { MaxNewTokens = 60, EndId = End };
 foreach (var (label, sampling, count) in new (string, SamplingOptions, int)[]
 {

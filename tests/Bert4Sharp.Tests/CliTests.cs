@@ -49,14 +49,14 @@ public class CliTests
             Assert.True(code == 0, stderr);
             using var doc = JsonDocument.Parse(stdout);
             var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList();
-            var lm = new Bert4Sharp.Generation.UniLmLanguageModel(Bert4Sharp.Models.TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "gpt2_ml", Bert4Sharp.Models.Application.LanguageModel));
+            var lm = new Bert4Sharp.Generation.CausalLanguageModel(Bert4Sharp.Models.TransformerModels.Build(Path.Combine(dir, "bert_config.json"), dir, "gpt2_ml", Bert4Sharp.Models.Application.LanguageModel));
             var prompt = Bert4Sharp.Tokenization.BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"), new() { EndToken = null }).Encode("一丁七").Ids.ToList();
             Assert.Equal([2, 5, 6, 8], prompt);                                              // [CLS] 一 丁 七, no [SEP]
             var expected = Bert4Sharp.Generation.AutoRegressiveDecoder.Greedy(lm, prompt, new Bert4Sharp.Generation.DecodingOptions { MaxNewTokens = 8 }).Skip(4);
             Assert.Equal(expected, ids);
             var (code2, _, stderr2) = B4s("generate", "--model", dir, "一丁七");
             Assert.Equal(1, code2);
-            Assert.Contains("pass --family", stderr2);
+            Assert.Contains("has no model_type; pass the family (--family", stderr2);
         }
         finally { Directory.Delete(dir, true); }
     }

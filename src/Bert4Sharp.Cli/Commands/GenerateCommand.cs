@@ -26,38 +26,34 @@ internal static class GenerateCommand
         {
             string dir = r.GetValue(model)!;
             if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
-            string configPath = TransformerConfig.FindIn(dir);
-            var config = TransformerConfig.Load(configPath);
-            string kind = r.GetValue(family) ?? config.ModelType ?? throw new ArgumentException($"{configPath} has no model_type; pass --family (gpt2, gpt, gpt2_ml, t5)");
-            bool t5 = kind is "t5" or "mt5";
             int? beams = r.GetValue(beam);
             if (beams is < 1) throw new ArgumentException($"--beam must be at least 1, got {beams}");
             SamplingOptions? sampling = r.GetValue(topP) is null && r.GetValue(topK) is null && r.GetValue(temperature) == 1.0 ? null
                 : new SamplingOptions { TopP = r.GetValue(topP), TopK = r.GetValue(topK), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed), KeepEndToken = r.GetValue(consistent) };
+            // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
+            var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
+            var config = loaded.Config;
             ICausalLanguageModel lm;
             List<int> start;
             Func<IEnumerable<int>, string> decode;
             int? end;
-            if (t5)
+            if (loaded.Model.Application == Application.Seq2Seq)
             {
-                var sp = SpTokenizer.FromFile(Path.Combine(dir, "spiece.model"));
-                var m = T5Model.Load(configPath, dir);
-                lm = new T5LanguageModel(m, sp.Encode(r.GetValue(prompt)!));
+                var sp = loaded.SentencePiece ?? throw new FileNotFoundException($"{dir}: no spiece.model for the T5 model");
+                lm = new Seq2SeqLanguageModel(loaded.Model, sp.Encode(r.GetValue(prompt)!));
                 start = [config.DecoderStartTokenId ?? 0];
                 decode = sp.Decode;
                 end = config.EosTokenId ?? sp.EndId;
             }
-            else
+            else if (loaded.Model.Application is Application.LanguageModel)
             {
-                var tk = BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"), new BertWordPieceOptions { LowerCase = true, EndToken = null });
-                lm = kind == "gpt2" ? new Gpt2LanguageModel(Gpt2Model.Load(configPath, dir))
-                    : ModelFamily.Get(kind).RequiredApplication == Application.LanguageModel
-                        ? new UniLmLanguageModel(TransformerModels.Build(configPath, dir, kind, Application.LanguageModel))
-                        : throw new ArgumentException($"'{kind}' is not a generative family; use gpt2, gpt, gpt2_ml, t5 or mt5");
+                var tk = loaded.WordPiece ?? throw new FileNotFoundException($"{dir}: no vocab.txt for the {loaded.Family.Name} model");
+                lm = new CausalLanguageModel(loaded.Model);
                 start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
                 decode = tk.Decode;
                 end = config.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
             }
+            else throw new ArgumentException($"'{loaded.Family.Name}' is not a generative family; use gpt2, gpt, gpt2_ml, t5 or mt5");
             var options = new DecodingOptions { MaxNewTokens = r.GetValue(maxNew), EndId = end };
             if (beams is int n || r.GetValue(json))
             {

@@ -54,7 +54,7 @@ internal static class QuickstartCommand
             ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4,
             MaxPositionEmbeddings = MaxChars + 2, LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = tokenizer.EndId, BosTokenId = tokenizer.StartId,
         };
-        var model = new Gpt2Model(config);
+        var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
         long parameters = model.parameters().Sum(p => p.numel());
         AnsiConsole.MarkupLine($"[bold]2. Model[/]: GPT-2, 4 layers, hidden 256, {parameters / 1e6:F1} M parameters, {torch.get_num_threads()} CPU threads");
 
@@ -81,7 +81,7 @@ internal static class QuickstartCommand
                     using (var scope = torch.NewDisposeScope())
                     {
                         var (ids, mask) = LanguageModeling.Pad(batch.Select(p => Ids(tokenizer, p)).ToList(), tokenizer.PaddingId);
-                        var loss = LanguageModeling.CausalLoss(model.forward(ids), ids, mask);
+                        var loss = LanguageModeling.CausalLoss(model.Logits(ids), ids, mask);
                         long n = mask.sum().ToInt64() - batch.Count;                          // predicted tokens: all but each poem's first
                         optimizer.zero_grad();
                         loss.backward();
@@ -105,7 +105,7 @@ internal static class QuickstartCommand
         AnsiConsole.MarkupLine($"[bold]4. Saved[/] to {Markup.Escape(outputDir)} (config.json, model.safetensors, vocab.txt)");
 
         AnsiConsole.MarkupLine("[bold]5. Poems[/]");
-        var lm = new Gpt2LanguageModel(model);
+        var lm = new CausalLanguageModel(model);
         var options = new DecodingOptions { MaxNewTokens = MaxChars, EndId = tokenizer.EndId };
         int k = 0;
         foreach (string start in new[] { "春", "月", "山" })
@@ -145,6 +145,6 @@ internal static class QuickstartCommand
     /// <summary>[CLS] poem [SEP] as ids.</summary>
     static int[] Ids(BertWordPieceTokenizer tokenizer, string poem) => [.. tokenizer.Encode(poem, maxLength: MaxChars + 2).Ids];
 
-    static double Perplexity(Gpt2Model model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> poems) =>
-        LanguageModeling.Perplexity(model.forward, poems.Select(p => Ids(tokenizer, p)).ToList(), batchSize: 50);
+    static double Perplexity(TransformerModel model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> poems) =>
+        LanguageModeling.Perplexity(model.Logits, poems.Select(p => Ids(tokenizer, p)).ToList(), batchSize: 50);
 }

@@ -1,6 +1,6 @@
 namespace Bert4Sharp.Generation;
 
-using Bert4Sharp.Models;
+using Bert4Sharp.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,106 +15,6 @@ public sealed record DecodingOptions
     public double LengthPenalty { get; init; } = 1.0;
     /// <summary>Beam search: stop as soon as there are as many finished hypotheses as beams (Hugging Face <c>early_stopping=True</c>).</summary>
     public bool EarlyStopping { get; init; } = true;
-}
-
-/// <summary>A causal LM the decoders can drive: logits of new ids given (and extending) a key/value cache.</summary>
-public interface ICausalLanguageModel
-{
-    /// <summary>Vocabulary size.</summary>
-    int VocabularySize { get; }
-    /// <summary>A new, empty cache.</summary>
-    KeyValueCache NewCache();
-    /// <summary>Logits (B, T, V) of <paramref name="ids"/> (B, T) appended to what <paramref name="cache"/> holds.</summary>
-    Tensor Logits(Tensor ids, KeyValueCache? cache);
-}
-
-/// <summary>Adapts <see cref="Gpt2Model"/> to <see cref="ICausalLanguageModel"/>.</summary>
-public sealed class Gpt2LanguageModel(Gpt2Model model) : ICausalLanguageModel
-{
-    /// <inheritdoc/>
-    public int VocabularySize => model.Config.VocabSize;
-    /// <inheritdoc/>
-    public KeyValueCache NewCache() => new(model.Config.NumHiddenLayers);
-    /// <inheritdoc/>
-    public Tensor Logits(Tensor ids, KeyValueCache? cache) => model.Forward(ids, cache, null);
-}
-
-/// <summary>
-/// Adapts <see cref="T5Model"/> to <see cref="ICausalLanguageModel"/> for one encoder input: the encoder
-/// runs once; its states are repeated to the decoding batch (beams) on first use.
-/// </summary>
-public sealed class T5LanguageModel : ICausalLanguageModel, IDisposable
-{
-    readonly T5Model model;
-    readonly Tensor memory;
-    readonly Tensor mask;
-    Tensor? expanded, expandedMask;
-
-    /// <summary>Encodes <paramref name="encoderIds"/> (one sequence).</summary>
-    public T5LanguageModel(T5Model model, IReadOnlyList<int> encoderIds)
-    {
-        this.model = model;
-        using var g = torch.no_grad();
-        var ids = torch.tensor(encoderIds.Select(i => (long)i).ToArray()).unsqueeze(0);
-        mask = torch.ones_like(ids).DetachFromDisposeScope();
-        memory = model.Encode(ids, mask).DetachFromDisposeScope();
-        ids.Dispose();
-    }
-
-    /// <inheritdoc/>
-    public int VocabularySize => model.Config.VocabSize;
-
-    /// <inheritdoc/>
-    public KeyValueCache NewCache() => new(model.DecoderLayers) { Cross = new KeyValueCache(model.DecoderLayers) };
-
-    /// <inheritdoc/>
-    public Tensor Logits(Tensor ids, KeyValueCache? cache)
-    {
-        long b = ids.shape[0];
-        if (expanded is null || expanded.shape[0] != b)
-        {
-            expanded?.Dispose();
-            expandedMask?.Dispose();
-            // Owned by this object, not by the caller's per-step dispose scope.
-            expanded = memory.expand(b, -1, -1).contiguous().DetachFromDisposeScope();
-            expandedMask = mask.expand(b, -1).contiguous().DetachFromDisposeScope();
-        }
-        return model.Decode(ids, expanded, expandedMask, cache, cache?.Cross);
-    }
-
-    /// <inheritdoc/>
-    public void Dispose()
-    {
-        memory.Dispose();
-        mask.Dispose();
-        expanded?.Dispose();
-        expandedMask?.Dispose();
-    }
-}
-
-/// <summary>
-/// Adapts an encoder built with <see cref="Application.UniLM"/> (or <see cref="Application.LanguageModel"/>) to
-/// <see cref="ICausalLanguageModel"/>: the first call is the source (segment 0), every later token is target
-/// (segment 1), decoded incrementally through the key/value cache (bert4keras seq2seq with UniLM).
-/// </summary>
-public sealed class UniLmLanguageModel(TransformerModel model) : ICausalLanguageModel
-{
-    /// <inheritdoc/>
-    public int VocabularySize => model.Config.VocabSize;
-
-    /// <inheritdoc/>
-    public KeyValueCache NewCache() => new(model.Architecture.Layers);
-
-    /// <inheritdoc/>
-    public Tensor Logits(Tensor ids, KeyValueCache? cache)
-    {
-        bool source = cache is null || cache.Length == 0 || model.Application == Application.LanguageModel;   // an LM has no target segment
-        using var segments = source ? torch.zeros_like(ids) : torch.ones_like(ids);
-        if (cache is null && model.Application == Application.UniLM)
-            throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
-        using var output = model.Forward(ids, segments, null, null, false, null, cache);
-        return output.Logits!.alias();
-    }
 }
 
 /// <summary>Greedy and beam-search decoding with a key/value cache (Hugging Face <c>generate</c> semantics).</summary>
@@ -135,7 +35,7 @@ public static class AutoRegressiveDecoder
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
             using var scope = torch.NewDisposeScope();
-            var input = useCache ? torch.tensor(next).unsqueeze(0) : torch.tensor(output.Select(i => (long)i).ToArray()).unsqueeze(0);
+            var input = useCache ? torch.tensor(next, device: model.Device).unsqueeze(0) : torch.tensor(output.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0);
             var logits = model.Logits(input, cache);
             int token = (int)logits[0, -1].argmax().item<long>();
             output.Add(token);
@@ -163,16 +63,16 @@ public static class AutoRegressiveDecoder
         for (int i = 1; i < beams; i++) scores[i] = -1e9;   // only the first beam is live at the start
         var finished = new List<(List<int> Tokens, double Score)>();
         int promptLength = prompt.Count;
-        var input = torch.tensor(prompt.Select(i => (long)i).ToArray()).unsqueeze(0).expand(beams, -1).contiguous();
+        var input = torch.tensor(prompt.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0).expand(beams, -1).contiguous();
         for (int step = 0; step < options.MaxNewTokens; step++)
         {
             using var scope = torch.NewDisposeScope();
             var logProbs = model.Logits(input, cache)[.., -1].log_softmax(-1).to(ScalarType.Float64);   // (beams, V)
-            var total = logProbs + torch.tensor(scores).unsqueeze(1);
+            var total = logProbs + torch.tensor(scores, device: logProbs.device).unsqueeze(1);
             int v = (int)total.shape[1];
             var (top, idx) = total.flatten().topk(2 * beams);
-            var topScores = top.data<double>().ToArray();
-            var topIdx = idx.data<long>().ToArray();
+            var topScores = top.cpu().data<double>().ToArray();
+            var topIdx = idx.cpu().data<long>().ToArray();
             var nextSequences = new List<List<int>>();
             var nextScores = new List<double>();
             var nextRows = new List<long>();
@@ -195,9 +95,9 @@ public static class AutoRegressiveDecoder
             sequences = nextSequences;
             scores = [.. nextScores];
             if (options.EarlyStopping && finished.Count >= beams) break;
-            cache.Select(torch.tensor(nextRows.ToArray()));
+            cache.Select(torch.tensor(nextRows.ToArray(), device: model.Device));
             input.Dispose();
-            input = torch.tensor(nextTokens.ToArray()).unsqueeze(1).DetachFromDisposeScope();
+            input = torch.tensor(nextTokens.ToArray(), device: model.Device).unsqueeze(1).DetachFromDisposeScope();
         }
         input.Dispose();
         // Unfinished beams compete too, scored the same way.

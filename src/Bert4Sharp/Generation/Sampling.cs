@@ -1,7 +1,7 @@
 namespace Bert4Sharp.Generation;
 
 using System.Runtime.CompilerServices;
-using Bert4Sharp.Models;
+using Bert4Sharp.Layers;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -54,7 +54,7 @@ public static class LogitsProcessing
         var x = logits.to(ScalarType.Float32).clone();
         if (s.RepetitionPenalty != 1.0 && sequence.Count > 0)
         {
-            var seen = torch.tensor(sequence.Distinct().Select(i => (long)i).ToArray());
+            var seen = torch.tensor(sequence.Distinct().Select(i => (long)i).ToArray(), device: x.device);
             var vals = x.index_select(0, seen);
             vals = torch.where(vals > 0, vals / s.RepetitionPenalty, vals * s.RepetitionPenalty);
             x.index_copy_(0, seen, vals);
@@ -66,7 +66,7 @@ public static class LogitsProcessing
             var banned = new HashSet<long>();
             for (int i = 0; i + n <= sequence.Count; i++)
                 if (Enumerable.Range(0, n - 1).All(j => sequence[i + j] == prefix[j])) banned.Add(sequence[i + n - 1]);
-            if (banned.Count > 0) x.index_fill_(0, torch.tensor(banned.ToArray()), float.NegativeInfinity);
+            if (banned.Count > 0) x.index_fill_(0, torch.tensor(banned.ToArray(), device: x.device), float.NegativeInfinity);
         }
         if (endId is int e && generated < s.MinNewTokens) x[e] = float.NegativeInfinity;
         if (s.Temperature != 1.0) x = x / s.Temperature;
@@ -108,7 +108,7 @@ public static class Sampler
         using var cache = model.NewCache();
         var sequences = Enumerable.Range(0, samples).Select(_ => prompt.ToList()).ToList();
         var alive = Enumerable.Repeat(true, samples).ToArray();
-        var input = torch.tensor(prompt.Select(i => (long)i).ToArray()).unsqueeze(0).expand(samples, -1).contiguous();
+        var input = torch.tensor(prompt.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0).expand(samples, -1).contiguous();
         for (int step = 0; step < options.MaxNewTokens && alive.Any(a => a); step++)
         {
             using var scope = torch.NewDisposeScope();
@@ -123,7 +123,7 @@ public static class Sampler
                 if (next[i] == options.EndId) alive[i] = false;
             }
             input.Dispose();
-            input = torch.tensor(next).unsqueeze(1).DetachFromDisposeScope();
+            input = torch.tensor(next, device: model.Device).unsqueeze(1).DetachFromDisposeScope();
         }
         input.Dispose();
         return sequences;
@@ -149,7 +149,7 @@ public static class Sampler
             using (var scope = torch.NewDisposeScope())
             using (var g = torch.no_grad())
             {
-                var logits = model.Logits(torch.tensor(next).unsqueeze(0), cache)[0, -1];
+                var logits = model.Logits(torch.tensor(next, device: model.Device).unsqueeze(0), cache)[0, -1];
                 token = sampling is null
                     ? (int)logits.argmax().item<long>()
                     : (int)torch.multinomial(LogitsProcessing.Process(logits, sequence, step, sampling, options.EndId).softmax(0), 1, generator: generator).item<long>();

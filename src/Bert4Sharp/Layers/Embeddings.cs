@@ -68,6 +68,15 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
         return torch.stack([angle.sin(), angle.cos()], -1).flatten(-2).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Ids outside [0, <paramref name="rows"/>) would crash inside the native embedding lookup: name them instead.</summary>
+    static void CheckRange(Tensor ids, long rows, string what, string field)
+    {
+        if (ids.numel() == 0) return;
+        long lo = ids.min().item<long>(), hi = ids.max().item<long>();
+        if (lo < 0 || hi >= rows)
+            throw new ArgumentException($"{what} id {(lo < 0 ? lo : hi)} is outside [0, {rows}) ({field} of the model); the tokenizer or the segment ids do not match this model");
+    }
+
     /// <summary>Maximum sequence length the position scheme supports (int.MaxValue without a table).</summary>
     public long MaxLength => position is null ? int.MaxValue
         : options.HierarchicalAlpha is null ? options.MaxPositions : (long)options.MaxPositions * options.MaxPositions;
@@ -77,7 +86,7 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     public Tensor Positions(long t, Device device)
     {
         if (t > MaxLength)
-            throw new ArgumentException($"the sequence has {t} tokens but the model has {MaxLength} positions (max_position_embeddings{(options.HierarchicalAlpha is null ? "" : "², hierarchical")}); truncate the text (e.g. Encode(maxLength: {MaxLength}))");
+            throw new ArgumentException($"the sequence needs {t} positions but the model has {MaxLength} (max_position_embeddings / n_positions = {options.MaxPositions}{(options.HierarchicalAlpha is null ? "" : ", squared by hierarchical decomposition")}); truncate the text (e.g. Encode(maxLength: {MaxLength})) or generate fewer tokens");
         using var scope = torch.NewDisposeScope();
         var pos = torch.arange(t, device: device);
         if (options.HierarchicalAlpha is not double a) return position!.forward(pos).MoveToOuterDisposeScope();
@@ -101,6 +110,8 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = torch.NewDisposeScope();
         long t = ids.shape[1];
+        CheckRange(ids, options.VocabSize, "token", "vocab_size");
+        if (segment is not null && segments is not null) CheckRange(segments, options.SegmentVocab, "segment", "type_vocab_size");
         var x = word.forward(ids);                                                    // (B, T, E)
         if (positionIds is null && options.PositionsFromPadding is int pad)
         {

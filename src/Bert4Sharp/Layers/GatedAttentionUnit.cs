@@ -4,27 +4,16 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-/// <summary>How attention scores become weights.</summary>
-public enum AttentionKernel
-{
-    /// <summary>Standard softmax.</summary>
-    Softmax,
-    /// <summary>relu(a)² / n, n = number of real keys (FLASH, arXiv:2202.10447).</summary>
-    SquaredRelu,
-    /// <summary>softmax(a · log n / log 512), n = max(real keys, 16): entropy-invariant softmax (kexue.fm/archives/8823), GAU-α.</summary>
-    SoftmaxPlus,
-}
-
 /// <summary>Options of <see cref="GatedAttentionUnit"/>.</summary>
 /// <param name="HiddenSize">Input and output width.</param>
 /// <param name="Units">Width of the gate u and values v (the intermediate size).</param>
 /// <param name="KeySize">Width of the shared query/key projection.</param>
 /// <param name="Activation">Activation on the input projection (swish in GAU-α).</param>
-/// <param name="Kernel">Score normalisation.</param>
+/// <param name="Kernel">Score normalisation; null = softmax_plus (GAU-α).</param>
 /// <param name="UseBias">Biases (false in GAU-α).</param>
 /// <param name="Rotary">Rotary positions on q and k.</param>
 /// <param name="Dropout">Dropout on attention weights (training only).</param>
-public sealed record GauOptions(int HiddenSize, int Units, int KeySize, string Activation = "swish", AttentionKernel Kernel = AttentionKernel.SoftmaxPlus,
+public sealed record GauOptions(int HiddenSize, int Units, int KeySize, string Activation = "swish", IAttentionKernel? Kernel = null,
     bool UseBias = false, bool Rotary = true, double Dropout = 0);
 
 /// <summary>
@@ -33,7 +22,7 @@ public sealed record GauOptions(int HiddenSize, int Units, int KeySize, string A
 /// qk scaled per dimension; out = o(u ⊙ (A·v)). Single head. Parameters <c>i_dense</c>, <c>o_dense</c>,
 /// <c>q_gamma</c>, <c>k_gamma</c> (and betas with biases).
 /// </summary>
-public sealed class GatedAttentionUnit : nn.Module<Tensor, Tensor?, Tensor>
+public sealed class GatedAttentionUnit : nn.Module
 {
     readonly GauOptions options;
 #pragma warning disable IDE0044
@@ -63,11 +52,10 @@ public sealed class GatedAttentionUnit : nn.Module<Tensor, Tensor?, Tensor>
         RegisterComponents();
     }
 
-    /// <summary>Applies the unit to (B, T, H); <paramref name="mask"/> is additive (B, 1, 1, T) as elsewhere.</summary>
-    public override Tensor forward(Tensor x, Tensor? mask)
+    /// <summary>Applies the unit to (B, T, H) with the positions and mask of <paramref name="ctx"/>.</summary>
+    public Tensor Forward(Tensor x, AttentionContext ctx)
     {
         using var scope = torch.NewDisposeScope();
-        long t = x.shape[1];
         var h = Activations.Apply(options.Activation, Dense.Apply(i_dense, x));           // (B, T, 2U + S)
         var parts = h.split([options.Units, options.Units, options.KeySize], -1);
         Tensor u = parts[0], v = parts[1], qk = parts[2];
@@ -76,23 +64,18 @@ public sealed class GatedAttentionUnit : nn.Module<Tensor, Tensor?, Tensor>
         if (q_beta is not null) { q = q + q_beta; k = k + k_beta!; }
         if (options.Rotary)
         {
-            var (sin, cos) = RotaryEmbedding.Tables(t, options.KeySize, x.device, x.dtype);
+            var (sin, cos) = ctx.Positions.Rotary(options.KeySize);
             q = RotaryEmbedding.Apply(q, sin, cos);
             k = RotaryEmbedding.Apply(k, sin, cos);
         }
-        var a = q.matmul(k.transpose(-1, -2)) / Math.Sqrt(options.KeySize);                // (B, T, T)
-        var bias = mask?.squeeze(1);                                                      // (B, 1, T)
-        if (bias is not null) a = a + bias;
-        // Number of real keys per row (for the length-aware kernels).
-        var n = bias is null ? torch.full([1, 1, 1], (double)t, dtype: x.dtype, device: x.device) : (bias == 0).to(x.dtype).sum(-1, keepdim: true);
-        var weights = options.Kernel switch
+        // One head: (B, T, S) → (B, 1, T, S) for the kernel, whose masks are (B, 1, Tq, Tk).
+        var call = new AttentionCall
         {
-            AttentionKernel.Softmax => a.softmax(-1),
-            AttentionKernel.SquaredRelu => nn.functional.relu(a).square() / n,
-            _ => (a * (n.clamp_min(16).log() / Math.Log(512))).softmax(-1),
+            Query = q.unsqueeze(1), Key = k.unsqueeze(1), Value = v.unsqueeze(1), Scale = 1.0 / Math.Sqrt(options.KeySize),
+            Mask = ctx.Mask, Dropout = training ? options.Dropout : 0,
         };
-        if (training && options.Dropout > 0) weights = nn.functional.dropout(weights, options.Dropout, true);
-        return Dense.Apply(o_dense, u * weights.matmul(v)).MoveToOuterDisposeScope();
+        var mixed = (options.Kernel ?? AttentionKernels.SoftmaxPlus).Attend(call).squeeze(1);   // (B, T, U)
+        return Dense.Apply(o_dense, u * mixed).MoveToOuterDisposeScope();
     }
 }
 
@@ -117,8 +100,17 @@ public sealed class GauLayer : nn.Module<Tensor, Tensor?, Tensor>
     /// <inheritdoc/>
     public override Tensor forward(Tensor x, Tensor? mask)
     {
+        var ctx = AttentionContext.For(x, mask);
+        using var positions = ctx.Positions;
+        return Forward(x, ctx);
+    }
+
+    /// <summary>The block with the model's context (positions computed once per forward).</summary>
+    public Tensor Forward(Tensor x, AttentionContext ctx)
+    {
+        if (ctx.Condition is not null) throw new ArgumentException("GAU blocks take no condition");
         using var scope = torch.NewDisposeScope();
-        var y = gau.forward(x, mask);
+        var y = gau.Forward(x, ctx);
         if (training && dropout > 0) y = nn.functional.dropout(y, dropout, true);
         return norm.forward(x + y).MoveToOuterDisposeScope();
     }

@@ -25,8 +25,49 @@ public abstract class ModelFamily
     /// <summary>The name table for a model with <paramref name="layers"/> distinct blocks.</summary>
     public abstract IEnumerable<NameMapping> Names(TransformerConfig c, int layers);
 
-    /// <summary>The only application this family makes sense with (GPT is causal), or null for any.</summary>
-    public virtual Application? RequiredApplication => null;
+    /// <summary>
+    /// The applications this family makes sense with (GPT is causal, T5 an encoder–decoder), or null for every
+    /// application but <see cref="Application.Seq2Seq"/>.
+    /// </summary>
+    public virtual IReadOnlyList<Application>? Applications => null;
+
+    /// <summary>
+    /// The Hugging Face base-model prefix (transformers' <c>base_model_prefix</c>: <c>bert</c>, <c>roformer</c>,
+    /// <c>transformer</c>…). Checkpoints saved from the base model (sentence-transformers, ONNX exports of
+    /// <c>BertModel</c>) have every name without it; the loader accepts both.
+    /// </summary>
+    public virtual string? BasePrefix => null;
+
+    /// <summary>Throws when <paramref name="application"/> does not fit the family.</summary>
+    /// <exception cref="ArgumentException">Names the applications that fit.</exception>
+    public void CheckApplication(Application application)
+    {
+        if (Applications is { } allowed ? !allowed.Contains(application) : application == Application.Seq2Seq)
+            throw new ArgumentException($"{Name} is built for {(Applications is { } a ? string.Join(" or ", a.Select(x => "Application." + x)) : "any application but Application.Seq2Seq")}, got Application.{application}");
+    }
+
+    /// <summary>
+    /// The family's initialisation of a fresh model (what pretraining from scratch expects). Default, BERT's and
+    /// GPT-2's: N(0, initializer_range) for matrices and embeddings, zero biases, unit norm scales; TorchSharp's
+    /// defaults (N(0, 1) embeddings under a tied decoder) would start MLM logits with a standard deviation near √hidden.
+    /// </summary>
+    public virtual void Initialize(TransformerModel model)
+    {
+        foreach (var (name, p) in model.named_parameters())
+        {
+            bool norm = name.Contains("norm", StringComparison.Ordinal);
+            if (norm && p.dim() >= 2) continue;                                       // conditional LayerNorm starts at zero: the plain model
+            if (p.dim() >= 2) p.normal_(0, model.Config.InitializerRange);
+            else if (name.EndsWith("bias", StringComparison.Ordinal)) p.zero_();
+            else if (norm && name.EndsWith(".weight", StringComparison.Ordinal)) p.fill_(1);
+        }
+    }
+
+    /// <summary>
+    /// What a checkpoint says that its config does not (T5: a separate output layer, mT5's norm names); returns
+    /// the family and config to build. Default: as they are.
+    /// </summary>
+    public virtual (ModelFamily Family, TransformerConfig Config) ForCheckpoint(TransformerConfig config, Checkpoints.Checkpoint checkpoint) => (this, config);
 
     /// <summary>Checkpoint tensors that carry nothing the model needs (tied copies, buffers), matched by suffix.</summary>
     public virtual IReadOnlyList<string> Ignorable => ["position_ids", ".decoder.weight", ".decoder.bias", "embed_positions.weight"];
@@ -39,6 +80,7 @@ public abstract class ModelFamily
         ["roformer_v2"] = new RoFormerV2Family(), ["roformerv2"] = new RoFormerV2Family(), ["nezha"] = new NezhaFamily(),
         ["gau_alpha"] = new GauAlphaFamily(), ["gau-alpha"] = new GauAlphaFamily(),
         ["gpt"] = new GptFamily(), ["openai-gpt"] = new GptFamily(), ["gpt2_ml"] = new Gpt2MlFamily(), ["gpt2-ml"] = new Gpt2MlFamily(),
+        ["gpt2"] = new Gpt2Family(), ["cpm"] = new Gpt2Family(), ["t5"] = new T5Family(), ["mt5"] = new T5Family("mt5"),
     };
 
     /// <summary>Looks a family up.</summary>
@@ -69,11 +111,21 @@ public abstract class ModelFamily
 
     internal static IEnumerable<NameMapping> Embedding(string internalName, string hf, string tf) =>
         [new(internalName + ".weight", [hf + ".weight"], [tf], false)];
+
+    /// <summary>A dense layer stored [in, out] in both namings (Hugging Face's GPT Conv1D, TensorFlow's kernel).</summary>
+    internal static IEnumerable<NameMapping> Conv1D(string internalName, string hfName, string tfName)
+    {
+        yield return new(internalName + ".weight", [hfName + ".weight"], [tfName + "/kernel"], true, TransposeHuggingFace: true);
+        yield return new(internalName + ".bias", [hfName + ".bias"], [tfName + "/bias"], false);
+    }
 }
 
 /// <summary>BERT (and RoBERTa in BERT layout, as the Chinese RoBERTa releases are): learned positions, post-norm, pooler, NSP.</summary>
 public sealed class BertFamily(string name = "bert") : ModelFamily
 {
+    /// <inheritdoc/>
+    public override string? BasePrefix => name;
+
     /// <inheritdoc/>
     public override string Name => name;
 
@@ -81,7 +133,7 @@ public sealed class BertFamily(string name = "bert") : ModelFamily
     public override ArchitectureOptions Architecture(TransformerConfig c) => new(
         new EmbeddingOptions(c.VocabSize, c.EmbeddingWidth, c.MaxPositionEmbeddings, c.TypeVocabSize, NormKind.LayerNorm, c.LayerNormEps,
             c.EmbeddingWidth != c.HiddenSize ? c.HiddenSize : null, c.HiddenDropoutProb),
-        new EncoderLayerOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, Dropout: c.AttentionProbsDropoutProb),
+        new BlockOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, Dropout: c.AttentionProbsDropoutProb),
             c.IntermediateSize, c.HiddenAct, NormKind.LayerNorm, c.LayerNormEps, Dropout: c.HiddenDropoutProb),
         c.NumHiddenLayers, ShareLayers: false, Pooler: true, MlmWidth: c.EmbeddingWidth, MlmActivation: c.HiddenAct, MlmNorm: NormKind.LayerNorm);
 
@@ -117,6 +169,9 @@ public sealed class BertFamily(string name = "bert") : ModelFamily
 /// <summary>ALBERT: factorised embedding (E → H), one block shared by every layer, sentence-order head.</summary>
 public sealed class AlbertFamily : ModelFamily
 {
+    /// <inheritdoc/>
+    public override string? BasePrefix => "albert";
+
     /// <inheritdoc/>
     public override string Name => "albert";
 
@@ -157,6 +212,9 @@ public sealed class AlbertFamily : ModelFamily
 public sealed class ElectraFamily : ModelFamily
 {
     /// <inheritdoc/>
+    public override string? BasePrefix => "electra";
+
+    /// <inheritdoc/>
     public override string Name => "electra";
 
     /// <inheritdoc/>
@@ -176,6 +234,9 @@ public sealed class ElectraFamily : ModelFamily
 /// <summary>RoFormer: BERT with rotary positions instead of a learned table (Su et al.).</summary>
 public sealed class RoFormerFamily : ModelFamily
 {
+    /// <inheritdoc/>
+    public override string? BasePrefix => "roformer";
+
     /// <inheritdoc/>
     public override string Name => "roformer";
 
@@ -209,13 +270,16 @@ public sealed class RoFormerV2Family : ModelFamily
     public const double Epsilon = 1e-7;
 
     /// <inheritdoc/>
+    public override string? BasePrefix => "roformer";
+
+    /// <inheritdoc/>
     public override string Name => "roformer_v2";
 
     /// <inheritdoc/>
     public override ArchitectureOptions Architecture(TransformerConfig c) => new(
         new EmbeddingOptions(c.VocabSize, c.EmbeddingWidth, 0, c.TypeVocabSize, NormKind.ScaleFree, Epsilon,
             c.EmbeddingWidth != c.HiddenSize ? c.HiddenSize : null, c.HiddenDropoutProb, DropoutBeforeNorm: true, ProjectBias: false),
-        new EncoderLayerOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, UseBias: false, Position: AttentionPosition.Rotary,
+        new BlockOptions(new AttentionOptions(c.HiddenSize, c.NumAttentionHeads, c.HeadSize, UseBias: false, Position: AttentionPosition.Rotary,
             Dropout: c.AttentionProbsDropoutProb), c.IntermediateSize, c.HiddenAct, NormKind.ScaleFree, Epsilon, UseBias: false, Dropout: c.HiddenDropoutProb),
         c.NumHiddenLayers, ShareLayers: false, Pooler: false, MlmWidth: c.EmbeddingWidth, MlmActivation: "linear", MlmNorm: null,
         MlmTransform: false, MlmBias: false);
@@ -244,6 +308,9 @@ public sealed class RoFormerV2Family : ModelFamily
 /// </summary>
 public sealed class NezhaFamily : ModelFamily
 {
+    /// <inheritdoc/>
+    public override string? BasePrefix => "nezha";
+
     /// <inheritdoc/>
     public override string Name => "nezha";
 
@@ -274,6 +341,9 @@ public sealed class NezhaFamily : ModelFamily
 public sealed class GauAlphaFamily : ModelFamily
 {
     /// <inheritdoc/>
+    public override string? BasePrefix => "gau_alpha";
+
+    /// <inheritdoc/>
     public override string Name => "gau_alpha";
 
     /// <inheritdoc/>
@@ -281,7 +351,7 @@ public sealed class GauAlphaFamily : ModelFamily
     {
         var v2 = new RoFormerV2Family().Architecture(c);
         int keySize = c.AttentionKeySize ?? 128;
-        return v2 with { Gau = new GauOptions(c.HiddenSize, c.IntermediateSize, keySize, c.HiddenAct, AttentionKernel.SoftmaxPlus, UseBias: false, Rotary: true, Dropout: c.AttentionProbsDropoutProb) };
+        return v2 with { Gau = new GauOptions(c.HiddenSize, c.IntermediateSize, keySize, c.HiddenAct, AttentionKernels.SoftmaxPlus, UseBias: false, Rotary: true, Dropout: c.AttentionProbsDropoutProb) };
     }
 
     /// <inheritdoc/>
@@ -307,6 +377,9 @@ public sealed class GauAlphaFamily : ModelFamily
 /// </summary>
 public sealed class RobertaFamily : ModelFamily
 {
+    /// <inheritdoc/>
+    public override string? BasePrefix => "roberta";
+
     /// <inheritdoc/>
     public override string Name => "roberta";
 
@@ -341,10 +414,13 @@ public sealed class RobertaFamily : ModelFamily
 public sealed class GptFamily : ModelFamily
 {
     /// <inheritdoc/>
+    public override string? BasePrefix => "transformer";
+
+    /// <inheritdoc/>
     public override string Name => "gpt";
 
     /// <inheritdoc/>
-    public override Application? RequiredApplication => Application.LanguageModel;
+    public override IReadOnlyList<Application>? Applications => [Application.LanguageModel];
 
     /// <inheritdoc/>
     public override IReadOnlyList<string> Ignorable => [.. base.Ignorable, "lm_head.weight", ".attn.bias"];
@@ -380,13 +456,6 @@ public sealed class GptFamily : ModelFamily
             foreach (var m in LayerNorm($"{l}.ffn_norm", $"{h}.ln_2", $"{tf}/output/LayerNorm")) yield return m;
         }
     }
-
-    /// <summary>A dense layer stored [in, out] in both namings (HF's Conv1D, TF's kernel).</summary>
-    static IEnumerable<NameMapping> Conv1D(string internalName, string hfName, string tfName)
-    {
-        yield return new(internalName + ".weight", [hfName + ".weight"], [tfName + "/kernel"], true, TransposeHuggingFace: true);
-        yield return new(internalName + ".bias", [hfName + ".bias"], [tfName + "/bias"], false);
-    }
 }
 
 /// <summary>
@@ -399,10 +468,13 @@ public sealed class GptFamily : ModelFamily
 public sealed class Gpt2MlFamily : ModelFamily
 {
     /// <inheritdoc/>
+    public override string? BasePrefix => "gpt2_ml";
+
+    /// <inheritdoc/>
     public override string Name => "gpt2_ml";
 
     /// <inheritdoc/>
-    public override Application? RequiredApplication => Application.LanguageModel;
+    public override IReadOnlyList<Application>? Applications => [Application.LanguageModel];
 
     /// <inheritdoc/>
     public override ArchitectureOptions Architecture(TransformerConfig c)

@@ -23,6 +23,8 @@ public enum Application
     /// tokens see segment 0 and the segment-1 tokens before them (seq2seq with one encoder).
     /// </summary>
     UniLM,
+    /// <summary>Encoder–decoder (T5): <see cref="TransformerModel.Forward(ModelInput)"/> encodes, <see cref="TransformerModel.Decode"/> decodes with cross attention and the LM head.</summary>
+    Seq2Seq,
 }
 
 /// <summary>The architecture knobs a family sets from a config (x-transformers style, grouped by component).</summary>
@@ -34,13 +36,64 @@ public enum Application
 /// <param name="MlmWidth">Width of the MLM transform (the embedding width).</param>
 /// <param name="MlmActivation">MLM transform activation.</param>
 /// <param name="MlmNorm">MLM transform norm (null for none).</param>
-/// <param name="MlmTransform">Has the dense transform before the decoder (false: hidden states go straight to the tied decoder).</param>
+/// <param name="MlmTransform">Has the dense transform before the decoder (false: hidden states go straight to the output layer).</param>
 /// <param name="MlmBias">Has an output bias.</param>
 /// <param name="Gau">When set, the blocks are gated attention units (GAU-α) instead of attention + feed-forward.</param>
 /// <param name="ResidualAttentionScores">RealFormer: each block's pre-softmax scores include the previous block's (bert4keras <c>residual_attention_scores</c>).</param>
-public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, EncoderLayerOptions Layer, int Layers, bool ShareLayers, bool Pooler,
+/// <param name="FinalNorm">A norm after the last block (pre-norm models: GPT-2, T5).</param>
+/// <param name="Decoder">An encoder–decoder's decoder stack (T5), or null.</param>
+/// <param name="RelativeBias">T5's bucketed relative position bias (encoder bidirectional, decoder causal), or null.</param>
+/// <param name="TiedHead">The LM head is the token embedding (false: a separate <c>lm_head</c>, t5.1.1/mT5).</param>
+/// <param name="HeadScale">Factor on the hidden states before the LM head (t5.1.0: d_model^-½), or null.</param>
+public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, BlockOptions Layer, int Layers, bool ShareLayers, bool Pooler,
     int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true, GauOptions? Gau = null,
-    bool ResidualAttentionScores = false);
+    bool ResidualAttentionScores = false, bool FinalNorm = false, DecoderOptions? Decoder = null, RelativeBiasOptions? RelativeBias = null,
+    bool TiedHead = true, double? HeadScale = null);
+
+/// <summary>The decoder stack of an encoder–decoder: <paramref name="Layers"/> pre-norm blocks with cross attention.</summary>
+/// <param name="Layers">Number of decoder blocks.</param>
+/// <param name="Layer">Their options (<see cref="BlockOptions.CrossAttention"/> set).</param>
+public sealed record DecoderOptions(int Layers, BlockOptions Layer);
+
+/// <summary>T5's relative position buckets.</summary>
+/// <param name="Buckets">Number of buckets.</param>
+/// <param name="MaxDistance">Distance beyond which buckets are shared.</param>
+public sealed record RelativeBiasOptions(int Buckets, int MaxDistance);
+
+/// <summary>What <see cref="TransformerModel.Forward(ModelInput)"/> takes: ids (B, T) int64 and everything optional.</summary>
+/// <param name="Ids">Token ids (B, T).</param>
+public sealed record ModelInput(Tensor Ids)
+{
+    /// <summary>Segment ids (B, T), or null for all zeros.</summary>
+    public Tensor? Segments { get; init; }
+    /// <summary>(B, T) with 1 at real tokens and 0 at padding, or null for no padding.</summary>
+    public Tensor? AttentionMask { get; init; }
+    /// <summary>Custom position ids (B, T) (bert4keras <c>custom_position_ids</c>), or null for 0..T-1 after the cache.</summary>
+    public Tensor? PositionIds { get; init; }
+    /// <summary>Condition (B, C) for models built with conditional LayerNorm.</summary>
+    public Tensor? Condition { get; init; }
+    /// <summary>
+    /// Incremental decoding for <see cref="Application.LanguageModel"/> and <see cref="Application.UniLM"/>: the first call
+    /// (empty cache) takes the whole prompt with the application's mask; later calls take new tokens, which see every
+    /// cached position and the new ones before them.
+    /// </summary>
+    public KeyValueCache? Cache { get; init; }
+    /// <summary>Also return the embedding output and every block's output.</summary>
+    public bool OutputHiddenStates { get; init; }
+}
+
+/// <summary>What <see cref="TransformerModel.Decode"/> takes.</summary>
+/// <param name="Ids">Decoder ids (B, T).</param>
+/// <param name="Memory">Encoder states (B, S, H).</param>
+public sealed record DecoderInput(Tensor Ids, Tensor Memory)
+{
+    /// <summary>(B, S) mask over the memory (1 = real), or null.</summary>
+    public Tensor? MemoryMask { get; init; }
+    /// <summary>Self-attention cache, with cross-attention keys in its <see cref="KeyValueCache.Cross"/>; positions continue after it.</summary>
+    public KeyValueCache? Cache { get; init; }
+    /// <summary>Also return the embedding output and every block's output.</summary>
+    public bool OutputHiddenStates { get; init; }
+}
 
 /// <summary>Outputs of <see cref="TransformerModel.forward"/>; tensors not asked for are null.</summary>
 public sealed class ModelOutput : IDisposable
@@ -83,27 +136,34 @@ public sealed class ModelOutput : IDisposable
 }
 
 /// <summary>
-/// The bert4keras skeleton: embeddings → N blocks → final layers (pooler, MLM, NSP/SOP, discriminator).
-/// Families (<see cref="ModelFamily"/>) differ only in <see cref="ArchitectureOptions"/> and checkpoint names.
-/// Parameter names are Bert4Sharp's own (<c>embeddings.word.weight</c>, <c>layers.0.attention.qkv.weight</c>…);
-/// each family maps them to Hugging Face and TensorFlow names.
+/// The one model skeleton of every family: embeddings → N blocks (→ final norm) → heads (pooler, MLM/LM,
+/// NSP/SOP, discriminator), plus a decoder stack with cross attention for encoder–decoders (T5). Families
+/// (<see cref="ModelFamily"/>) differ only in <see cref="ArchitectureOptions"/>, checkpoint names and initialisation.
+/// Parameter names are Bert4Sharp's own (<c>embeddings.word.weight</c>, <c>layers.0.attention.qkv.weight</c>,
+/// <c>decoder_layers.0.cross_attention.kv.weight</c>…); each family maps them to Hugging Face and TensorFlow names.
 /// </summary>
-public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, ModelOutput>
+public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, ModelOutput>, IEncoder
 {
     readonly ArchitectureOptions arch;
 #pragma warning disable IDE0044
     Embeddings embeddings;
     ModuleList<nn.Module<Tensor, Tensor?, Tensor>> layers;
+    Norm? final_norm;
+    RelativePositionBias? relative_bias;
+    ModuleList<TransformerBlock>? decoder_layers;
+    Norm? decoder_norm;
+    RelativePositionBias? decoder_relative_bias;
     Linear? pooler;
     Linear? mlm_dense;
     Norm? mlm_norm;
     Parameter? mlm_bias;
+    Linear? lm_head;
     Linear? sentence;
     Linear? discriminator_dense;
     Linear? discriminator_output;
 #pragma warning restore IDE0044
 
-    /// <summary>Builds a randomly initialised model (use <see cref="TransformerModels.Build(string, string?, string, Application, BuildOptions?)"/> to load weights).</summary>
+    /// <summary>Builds a randomly initialised model with the family's initialisation (use <see cref="AutoModel"/> to load weights).</summary>
     public TransformerModel(ModelFamily family, TransformerConfig config, ArchitectureOptions arch, Application application, string? prefix = null)
         : base(prefix ?? family.Name)
     {
@@ -111,18 +171,26 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         Config = config;
         this.arch = arch;
         Application = application;
-        if (family.RequiredApplication is Application required && application != required)
-            throw new ArgumentException($"{family.Name} is built for Application.{required} only, got Application.{application}");
+        family.CheckApplication(application);
         if (arch.ResidualAttentionScores && (arch.Gau is not null || arch.Layer.Attention.Position == AttentionPosition.TypicalRelative))
             throw new ArgumentException($"{family.Name}: residual attention scores need standard attention blocks");
+        if (application == Application.Seq2Seq && arch.Decoder is null) throw new ArgumentException($"{family.Name} has no decoder; Application.Seq2Seq is for encoder–decoders (T5)");
         embeddings = new Embeddings(arch.Embeddings);
         int distinct = arch.ShareLayers ? 1 : arch.Layers;
         layers = nn.ModuleList(Enumerable.Range(0, distinct).Select(_ => arch.Gau is GauOptions g
             ? (nn.Module<Tensor, Tensor?, Tensor>)new GauLayer(g, arch.Layer.Norm, arch.Layer.Eps, arch.Layer.Dropout)
-            : new EncoderLayer(arch.Layer)).ToArray());
+            : new TransformerBlock(arch.Layer)).ToArray());
         int h = arch.Layer.Attention.HiddenSize;
+        if (arch.FinalNorm) final_norm = new Norm(h, arch.Layer.Norm, arch.Layer.Eps);
+        if (arch.RelativeBias is { } rb) relative_bias = new RelativePositionBias(arch.Layer.Attention.Heads, rb.Buckets, rb.MaxDistance, bidirectional: true);
+        if (application == Application.Seq2Seq && arch.Decoder is { } dec)
+        {
+            decoder_layers = nn.ModuleList(Enumerable.Range(0, dec.Layers).Select(_ => new TransformerBlock(dec.Layer)).ToArray());
+            decoder_norm = new Norm(h, dec.Layer.Norm, dec.Layer.Eps);
+            if (arch.RelativeBias is { } drb) decoder_relative_bias = new RelativePositionBias(dec.Layer.Attention.Heads, drb.Buckets, drb.MaxDistance, bidirectional: false);
+        }
         if (arch.Pooler && application is Application.Encoder or Application.PreTraining) pooler = nn.Linear(h, h);
-        if (application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM)
+        if (HasLanguageModelHead)
         {
             if (arch.MlmTransform)
             {
@@ -130,6 +198,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
                 if (arch.MlmNorm is NormKind k) mlm_norm = new Norm(arch.MlmWidth, k, arch.Layer.Eps);
             }
             if (arch.MlmBias) mlm_bias = new Parameter(torch.zeros(config.VocabSize));
+            if (!arch.TiedHead) lm_head = nn.Linear(arch.MlmTransform ? arch.MlmWidth : h, config.VocabSize, hasBias: false);
         }
         if (application == Application.PreTraining)
         {
@@ -142,18 +211,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             discriminator_output = nn.Linear(h, 1);
         }
         RegisterComponents();
-        // BERT's initialisation (what pretraining from scratch expects): N(0, initializer_range) for matrices and
-        // embeddings, zero biases, unit norm scales. TorchSharp's defaults (N(0, 1) embeddings under a tied
-        // decoder) start MLM logits with a standard deviation near √hidden.
-        using (torch.no_grad())
-            foreach (var (name, p) in named_parameters())
-            {
-                bool norm = name.Contains("norm", StringComparison.Ordinal);
-                if (norm && p.dim() >= 2) continue;                                       // conditional LayerNorm starts at zero: the plain model
-                if (p.dim() >= 2) p.normal_(0, config.InitializerRange);
-                else if (name.EndsWith("bias", StringComparison.Ordinal)) p.zero_();
-                else if (norm && name.EndsWith(".weight", StringComparison.Ordinal)) p.fill_(1);
-            }
+        using (torch.no_grad()) family.Initialize(this);
     }
 
     /// <summary>The family.</summary>
@@ -164,6 +222,19 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     public Application Application { get; }
     /// <summary>The architecture options.</summary>
     public ArchitectureOptions Architecture => arch;
+    /// <summary>The device the parameters are on.</summary>
+    public Device Device => embeddings.TokenWeight.device;
+    /// <summary>Longest sequence the position scheme supports (int.MaxValue without a position table): the one max-length rule.</summary>
+    public long MaxLength => embeddings.MaxLength;
+    /// <inheritdoc/>
+    public string Engine => "torch";
+    /// <inheritdoc/>
+    public int HiddenSize => arch.Layer.Attention.HiddenSize;
+    /// <inheritdoc/>
+    public ModelOutput Encode(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates = false) =>
+        Forward(ids, segments, attentionMask, outputHiddenStates);
+    /// <summary>Decoder blocks (0 without a decoder).</summary>
+    public int DecoderLayers => decoder_layers?.Count ?? 0;
 
     /// <summary>
     /// Whether <c>forward</c> computes the MLM/LM logits over every position (default). Pretraining turns it off
@@ -175,26 +246,44 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// <summary>
     /// Recompute each block in the backward pass instead of storing its activations (bert4keras <c>RECOMPUTE</c>;
     /// see <see cref="Layers.Recompute"/>). Applies in training mode with gradients on, without a cache, a
-    /// condition or residual attention scores. Gradients are unchanged; memory drops, time rises by a forward pass.
+    /// condition, residual attention scores or a relative bias. Gradients are unchanged; memory drops, time rises by a forward pass.
     /// </summary>
     public bool Recompute { get; set; }
 
-    /// <summary>The application has the MLM/LM head (tied decoder).</summary>
-    public bool HasLanguageModelHead => Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM;
+    /// <summary>The application has an MLM/LM head.</summary>
+    public bool HasLanguageModelHead => Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM or Application.Seq2Seq;
 
     /// <summary>The MLM/LM head on hidden states of any leading shape (…, H) → (…, V).</summary>
     /// <exception cref="InvalidOperationException">The model was built without the head.</exception>
     public Tensor LanguageModelLogits(Tensor hidden)
     {
         if (!HasLanguageModelHead) throw new InvalidOperationException($"this {Family.Name} model was built for {Application}, which has no MLM/LM head; build it with Application.MaskedLM");
+        using var scope = torch.NewDisposeScope();
         var y = hidden;
         if (mlm_dense is not null) y = Activations.Apply(arch.MlmActivation, mlm_dense.forward(y));
         if (mlm_norm is not null) y = mlm_norm.forward(y);
-        return nn.functional.linear(y, embeddings.TokenWeight, mlm_bias);                  // decoder tied to the token embeddings
+        if (arch.HeadScale is double s) y = y * s;
+        var logits = lm_head is not null ? Dense.Apply(lm_head, y) : nn.functional.linear(y, embeddings.TokenWeight, mlm_bias);   // tied: the token embeddings
+        return logits.MoveToOuterDisposeScope();
     }
+
+    /// <summary>LM logits (B, T, V) of ids (B, T) for a model with an LM head (GPT families: the next-token logits), all else dropped.</summary>
+    public Tensor Logits(Tensor ids)
+    {
+        using var output = Forward(new ModelInput(ids));
+        return output.Logits?.alias() ?? throw new InvalidOperationException($"this {Family.Name} model was built for {Application}, which has no LM head");
+    }
+
+    /// <summary>Writes config.json and model.safetensors in Hugging Face layout (see <see cref="WeightLoader.SavePretrained"/>).</summary>
+    public IReadOnlyList<string> SavePretrained(string directory) => WeightLoader.SavePretrained(this, directory);
 
     /// <summary>The token embedding matrix (V, E); adversarial training perturbs it.</summary>
     public Parameter TokenEmbeddings => embeddings.TokenWeight;
+
+    /// <summary>A new, empty cache for incremental decoding (with a cross-attention part for encoder–decoders).</summary>
+    public KeyValueCache NewCache() => decoder_layers is { } d
+        ? new KeyValueCache(d.Count) { Cross = new KeyValueCache(d.Count) }
+        : new KeyValueCache(arch.Layers);
 
     /// <summary>
     /// The additive (1 or B, 1, T, past + T) mask that LM and UniLM add: causal for LM; for UniLM, key k is visible
@@ -218,57 +307,51 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     }
 
     /// <summary>Runs the model without collecting every layer's hidden states.</summary>
-    public override ModelOutput forward(Tensor ids, Tensor? segments, Tensor? attentionMask) => Forward(ids, segments, attentionMask, false);
+    public override ModelOutput forward(Tensor ids, Tensor? segments, Tensor? attentionMask) =>
+        Forward(new ModelInput(ids) { Segments = segments, AttentionMask = attentionMask });
 
     /// <summary>
     /// Runs the model. <paramref name="ids"/> and <paramref name="segments"/> are (B, T) int64;
     /// <paramref name="attentionMask"/> is (B, T) with 1 at real tokens and 0 at padding.
     /// </summary>
     public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates) =>
-        Forward(ids, segments, attentionMask, null, outputHiddenStates);
+        Forward(new ModelInput(ids) { Segments = segments, AttentionMask = attentionMask, OutputHiddenStates = outputHiddenStates });
 
-    /// <summary>
-    /// Runs the model with custom position ids (B, T) (bert4keras <c>custom_position_ids</c>) and, for models
-    /// built with conditional LayerNorm, the condition (B, C).
-    /// </summary>
-    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition = null) =>
-        Forward(ids, segments, attentionMask, positionIds, outputHiddenStates, condition, null);
-
-    /// <summary>
-    /// Incremental decoding for <see cref="Application.LanguageModel"/> and <see cref="Application.UniLM"/>: the
-    /// first call (empty <paramref name="cache"/>) takes the whole prompt with the application's mask; later calls
-    /// take new tokens, which see every cached position and the new ones before them. Positions continue after
-    /// the cache unless <paramref name="positionIds"/> are given.
-    /// </summary>
-    public ModelOutput Forward(Tensor ids, Tensor? segments, Tensor? attentionMask, Tensor? positionIds, bool outputHiddenStates, Tensor? condition, KeyValueCache? cache)
+    /// <summary>Runs the encoder (every family) and the heads the application has; an encoder–decoder returns its encoder states.</summary>
+    /// <exception cref="ArgumentException">Bad shapes, ids outside the vocabulary, a cache without a causal application.</exception>
+    public ModelOutput Forward(ModelInput input)
     {
-        if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
-        if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
+        var (ids, segments, cache) = (input.Ids, input.Segments, input.Cache);
+        CheckIds(ids);
         using var scope = torch.NewDisposeScope();
-        Tensor? bias = attentionMask is null ? null : AttentionMasks.Padding(attentionMask, embeddings.TokenWeight.dtype);
+        Tensor? bias = input.AttentionMask is null ? null : AttentionMasks.Padding(input.AttentionMask, embeddings.TokenWeight.dtype);
         long past = cache?.Length ?? 0, t = ids.shape[1];
         if (cache is not null && Application is not (Application.LanguageModel or Application.UniLM))
-            throw new ArgumentException($"a key/value cache needs Application.LanguageModel or Application.UniLM, this model is {Application}");
+            throw new ArgumentException($"a key/value cache needs Application.LanguageModel or Application.UniLM, this model is {Application}{(Application == Application.Seq2Seq ? " (decode with Decode)" : "")}");
+        var positionIds = input.PositionIds;
         bool absolute = arch.Embeddings.MaxPositions > 0 || arch.Embeddings.SinusoidalPositions;   // rotary shifts inside attention
         if (past > 0 && positionIds is null && absolute) positionIds = torch.arange(past, past + t, device: ids.device).unsqueeze(0).expand(ids.shape[0], t);
         if (past > 0 && bias is not null) throw new ArgumentException("with a non-empty cache pass no attention mask (new tokens see every cached position)");
         var structure = StructureBias(ids, segments, past);
         if (structure is not null) bias = bias is null ? structure : bias + structure;
-        var x = embeddings.Forward(ids, segments, positionIds);
-        var all = outputHiddenStates ? new List<Tensor> { x } : null;
-        Tensor? scores = null;
+        var x = embeddings.Forward(ids, segments, positionIds);                          // (B, T, H)
+        using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = relative_bias?.Forward(t, past, x.device) };
+        var ctx = new AttentionContext { Mask = bias, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores };
+        bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null;
+        var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
         for (int i = 0; i < arch.Layers; i++)
         {
             var block = layers[arch.ShareLayers ? 0 : i];
-            if (Recompute && training && torch.is_grad_enabled() && cache is null && condition is null && !arch.ResidualAttentionScores)
-                x = Layers.Recompute.Apply(block, x, bias);
-            else if (block is EncoderLayer encoderLayer) x = encoderLayer.Forward(x, bias, condition, scores, out scores, arch.ResidualAttentionScores, cache, i);
-            else if (condition is not null) throw new ArgumentException($"{Family.Name} blocks take no condition");
-            else x = block.forward(x, bias);
+            x = recompute ? Layers.Recompute.Apply(block, x, bias) : RunBlock(block, x, ctx, i);
             all?.Add(x);
         }
+        if (final_norm is not null)
+        {
+            x = final_norm.forward(x);
+            if (all is not null) all[^1] = x;                                              // as Hugging Face reports it: the last state after the final norm
+        }
         Tensor? pooled = pooler is null ? null : pooler.forward(x.select(1, 0)).tanh();
-        Tensor? logits = ComputeLogits && HasLanguageModelHead ? LanguageModelLogits(x) : null;
+        Tensor? logits = ComputeLogits && HasLanguageModelHead && Application != Application.Seq2Seq ? LanguageModelLogits(x) : null;
         Tensor? sentenceLogits = sentence is null || pooled is null ? null : sentence.forward(pooled);
         Tensor? disc = null;
         if (discriminator_dense is not null)
@@ -277,5 +360,49 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         {
             LastHiddenState = x, HiddenStates = all, Pooled = pooled, Logits = logits, SentenceLogits = sentenceLogits, DiscriminatorLogits = disc,
         }.MoveOut();
+    }
+
+    /// <summary>
+    /// The decoder of an encoder–decoder: logits (B, T, V) for decoder ids attending causally to themselves and to
+    /// <see cref="DecoderInput.Memory"/>. With a cache, positions continue after the cached ones and the
+    /// cross-attention keys are computed once.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The model has no decoder (build it with <see cref="Application.Seq2Seq"/>).</exception>
+    public ModelOutput Decode(DecoderInput input)
+    {
+        var blocks = decoder_layers ?? throw new InvalidOperationException($"this {Family.Name} model has no decoder; build it with Application.Seq2Seq");
+        CheckIds(input.Ids);
+        using var scope = torch.NewDisposeScope();
+        long past = input.Cache?.Length ?? 0, t = input.Ids.shape[1];
+        var x = embeddings.Forward(input.Ids, null, null);                                // (B, T, H)
+        var causal = AttentionMasks.Additive(AttentionMasks.Causal(t, past, x.device), x.dtype).unsqueeze(0).unsqueeze(0);   // (1, 1, T, past + T)
+        using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = decoder_relative_bias?.Forward(t, past, x.device) };
+        var ctx = new AttentionContext
+        {
+            Mask = causal, Positions = positions, Cache = input.Cache, Memory = input.Memory,
+            MemoryMask = input.MemoryMask is null ? null : AttentionMasks.Padding(input.MemoryMask, x.dtype),
+        };
+        var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            x = blocks[i].Forward(x, ctx, i);
+            all?.Add(x);
+        }
+        x = decoder_norm!.forward(x);
+        if (all is not null) all[^1] = x;
+        return new ModelOutput { LastHiddenState = x, HiddenStates = all, Logits = LanguageModelLogits(x) }.MoveOut();
+    }
+
+    static Tensor RunBlock(nn.Module<Tensor, Tensor?, Tensor> block, Tensor x, AttentionContext ctx, int layer) => block switch
+    {
+        TransformerBlock b => b.Forward(x, ctx, layer),
+        GauLayer g => g.Forward(x, ctx),
+        _ => throw new InvalidOperationException($"unknown block type {block.GetType().Name}"),
+    };
+
+    void CheckIds(Tensor ids)
+    {
+        if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
+        if (ids.shape[0] == 0) throw new ArgumentException("the batch is empty");
     }
 }

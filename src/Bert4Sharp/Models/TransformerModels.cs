@@ -29,7 +29,10 @@ public sealed record BuildOptions
     public Device? Device { get; init; }
 }
 
-/// <summary>The one entry point: config (+ checkpoint) → a ready model, as bert4keras's <c>build_transformer_model</c>.</summary>
+/// <summary>
+/// Config (+ checkpoint) → a ready model, as bert4keras's <c>build_transformer_model</c>: the builder under
+/// <see cref="AutoModel.Load(string, AutoModelOptions?)"/>, and the way to make a fresh model for pretraining.
+/// </summary>
 public static class TransformerModels
 {
     /// <summary>
@@ -45,11 +48,16 @@ public static class TransformerModels
         return Build(config, ck, ModelFamily.Get(family), application, options, out _);
     }
 
+    /// <summary>A fresh, family-initialised model of <paramref name="family"/> (what pretraining starts from), on the default device, in evaluation mode.</summary>
+    public static TransformerModel Create(TransformerConfig config, string family, Application application, BuildOptions? options = null) =>
+        Build(config, null, ModelFamily.Get(family), application, options, out _);
+
     /// <summary>Builds from objects; <paramref name="report"/> tells what loading found (null without a checkpoint).</summary>
     public static TransformerModel Build(TransformerConfig config, Checkpoint? checkpoint, ModelFamily family, Application application,
         BuildOptions? options, out LoadReport? report)
     {
         options ??= new();
+        if (checkpoint is not null) (family, config) = family.ForCheckpoint(config, checkpoint);
         int vocab = options.KeepTokens?.Count ?? config.VocabSize;
         vocab += options.CompoundTokens?.Count ?? 0;
         var effective = config with { VocabSize = vocab };
@@ -65,7 +73,8 @@ public static class TransformerModels
         {
             // Plain encoders keep the pooler only when the checkpoint has one (MLM-only checkpoints do not).
             var names = family.Names(effective, 1).FirstOrDefault(m => m.Internal == "pooler.weight");
-            if (names is not null && !checkpoint.TryGetEntry(names.HuggingFace[0], out _) && !checkpoint.TryGetEntry(names.TensorFlow[0], out _))
+            if (names is not null && !new[] { CheckpointNaming.HuggingFace, CheckpointNaming.HuggingFaceBase, CheckpointNaming.TensorFlow }
+                    .Any(n => checkpoint.TryGetEntry(WeightLoader.NamesIn(names, n, family)[0], out _)))
                 arch = arch with { Pooler = false };
         }
         if (options.ResidualAttentionScores) arch = arch with { ResidualAttentionScores = true };

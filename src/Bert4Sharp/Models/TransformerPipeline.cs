@@ -1,7 +1,6 @@
 namespace Bert4Sharp.Models;
 
-using System.Text.Json;
-using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -24,43 +23,41 @@ public sealed record SentenceVectors(IReadOnlyList<string> Texts, IReadOnlyList<
 public sealed record FillMaskCandidate(int Position, string Token, int Id, float Probability, string Text);
 
 /// <summary>
-/// A model directory ready to use: tokenizer + model. <c>Load("dir")</c> finds the config
-/// (config.json, bert_config.json, albert_config*.json), the weights (any format) and vocab.txt.
+/// A model ready to use: WordPiece tokenizer + encoder. <c>Load("dir")</c> goes through <see cref="AutoModel"/>
+/// (config, weights in any format and naming, vocab.txt); <see cref="Create(IEncoder, BertWordPieceTokenizer)"/>
+/// wraps any <see cref="IEncoder"/>, e.g. an ONNX Runtime session.
 /// </summary>
 public sealed class TransformerPipeline
 {
-    TransformerPipeline(TransformerModel model, BertWordPieceTokenizer tokenizer)
+    TransformerPipeline(IEncoder encoder, BertWordPieceTokenizer tokenizer)
     {
-        Model = model;
+        Encoder = encoder;
         Tokenizer = tokenizer;
     }
 
-    /// <summary>The model.</summary>
-    public TransformerModel Model { get; }
+    /// <summary>The encoder (any engine).</summary>
+    public IEncoder Encoder { get; }
+
+    /// <summary>The TorchSharp model behind the encoder.</summary>
+    /// <exception cref="InvalidOperationException">The encoder is another engine.</exception>
+    public TransformerModel Model => Encoder as TransformerModel
+        ?? throw new InvalidOperationException($"this pipeline runs on {Encoder.Engine}, not on a TorchSharp model");
 
     /// <summary>The tokenizer.</summary>
     public BertWordPieceTokenizer Tokenizer { get; }
 
-    /// <summary>Loads a model directory. The family defaults to the config's <c>model_type</c>.</summary>
-    /// <exception cref="FileNotFoundException">No config or vocabulary in the directory.</exception>
-    public static TransformerPipeline Load(string directory, string? family = null, Application application = Application.Encoder,
+    /// <summary>Loads a model directory or weights file through <see cref="AutoModel.Load(string, AutoModelOptions?)"/>; it must come with vocab.txt.</summary>
+    /// <exception cref="FileNotFoundException">No config or vocabulary.</exception>
+    public static TransformerPipeline Load(string path, string? family = null, Application application = Application.Encoder,
         BuildOptions? options = null, string? vocabularyPath = null, bool lowerCase = true)
     {
-        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: model directory not found");
-        string config = TransformerConfig.FindIn(directory);
-        var cfg = TransformerConfig.Load(config);
-        family ??= cfg.ModelType ?? throw new ArgumentException($"{config} has no model_type; pass the family (bert, albert, electra, roformer, roformer_v2)");
-        string vocab = vocabularyPath ?? Path.Combine(directory, "vocab.txt");
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = lowerCase });
-        using var ck = Checkpoint.Open(directory);
-        var model = TransformerModels.Build(cfg, ck, ModelFamily.Get(family), application, options, out _);
-        if (tokenizer.Vocabulary.Count != model.Config.VocabSize)
-            throw new InvalidDataException($"{vocab} has {tokenizer.Vocabulary.Count} tokens but the model's vocab_size is {model.Config.VocabSize}");
-        return new TransformerPipeline(model, tokenizer);
+        var loaded = AutoModel.Load(path, new AutoModelOptions { Family = family, Application = application, Build = options ?? new(), VocabularyPath = vocabularyPath, LowerCase = lowerCase });
+        var tokenizer = loaded.WordPiece ?? throw new FileNotFoundException($"{path}: no vocab.txt beside the model (pass the vocabulary path)");
+        return new TransformerPipeline(loaded.Model, tokenizer);
     }
 
-    /// <summary>Wraps an existing model and tokenizer.</summary>
-    public static TransformerPipeline Create(TransformerModel model, BertWordPieceTokenizer tokenizer) => new(model, tokenizer);
+    /// <summary>Wraps an encoder (a TorchSharp model or another engine) and its tokenizer.</summary>
+    public static TransformerPipeline Create(IEncoder encoder, BertWordPieceTokenizer tokenizer) => new(encoder, tokenizer);
 
     /// <summary>Writes config.json, model.safetensors (Hugging Face names) and vocab.txt, so <see cref="Load"/> (or HF) can read the directory back.</summary>
     public IReadOnlyList<string> SavePretrained(string directory)
@@ -72,34 +69,32 @@ public sealed class TransformerPipeline
         return files;
     }
 
-    /// <summary>Encodes texts in one padded batch (or batches of <paramref name="batchSize"/>) and returns sentence vectors.</summary>
+    /// <summary>Encodes texts in padded batches of <paramref name="batchSize"/> (truncated to the model's maximum length) and returns sentence vectors.</summary>
     /// <exception cref="ArgumentException">Empty input.</exception>
     public SentenceVectors Encode(IReadOnlyList<string> texts, int? maxLength = null, int batchSize = 32)
     {
         if (texts.Count == 0) throw new ArgumentException("no texts to encode", nameof(texts));
-        var emb = Model.Architecture.Embeddings;
-        maxLength ??= emb.MaxPositions == 0 ? null : emb.HierarchicalAlpha is null ? emb.MaxPositions : emb.MaxPositions * emb.MaxPositions;
+        long limit = Math.Min(maxLength ?? long.MaxValue, Encoder.MaxLength);
+        int? truncate = limit >= int.MaxValue ? null : (int)limit;
         var first = new List<float[]>();
         var mean = new List<float[]>();
         var pooled = new List<float[]>();
         var tokens = new List<IReadOnlyList<string>>();
-        var device = Model.parameters().First().device;
         for (int b = 0; b < texts.Count; b += batchSize)
         {
             var chunk = texts.Skip(b).Take(batchSize).ToList();
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
-            using var batch = Tokenizer.EncodeBatch(chunk, maxLength, device);
-            using var output = Model.forward(batch.InputIds, batch.SegmentIds, batch.AttentionMask);
-            var h = output.LastHiddenState;                                                  // (B, T, H)
-            var m = batch.AttentionMask.unsqueeze(-1).to(h.dtype);
-            var avg = (h * m).sum(1) / m.sum(1);                                             // (B, H)
-            var cls = h.select(1, 0);
+            using var batch = Tokenizer.EncodeBatch(chunk, truncate, Encoder.Device);
+            using var output = Encoder.Encode(batch.InputIds, batch.SegmentIds, batch.AttentionMask);
+            var cls = Pool.Apply(Pooling.Cls, output, batch.AttentionMask).cpu();             // (B, H)
+            var avg = Pool.Apply(Pooling.Mean, output, batch.AttentionMask).cpu();
+            var pool = output.Pooled?.cpu();
             for (int i = 0; i < chunk.Count; i++)
             {
-                first.Add(cls[i].cpu().data<float>().ToArray());
-                mean.Add(avg[i].cpu().data<float>().ToArray());
-                if (output.Pooled is not null) pooled.Add(output.Pooled[i].cpu().data<float>().ToArray());
+                first.Add(cls[i].data<float>().ToArray());
+                mean.Add(avg[i].data<float>().ToArray());
+                if (pool is not null) pooled.Add(pool[i].data<float>().ToArray());
                 tokens.Add(batch.Items[i].Tokens);
             }
         }
@@ -110,18 +105,19 @@ public sealed class TransformerPipeline
     /// <exception cref="ArgumentException">No mask in the text, or the model has no MLM head.</exception>
     public IReadOnlyList<FillMaskCandidate> FillMask(string text, int topK = 5)
     {
-        if (Model.Application is not (Application.MaskedLM or Application.PreTraining))
-            throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {Model.Application}");
+        var model = Model;
+        if (model.Application is not (Application.MaskedLM or Application.PreTraining))
+            throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
         if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), $"topK must be at least 1, got {topK}");
         var e = Tokenizer.Encode(text);
         var positions = Enumerable.Range(0, e.Count).Where(i => e.Ids[i] == Tokenizer.MaskId).ToList();
         if (positions.Count == 0) throw new ArgumentException($"the text has no {Tokenizer.Options.MaskingToken}: '{text}'");
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var device = Model.parameters().First().device;
+        var device = model.Device;
         var ids = torch.tensor(e.Ids.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);
         var segs = torch.tensor(e.SegmentIds.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);
-        using var output = Model.forward(ids, segs, null);
+        using var output = model.forward(ids, segs, null);
         var result = new List<FillMaskCandidate>();
         for (int k = 0; k < positions.Count; k++)
         {

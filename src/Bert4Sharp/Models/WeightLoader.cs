@@ -11,6 +11,11 @@ public enum CheckpointNaming
     HuggingFace,
     /// <summary>TensorFlow names as Google/bert4keras checkpoints have them (<c>bert/encoder/layer_0/attention/self/query/kernel</c>).</summary>
     TensorFlow,
+    /// <summary>
+    /// Hugging Face names of the base model, without the <see cref="ModelFamily.BasePrefix"/> (<c>encoder.layer.0…</c>): what
+    /// sentence-transformers and ONNX exports of <c>BertModel</c> carry.
+    /// </summary>
+    HuggingFaceBase,
 }
 
 /// <summary>What loading found. Strict loading throws <see cref="CheckpointMismatchException"/> unless all three problem lists are empty.</summary>
@@ -27,12 +32,6 @@ public sealed class CheckpointMismatchException(string message, LoadReport repor
     /// <summary>The full report.</summary>
     public LoadReport Report { get; } = report;
 }
-
-/// <summary>
-/// The TensorFlow variables one parameter is made of: read in order, 2-D ones transposed from [in, out] when
-/// <paramref name="Transpose"/>, concatenated along the first dimension.
-/// </summary>
-internal sealed record TensorFlowName(string[] Names, bool Transpose = true);
 
 /// <summary>Copies checkpoint tensors into a model through its family's name table.</summary>
 public static class WeightLoader
@@ -64,15 +63,14 @@ public static class WeightLoader
         foreach (var m in table) { known.UnionWith(m.HuggingFace); known.UnionWith(m.TensorFlow); }
 
         var present = new HashSet<string>(checkpoint.Entries.Select(e => e.Name), StringComparer.Ordinal);
-        int hf = table.Count(m => m.HuggingFace.All(present.Contains)), tf = table.Count(m => m.TensorFlow.All(present.Contains));
-        if (hf == 0 && tf == 0)
+        var naming = DetectNaming(family, table, present);
+        if (naming is null)
         {
             var first = table[0];
             throw new CheckpointMismatchException(
-                $"{checkpoint.Path}: none of the {family.Name} names were found (e.g. '{first.HuggingFace[0]}' or '{first.TensorFlow[0]}'); is this a {family.Name} checkpoint? It starts with '{checkpoint.Entries.FirstOrDefault()?.Name}'",
+                $"{checkpoint.Path}: none of the {family.Name} names were found (e.g. '{first.HuggingFace[0]}', '{NamesIn(first, CheckpointNaming.HuggingFaceBase, family)[0]}' or '{first.TensorFlow[0]}'); is this a {family.Name} checkpoint? It starts with '{checkpoint.Entries.FirstOrDefault()?.Name}'",
                 new LoadReport(CheckpointNaming.HuggingFace, [], [.. parameters.Keys], [], [], [], 0));
         }
-        var naming = hf >= tf ? CheckpointNaming.HuggingFace : CheckpointNaming.TensorFlow;
 
         var loaded = new List<string>();
         var missing = new List<string>();
@@ -83,7 +81,7 @@ public static class WeightLoader
         {
             foreach (var m in table)
             {
-                var names = naming == CheckpointNaming.HuggingFace ? m.HuggingFace : m.TensorFlow;
+                var names = NamesIn(m, naming.Value, family);
                 if (!parameters.TryGetValue(m.Internal, out var param))
                 {
                     if (names.All(present.Contains)) { unusedHeads.Add(m.Internal); used.UnionWith(names); }
@@ -137,7 +135,7 @@ public static class WeightLoader
         var unexpected = checkpoint.Entries
             .Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !family.Ignorable.Any(s => e.Name.EndsWith(s, StringComparison.Ordinal)))
             .Select(e => e.Name).ToList();
-        var report = new LoadReport(naming, loaded, missing, unexpected, mismatched, unusedHeads, slots);
+        var report = new LoadReport(naming.Value, loaded, missing, unexpected, mismatched, unusedHeads, slots);
         if (strict && !report.IsComplete)
         {
             static string List(string what, IReadOnlyList<string> xs) => xs.Count == 0 ? "" : $" {xs.Count} {what}: {string.Join("; ", xs.Take(8))}{(xs.Count > 8 ? "; …" : "")}.";
@@ -148,58 +146,26 @@ public static class WeightLoader
         return report;
     }
 
-    /// <summary>
-    /// Strict loading for models whose parameter names are a checkpoint's names up to a fixed spelling
-    /// (GPT-2, T5). Hugging Face: each parameter is read from <paramref name="checkpointName"/>(name) and passed
-    /// through <paramref name="transform"/>. TensorFlow (bert4keras) names, when <paramref name="tensorFlowName"/>
-    /// is given and the checkpoint has more of them: the listed variables are read, 2-D ones transposed when asked,
-    /// and concatenated along the first dimension. Checkpoint entries neither used, optimiser slots, nor
-    /// <paramref name="ignorable"/> are unexpected. Returns the naming found.
-    /// </summary>
-    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors; the message names <paramref name="what"/>.</exception>
-    internal static CheckpointNaming LoadByName(nn.Module module, Checkpoint checkpoint, string what, Func<string, string> checkpointName,
-        Func<string, Tensor, Tensor> transform, Func<string, bool> ignorable, Func<string, TensorFlowName?>? tensorFlowName = null)
+    /// <summary>The naming with the most complete table entries in the checkpoint (Hugging Face wins ties), or null when none matches.</summary>
+    internal static CheckpointNaming? DetectNaming(ModelFamily family, IReadOnlyList<NameMapping> table, IReadOnlySet<string> present)
     {
-        var parameters = module.named_parameters().ToList();
-        bool Has(string n) => checkpoint.TryGetEntry(n, out _);
-        int hf = parameters.Count(p => Has(checkpointName(p.name)));
-        int tf = tensorFlowName is null ? 0 : parameters.Count(p => tensorFlowName(p.name) is { } t && t.Names.All(Has));
-        var naming = tf > hf ? CheckpointNaming.TensorFlow : CheckpointNaming.HuggingFace;
-        var missing = new List<string>();
-        var mismatched = new List<string>();
-        var used = new HashSet<string>(StringComparer.Ordinal);
-        using (torch.no_grad())
-        {
-            foreach (var (name, p) in parameters)
-            {
-                string[] names;
-                bool transpose = false;
-                if (naming == CheckpointNaming.HuggingFace) names = [checkpointName(name)];
-                else if (tensorFlowName!(name) is { } t) (names, transpose) = (t.Names, t.Transpose);
-                else { missing.Add($"{name} (no TensorFlow name for it)"); continue; }
-                var absent = names.Where(n => !Has(n)).ToList();
-                if (absent.Count > 0) { missing.Add(string.Join(", ", absent)); continue; }
-                using var scope = torch.NewDisposeScope();
-                var parts = names.Select(n =>
-                {
-                    var value = checkpoint.ReadTensor(n);
-                    return naming == CheckpointNaming.HuggingFace ? transform(name, value) : transpose && value.dim() == 2 ? value.t() : value;
-                }).ToArray();
-                var v = parts.Length == 1 ? parts[0] : torch.cat(parts, 0);
-                string entry = string.Join(" + ", names);
-                if (!v.shape.SequenceEqual(p.shape)) { mismatched.Add($"{entry}: checkpoint [{string.Join(", ", v.shape)}], model [{string.Join(", ", p.shape)}]"); continue; }
-                p.copy_(v);
-                used.UnionWith(names);
-            }
-        }
-        var unexpected = checkpoint.Entries.Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !ignorable(e.Name)).Select(e => e.Name).ToList();
-        if (missing.Count + mismatched.Count + unexpected.Count > 0)
-            throw new CheckpointMismatchException($"{checkpoint.Path} does not fit {what} ({(hf + tf == 0 ? "neither Hugging Face nor TensorFlow names found" : $"{naming} names")}): {missing.Count} missing ({string.Join(", ", missing.Take(5))}), {unexpected.Count} unexpected ({string.Join(", ", unexpected.Take(5))}), {mismatched.Count} mis-shaped ({string.Join("; ", mismatched.Take(3))})",
-                new LoadReport(naming, [.. used], missing, unexpected, mismatched, [], checkpoint.Entries.Count(e => e.State == TensorState.Slot)));
-        return naming;
+        var counts = new[] { CheckpointNaming.HuggingFace, CheckpointNaming.HuggingFaceBase, CheckpointNaming.TensorFlow }
+            .Select(n => (Naming: n, Hits: n == CheckpointNaming.HuggingFaceBase && family.BasePrefix is null ? 0 : table.Count(m => NamesIn(m, n, family).All(present.Contains))))
+            .ToList();
+        var best = counts.MaxBy(c => c.Hits);
+        return best.Hits == 0 ? null : best.Naming;
     }
 
-    static bool Transposed(NameMapping m, CheckpointNaming naming) =>
+    /// <summary>The checkpoint names of one table entry in a naming; base-model names drop the family's prefix where they have it.</summary>
+    internal static string[] NamesIn(NameMapping m, CheckpointNaming naming, ModelFamily family) => naming switch
+    {
+        CheckpointNaming.TensorFlow => m.TensorFlow,
+        CheckpointNaming.HuggingFaceBase when family.BasePrefix is { } p =>
+            m.HuggingFace.Select(n => n.StartsWith(p + ".", StringComparison.Ordinal) ? n[(p.Length + 1)..] : n).ToArray(),
+        _ => m.HuggingFace,
+    };
+
+    static bool Transposed(NameMapping m, CheckpointNaming? naming) =>
         naming == CheckpointNaming.TensorFlow ? m.TransposeTensorFlow : m.TransposeHuggingFace;
 
     static Tensor SelectRows(Tensor value, IReadOnlyList<int>? keep, IReadOnlyList<int[]>? compound)

@@ -1,19 +1,9 @@
 namespace Bert4Sharp.Tasks;
 
-using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Models;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-
-/// <summary>How <see cref="SequenceClassifier"/> turns hidden states into one vector.</summary>
-public enum Pooling
-{
-    /// <summary>The pooler's output when the family has one, else the [CLS] hidden state (bert4keras's usual head).</summary>
-    First,
-    /// <summary>The mean of the final hidden states over real tokens (suits encoders pretrained with MLM only, whose [CLS] learned nothing special).</summary>
-    Mean,
-}
 
 /// <summary>
 /// Text (or text pair) classification: a pooled vector (<see cref="Pooling"/>), dropout and a dense layer to the
@@ -53,29 +43,21 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     public TransformerModel Encoder => encoder;
 
     /// <summary>
-    /// Loads a pretrained model directory (config.json + weights, e.g. written by <c>SavePretrained</c> or
-    /// <c>b4s pretrain</c>) as the encoder. Every encoder weight must be found; MLM-head tensors are ignored.
+    /// Loads a pretrained model (any directory or file <see cref="AutoModel"/> reads) as the encoder. Every encoder
+    /// weight must be found; MLM-head tensors are ignored.
     /// </summary>
-    public static SequenceClassifier FromPretrained(string directory, string family, int labels, double dropout = 0.1, Device? device = null, Pooling pooling = Pooling.First)
+    public static SequenceClassifier FromPretrained(string path, string? family, int labels, double dropout = 0.1, Device? device = null, Pooling pooling = Pooling.First)
     {
-        var config = TransformerConfig.Load(Path.Combine(directory, "config.json"));
-        using var ck = Checkpoint.Open(directory);
-        var encoder = TransformerModels.Build(config, ck, ModelFamily.Get(family), Application.Encoder, new BuildOptions { Device = device }, out _);
-        return new SequenceClassifier(encoder, labels, dropout, pooling);
+        var loaded = AutoModel.Load(path, new AutoModelOptions { Family = family, Application = Application.Encoder, Build = new BuildOptions { Device = device } });
+        return new SequenceClassifier(loaded.Model, labels, dropout, pooling);
     }
 
     /// <summary>Logits (B, labels) for ids (B, T), optional segments and attention mask.</summary>
     public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.forward(ids, segments, attentionMask);
-        Tensor x;
-        if (pooling == Pooling.Mean)
-        {
-            var m = (attentionMask ?? torch.ones_like(ids)).unsqueeze(-1).to(output.LastHiddenState.dtype);
-            x = (output.LastHiddenState * m).sum(1) / m.sum(1).clamp_min(1);
-        }
-        else x = output.Pooled ?? output.LastHiddenState.select(1, 0);
+        using var output = encoder.Forward(ids, segments, attentionMask, Pool.NeedsHiddenStates(pooling));
+        var x = Pool.Apply(pooling, output, attentionMask);
         if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
         return classifier.forward(x).MoveToOuterDisposeScope();
     }

@@ -6,7 +6,7 @@ namespace Bert4Sharp.Tests.Generation;
 
 public class SamplingTests
 {
-    static Gpt2LanguageModel Lm() => new(Gpt2Model.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("hf", "gpt2", "model.safetensors")));
+    static CausalLanguageModel Lm() => new(Gpt2Tests.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("hf", "gpt2", "model.safetensors")));
     static readonly int[] Prompt = [161, 929, 850, 522, 963, 797];
 
     [Fact]
@@ -114,7 +114,7 @@ public class GenerateCliTests
             Assert.True(p.ExitCode == 0, stderr);
             using var doc = System.Text.Json.JsonDocument.Parse(stdout);
             var ids = doc.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()).ToList();
-            var lm = new Gpt2LanguageModel(Gpt2Model.Load(Path.Combine(dir, "config.json"), dir));
+            var lm = new CausalLanguageModel(Gpt2Tests.Load(Path.Combine(dir, "config.json"), dir));
             var start = new List<int> { 101, 0x4E01 - 0x4E00 + 104, 0x4E03 - 0x4E00 + 104 };   // [CLS] 丁 七
             var expected = AutoRegressiveDecoder.Greedy(lm, start, new DecodingOptions { MaxNewTokens = 6, EndId = 2 }).Skip(3).ToList();
             Assert.Equal(expected, ids);

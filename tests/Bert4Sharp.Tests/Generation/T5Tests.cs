@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Generation;
+using Bert4Sharp.Layers;
 using Bert4Sharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,6 +11,21 @@ namespace Bert4Sharp.Tests.Generation;
 /// <summary>T5 v1.0 / v1.1 and mT5 against Hugging Face transformers 5.17 (tests/fixtures/hf).</summary>
 public class T5Tests
 {
+    /// <summary>T5 from a config (family t5; mT5 configs say mt5) and weights.</summary>
+    internal static TransformerModel Load(string config, string checkpoint) =>
+        TransformerModels.Build(config, checkpoint, TransformerConfig.Load(config).ModelType ?? "t5", Application.Seq2Seq);
+
+    /// <summary>Encoder on input_ids/attention_mask, decoder on decoder_input_ids: logits, and both stacks' hidden states when lists are given.</summary>
+    internal static Tensor Run(TransformerModel model, Checkpoint io, List<Tensor>? encoderHidden, List<Tensor>? decoderHidden)
+    {
+        var mask = io.ReadTensor("attention_mask");
+        var encoded = model.Forward(new ModelInput(io.ReadTensor("input_ids")) { AttentionMask = mask, OutputHiddenStates = encoderHidden is not null });
+        encoderHidden?.AddRange(encoded.HiddenStates!);
+        var decoded = model.Decode(new DecoderInput(io.ReadTensor("decoder_input_ids"), encoded.LastHiddenState) { MemoryMask = mask, OutputHiddenStates = decoderHidden is not null });
+        decoderHidden?.AddRange(decoded.HiddenStates!);
+        return decoded.Logits!;
+    }
+
     [Fact]
     public void RelativePositionBucketsMatchTheTable()
     {
@@ -19,7 +35,7 @@ public class T5Tests
         foreach (var (name, bidi) in new[] { ("bidirectional", true), ("causal", false) })
         {
             var expected = doc.RootElement.GetProperty(name).EnumerateArray().Select(x => x.GetInt64()).ToArray();
-            using var got = T5Model.RelativePositionBucket(t, bidi, 32, 128);
+            using var got = RelativePositionBias.Bucket(t, bidi, 32, 128);
             Assert.Equal(expected, got.data<long>().ToArray());
         }
     }
@@ -33,20 +49,19 @@ public class T5Tests
         // tests/fixtures/tf/<fixture>: the HF fixture's weights under bert4keras's Mesh TensorFlow names
         // (make_tf_generation_fixtures.py): kernels [in, out], relative bias [heads, buckets], mT5's rms_norm.
         string dir = TestPaths.Fixture("hf", fixture);
-        var hf = T5Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
-        var tf = T5Model.Load(Path.Combine(dir, "config.json"), TestPaths.Fixture("tf", fixture, "model.ckpt"));
+        var hf = Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
+        var tf = Load(Path.Combine(dir, "config.json"), TestPaths.Fixture("tf", fixture, "model.ckpt"));
         var tfParams = tf.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         // bert4keras's t5.1.1/mT5 read a separate head; these HF models tie it (unscaled), so it is the embedding.
         Assert.Equal(fixture != "t5_v1_0", tfParams.ContainsKey("lm_head.weight"));
         Assert.Equal(hf.named_parameters().Select(p => p.name).Order(), tfParams.Keys.Where(n => n != "lm_head.weight").Order());
         foreach (var (name, p) in hf.named_parameters())
             Assert.True(p.equal(tfParams[name]).all().item<bool>(), $"{fixture}: {name} differs between the HF and TF checkpoints");
-        if (tfParams.TryGetValue("lm_head.weight", out var head)) Assert.True(head.equal(tfParams["shared.weight"]).all().item<bool>());
+        if (tfParams.TryGetValue("lm_head.weight", out var head)) Assert.True(head.equal(tfParams["embeddings.word.weight"]).all().item<bool>());
         using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
         using var scope = torch.NewDisposeScope();
         using var g = torch.no_grad();
-        var memory = tf.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
-        var logits = tf.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
+        var logits = Run(tf, io, null, null);
         var expected = io.ReadTensor("logits");
         double dl = (logits - expected).abs().max().item<float>();
         Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
@@ -67,14 +82,13 @@ public class T5Tests
             """);
         try
         {
-            var model = T5Model.Load(config, TestPaths.Fixture("tf", fixture, "model.ckpt"));
+            var model = Load(config, TestPaths.Fixture("tf", fixture, "model.ckpt"));
             Assert.Equal(1e-6, model.Config.LayerNormEps);
             Assert.Equal("gated-gelu", model.Config.FeedForwardProj);
             using var io = Checkpoint.Open(TestPaths.Fixture("hf", fixture, "io.safetensors"));
             using var scope = torch.NewDisposeScope();
             using var g = torch.no_grad();
-            var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
-            var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
+            var logits = Run(model, io, null, null);
             var expected = io.ReadTensor("logits");
             double dl = (logits - expected).abs().max().item<float>();
             Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
@@ -92,21 +106,20 @@ public class T5Tests
     public void LogitsHiddenStatesAndGenerateMatchTransformers(string fixture)
     {
         string dir = TestPaths.Fixture("hf", fixture);
-        var model = T5Model.Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
+        var model = Load(Path.Combine(dir, "config.json"), Path.Combine(dir, "model.safetensors"));
         using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
         using (var scope = torch.NewDisposeScope())
         using (var g = torch.no_grad())
         {
             var encHidden = new List<Tensor>();
-            var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"), encHidden);
+            var decHidden = new List<Tensor>();
+            var logits = Run(model, io, encHidden, decHidden);
             for (int i = 0; i < encHidden.Count; i++)
             {
                 var e = io.ReadTensor($"encoder_hidden_states.{i}");
                 double d = (encHidden[i] - e).abs().max().item<float>(), m = e.abs().max().item<float>();
                 Assert.True(d <= 1e-5 * Math.Max(1, m), $"{fixture} encoder {i}: {d:E2} at max |value| {m:F1}");
             }
-            var decHidden = new List<Tensor>();
-            var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"), null, null, decHidden);
             for (int i = 0; i < decHidden.Count; i++)
             {
                 var e = io.ReadTensor($"decoder_hidden_states.{i}");
@@ -119,7 +132,7 @@ public class T5Tests
         }
         using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "generate.json")));
         List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
-        using var lm = new T5LanguageModel(model, L("input"));
+        using var lm = new Seq2SeqLanguageModel(model, L("input"));
         var options = new DecodingOptions { MaxNewTokens = doc.RootElement.GetProperty("max_new_tokens").GetInt32(), EndId = doc.RootElement.GetProperty("eos_token_id").GetInt32() };
         int start = doc.RootElement.GetProperty("decoder_start_token_id").GetInt32();
         Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options));

@@ -1,4 +1,5 @@
 using Bert4Sharp.Generation;
+using Bert4Sharp.Layers;
 using Bert4Sharp.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -45,8 +46,8 @@ public class UniLmTests
         var segs = torch.tensor(new long[] { 0, 0, 0, 0, 1, 1, 1, 1 }).unsqueeze(0);
         var full = model.Forward(ids, segs, null, false).Logits!;
         using var cache = new KeyValueCache(model.Architecture.Layers);
-        var parts = new List<Tensor> { model.Forward(ids[.., ..4], segs[.., ..4], null, null, false, null, cache).Logits! };
-        for (int i = 4; i < 8; i++) parts.Add(model.Forward(ids[.., i..(i + 1)], segs[.., i..(i + 1)], null, null, false, null, cache).Logits!);
+        var parts = new List<Tensor> { model.Forward(new ModelInput(ids[.., ..4]) { Segments = segs[.., ..4], Cache = cache }).Logits! };
+        for (int i = 4; i < 8; i++) parts.Add(model.Forward(new ModelInput(ids[.., i..(i + 1)]) { Segments = segs[.., i..(i + 1)], Cache = cache }).Logits!);
         double d = (torch.cat(parts, 1) - full).abs().max().item<float>();
         Assert.True(d <= 1e-5 * Math.Max(1, full.abs().max().item<float>()), $"{fixture} {app}: {d:E2}");
     }
@@ -57,7 +58,7 @@ public class UniLmTests
     public void GptFamiliesDecodeTheSameWithAndWithoutTheCache(string family, string config, string checkpoint)
     {
         string dir = TestPaths.Fixture("ports", family);
-        var lm = new UniLmLanguageModel(TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), family, Application.LanguageModel,
+        var lm = new CausalLanguageModel(TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), family, Application.LanguageModel,
             new BuildOptions { Device = torch.CPU }));
         var options = new DecodingOptions { MaxNewTokens = 12 };
         var cached = AutoRegressiveDecoder.Greedy(lm, [5, 17, 250], options);
@@ -69,11 +70,11 @@ public class UniLmTests
     [Fact]
     public void UniLmGreedyDecodingRuns()
     {
-        var lm = new UniLmLanguageModel(Build("bert_mlm", "bert", Application.UniLM));
+        var lm = new CausalLanguageModel(Build("bert_mlm", "bert", Application.UniLM));
         var output = AutoRegressiveDecoder.Greedy(lm, [101, 17, 250, 102], new DecodingOptions { MaxNewTokens = 5, EndId = 102 });
         Assert.True(output.Count > 4 && output.Count <= 9);
         var beam = AutoRegressiveDecoder.BeamSearch(lm, [101, 17, 250, 102], 3, new DecodingOptions { MaxNewTokens = 5, EndId = 102 });
         Assert.True(beam.Count > 4);
-        Assert.Throws<ArgumentException>(() => Build("bert_mlm", "bert", Application.MaskedLM).Forward(torch.ones(1, 2, dtype: ScalarType.Int64), null, null, null, false, null, new KeyValueCache(3)));
+        Assert.Throws<ArgumentException>(() => Build("bert_mlm", "bert", Application.MaskedLM).Forward(new ModelInput(torch.ones(1, 2, dtype: ScalarType.Int64)) { Cache = new KeyValueCache(3) }));
     }
 }

@@ -140,7 +140,7 @@ public class EncoderTests
             var model = Fixture("bert_mlm", "bert", Application.MaskedLM);
             var tooLong = torch.ones(1, 65, dtype: ScalarType.Int64);
             var l = Assert.Throws<ArgumentException>(() => model.forward(tooLong, null, null));
-            Assert.Contains("65 tokens but the model has 64 positions", l.Message);
+            Assert.Contains("needs 65 positions but the model has 64", l.Message);
             Assert.Throws<ArgumentException>(() => model.forward(torch.zeros(0, 3, dtype: ScalarType.Int64), null, null));
             // A checkpoint of another family.
             var f = Assert.Throws<CheckpointMismatchException>(() => TransformerModels.Build(TestPaths.Fixture("hf", "albert", "config.json"),

@@ -56,14 +56,14 @@ public class LayerOptionTests
         using var g = torch.no_grad();
         var ids = torch.tensor(new long[] { 1, 17, 250, 3 }).unsqueeze(0);
         var plain = model.Forward(ids, null, null, false).LastHiddenState;
-        var same = model.Forward(ids, null, null, torch.arange(4).unsqueeze(0), false).LastHiddenState;
+        var same = model.Forward(new ModelInput(ids) { PositionIds = torch.arange(4).unsqueeze(0) }).LastHiddenState;
         Assert.True((plain - same).abs().max().item<float>() == 0);
-        var shifted = model.Forward(ids, null, null, (torch.arange(4) + 10).unsqueeze(0), false).LastHiddenState;
+        var shifted = model.Forward(new ModelInput(ids) { PositionIds = (torch.arange(4) + 10).unsqueeze(0) }).LastHiddenState;
         Assert.True((plain - shifted).abs().max().item<float>() > 1e-3);   // positions matter
-        Assert.Throws<ArgumentException>(() => model.Forward(ids, null, null, torch.arange(3).unsqueeze(0), false));
+        Assert.Throws<ArgumentException>(() => model.Forward(new ModelInput(ids) { PositionIds = torch.arange(3).unsqueeze(0) }));
         var rot = TransformerModels.Build(TestPaths.Fixture("hf", "roformer", "config.json"), TestPaths.Fixture("hf", "roformer", "model.safetensors"),
             "roformer", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
-        Assert.Throws<ArgumentException>(() => rot.Forward(ids, null, null, torch.arange(4).unsqueeze(0), false));
+        Assert.Throws<ArgumentException>(() => rot.Forward(new ModelInput(ids) { PositionIds = torch.arange(4).unsqueeze(0) }));
     }
 
     sealed class Pair : nn.Module
@@ -145,10 +145,10 @@ public class ConditionalLayerNormTests
         var ids = torch.tensor(new long[] { 1, 17, 250, 3 }).unsqueeze(0);
         var c = torch.randn(1, 5);
         var a = plain.forward(ids, null, null).LastHiddenState;
-        var b = cond.Forward(ids, null, null, null, false, c).LastHiddenState;
+        var b = cond.Forward(new ModelInput(ids) { Condition = c }).LastHiddenState;
         Assert.True((a - b).abs().max().item<float>() < 1e-6);                       // zero-initialised: no change
         Assert.Throws<ArgumentException>(() => cond.forward(ids, null, null));       // a condition is required
-        Assert.Throws<ArgumentException>(() => plain.Forward(ids, null, null, null, false, c));
+        Assert.Throws<ArgumentException>(() => plain.Forward(new ModelInput(ids) { Condition = c }));
 
         var norm = new Norm(4, NormKind.LayerNorm, 1e-12, new ConditionOptions(3));
         var p = norm.named_parameters().ToDictionary(x => x.name, x => x.parameter);

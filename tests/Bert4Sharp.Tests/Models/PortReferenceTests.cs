@@ -76,7 +76,7 @@ public class PortReferenceTests
         }
         finally { Directory.Delete(saved, true); }
         var e = Assert.Throws<ArgumentException>(() => TransformerModels.Build(Path.Combine(dir, config), Path.Combine(dir, checkpoint), "gpt", Application.Encoder));
-        Assert.Contains("Application.LanguageModel only", e.Message);
+        Assert.Contains("built for Application.LanguageModel, got Application.Encoder", e.Message);
     }
 
     [Fact]
@@ -119,7 +119,7 @@ public class PortReferenceTests
     {
         string dir = TestPaths.Fixture("ports", "torch_encoder_layer");
         using var state = Checkpoint.Open(Path.Combine(dir, "state.pt"));   // torch.save zip, read by Bert4Sharp
-        var layer = new EncoderLayer(new EncoderLayerOptions(new AttentionOptions(64, 4, 16), 128, "gelu", NormKind.LayerNorm, 1e-5));
+        var layer = new TransformerBlock(new BlockOptions(new AttentionOptions(64, 4, 16), 128, "gelu", NormKind.LayerNorm, 1e-5));
         var map = new Dictionary<string, string>
         {
             ["attention.qkv.weight"] = "self_attn.in_proj_weight", ["attention.qkv.bias"] = "self_attn.in_proj_bias",
@@ -199,7 +199,7 @@ public class GauAlphaTests
     [Fact]
     public void AttentionKernelsNormaliseOverRealKeys()
     {
-        foreach (var kernel in new[] { AttentionKernel.Softmax, AttentionKernel.SquaredRelu, AttentionKernel.SoftmaxPlus })
+        foreach (var kernel in new[] { AttentionKernels.Softmax, AttentionKernels.SquaredRelu, AttentionKernels.SoftmaxPlus })
         {
             var gau = new GatedAttentionUnit(new GauOptions(16, 8, 8, "swish", kernel));
             using var scope = torch.NewDisposeScope();
@@ -208,11 +208,11 @@ public class GauAlphaTests
             var keep = torch.tensor(new long[] { 1, 1, 1, 1, 0, 0 }).to(ScalarType.Bool).view(1, 1, 1, 6);
             var bias = torch.zeros(1, 1, 1, 6).masked_fill(keep.logical_not(), float.MinValue);
             // Padding keys must not matter: changing the padded inputs leaves real outputs unchanged.
-            var y1 = gau.forward(x, bias);
+            var y1 = gau.Forward(x, AttentionContext.For(x, bias));
             var x2 = x.clone();
             x2[0, 4] = torch.randn(16);
-            var y2 = gau.forward(x2, bias);
-            Assert.True((y1[0, ..4] - y2[0, ..4]).abs().max().item<float>() < 1e-5, kernel.ToString());
+            var y2 = gau.Forward(x2, AttentionContext.For(x2, bias));
+            Assert.True((y1[0, ..4] - y2[0, ..4]).abs().max().item<float>() < 1e-5, kernel.Name);
         }
     }
 }

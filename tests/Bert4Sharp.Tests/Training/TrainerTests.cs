@@ -154,7 +154,7 @@ public sealed class TrainerTests : IDisposable
         TrainingCheckpoint.Save(path, model, adam, new TrainingProgress(1, 0, 1, 7));
         using var lion = new Lion(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions());
         Assert.Contains("'adam' optimizer", Assert.Throws<CheckpointFormatException>(() => TrainingCheckpoint.Load(path, model, lion)).Message);
-        var other = new Gpt2Model(new TransformerConfig { VocabSize = 50, HiddenSize = 16, NumHiddenLayers = 1, NumAttentionHeads = 2, MaxPositionEmbeddings = 16 });
+        var other = TransformerModels.Create(new TransformerConfig { VocabSize = 50, HiddenSize = 16, NumHiddenLayers = 1, NumAttentionHeads = 2, MaxPositionEmbeddings = 16 }, "gpt2", Application.LanguageModel);
         using var otherOpt = new Adam(other.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions());
         Assert.Contains("written for another model", Assert.Throws<CheckpointFormatException>(() => TrainingCheckpoint.Load(path, other, otherOpt)).Message);
         File.WriteAllBytes(Path.Combine(dir, "plain.safetensors"), File.ReadAllBytes(path)[..8]);

@@ -1,0 +1,159 @@
+namespace Bert4Sharp.Layers;
+
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+/// <summary>How positions enter attention (absolute schemes live in <see cref="Embeddings"/>).</summary>
+public enum AttentionPosition
+{
+    /// <summary>Nothing inside attention (absolute positions were added to the embeddings).</summary>
+    None,
+    /// <summary>Rotary embedding on queries and keys (RoFormer, RoFormerV2, GAU-α).</summary>
+    Rotary,
+    /// <summary>
+    /// NEZHA's "typical" relative positions (Shaw et al.): a fixed sinusoidal table indexed by the key−query
+    /// distance clipped to ±<see cref="AttentionOptions.MaxRelativePosition"/>, added to the keys in the scores
+    /// and to the values in the output.
+    /// </summary>
+    TypicalRelative,
+    /// <summary>T5's learned bias per head and bucketed distance, added to the scores (<see cref="RelativePositionBias"/>).</summary>
+    RelativeBuckets,
+}
+
+/// <summary>
+/// The position tables of one forward pass, built once and handed to every layer through
+/// <see cref="AttentionContext"/>: rotary (sin, cos) and NEZHA tables are made on first use for a width and then
+/// reused by every later layer; T5's bias is computed by the model before the first block. Queries sit at
+/// positions <see cref="Past"/> .. <see cref="Past"/> + <see cref="Length"/> − 1 and keys at 0 .. Past + Length − 1.
+/// </summary>
+public sealed class PositionContext : IDisposable
+{
+    readonly Dictionary<long, (Tensor Sin, Tensor Cos)> rotary = [];
+    readonly Dictionary<(long, int), Tensor> relative = [];
+
+    /// <summary>Positions for <paramref name="length"/> new tokens after <paramref name="past"/> cached ones.</summary>
+    public PositionContext(long length, long past, Device device, ScalarType dtype)
+    {
+        Length = length;
+        Past = past;
+        Device = device;
+        DType = dtype;
+    }
+
+    /// <summary>New tokens (queries).</summary>
+    public long Length { get; }
+    /// <summary>Cached positions before them.</summary>
+    public long Past { get; }
+    /// <summary>Device of the tables.</summary>
+    public Device Device { get; }
+    /// <summary>Floating type of the tables.</summary>
+    public ScalarType DType { get; }
+
+    /// <summary>Self-attention score bias (1, h, Tq, Tk) of a bucketed relative scheme, set by the model (and owned by its dispose scope); null otherwise.</summary>
+    public Tensor? Bias { get; set; }
+
+    /// <summary>Rotary (sin, cos), each (Tq, d), for the query positions (keys are rotated as they enter the cache).</summary>
+    public (Tensor Sin, Tensor Cos) Rotary(long dim)
+    {
+        if (rotary.TryGetValue(dim, out var t)) return t;
+        var (sin, cos) = RotaryEmbedding.Tables(Past + Length, dim, Device, DType);
+        if (Past > 0)
+        {
+            var (s, c) = (sin.narrow(0, Past, Length).contiguous(), cos.narrow(0, Past, Length).contiguous());
+            sin.Dispose(); cos.Dispose();
+            (sin, cos) = (s, c);
+        }
+        t = (sin.DetachFromDisposeScope(), cos.DetachFromDisposeScope());
+        rotary[dim] = t;
+        return t;
+    }
+
+    /// <summary>
+    /// NEZHA/bert4keras relative table (T, T, d): row i of a (2m+1, d) sinusoid [sin θ₀, cos θ₀, sin θ₁, …] with
+    /// θⱼ = i / 10000^(2j/d), gathered at clip(key − query, −m, m) + m; computed in float64, then cast.
+    /// </summary>
+    /// <exception cref="NotSupportedException">With cached positions (NEZHA decodes without a cache).</exception>
+    public Tensor TypicalRelative(long dim, int maxDistance)
+    {
+        if (Past > 0) throw new NotSupportedException("a key/value cache with typical relative positions is not supported");
+        if (relative.TryGetValue((dim, maxDistance), out var r)) return r;
+        using (var scope = torch.NewDisposeScope())
+        {
+            long t = Length;
+            var table = Embeddings.Sinusoid(torch.arange(2 * maxDistance + 1, dtype: ScalarType.Float64), dim).to(DType, Device);   // (2m+1, d)
+            var idx = torch.arange(t, device: Device);
+            var dist = (idx.unsqueeze(0) - idx.unsqueeze(1)).clamp(-maxDistance, maxDistance) + maxDistance;                    // (T, T): key − query
+            r = table.index_select(0, dist.flatten()).view(t, t, dim).DetachFromDisposeScope();
+        }
+        relative[(dim, maxDistance)] = r;
+        return r;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (var (s, c) in rotary.Values) { s.Dispose(); c.Dispose(); }
+        foreach (var r in relative.Values) r.Dispose();
+        rotary.Clear();
+        relative.Clear();
+    }
+}
+
+/// <summary>
+/// T5's relative position bias (Raffel et al.): a learned scalar per head and bucket of the key − query
+/// distance, shared by every layer of a stack (Hugging Face keeps it in the first block). Parameter <c>weight</c>
+/// (buckets, heads).
+/// </summary>
+public sealed class RelativePositionBias : nn.Module
+{
+    readonly bool bidirectional;
+    readonly int buckets, maxDistance;
+#pragma warning disable IDE0044
+    Parameter weight;
+#pragma warning restore IDE0044
+
+    /// <summary>Creates the bias table.</summary>
+    public RelativePositionBias(int heads, int buckets, int maxDistance, bool bidirectional, string name = "relative_bias") : base(name)
+    {
+        if (buckets < 2 || maxDistance < 1) throw new ArgumentException($"relative buckets must be ≥ 2 and the distance ≥ 1, got {buckets} and {maxDistance}");
+        this.bidirectional = bidirectional;
+        this.buckets = buckets;
+        this.maxDistance = maxDistance;
+        weight = new Parameter(torch.zeros(buckets, heads));
+        RegisterComponents();
+    }
+
+    /// <summary>The bias (1, heads, T, past + T) for <paramref name="length"/> queries after <paramref name="past"/> cached positions.</summary>
+    public Tensor Forward(long length, long past, Device device)
+    {
+        using var scope = torch.NewDisposeScope();
+        var query = torch.arange(past, past + length, device: device).unsqueeze(1);       // (T, 1)
+        var key = torch.arange(past + length, device: device).unsqueeze(0);               // (1, past + T)
+        var bucket = Bucket(key - query, bidirectional, buckets, maxDistance);
+        var values = weight.index_select(0, bucket.flatten()).view(length, past + length, -1);   // (T, past + T, heads)
+        return values.permute(2, 0, 1).unsqueeze(0).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// T5's bucket of a relative position (key − query): exact buckets for small distances, logarithmic ones
+    /// up to <paramref name="maxDistance"/>, one shared bucket beyond; bidirectional halves the buckets by sign.
+    /// </summary>
+    public static Tensor Bucket(Tensor relative, bool bidirectional, int numBuckets, int maxDistance)
+    {
+        using var scope = torch.NewDisposeScope();
+        var buckets = torch.zeros_like(relative);
+        if (bidirectional)
+        {
+            numBuckets /= 2;
+            buckets = buckets + (relative > 0).to(ScalarType.Int64) * numBuckets;
+            relative = relative.abs();
+        }
+        else relative = -torch.minimum(relative, torch.zeros_like(relative));
+        int maxExact = numBuckets / 2;
+        var isSmall = relative < maxExact;
+        var large = maxExact + ((relative.to(ScalarType.Float32) / maxExact).log() / Math.Log((double)maxDistance / maxExact) * (numBuckets - maxExact)).to(ScalarType.Int64);
+        large = torch.minimum(large, torch.full_like(large, numBuckets - 1));
+        return (buckets + torch.where(isSmall, relative, large)).MoveToOuterDisposeScope();
+    }
+}
