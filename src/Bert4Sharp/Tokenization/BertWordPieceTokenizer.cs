@@ -281,24 +281,10 @@ public sealed partial class BertWordPieceTokenizer
         ArgumentNullException.ThrowIfNull(texts);
         if (texts.Count == 0) throw new ArgumentException("the batch is empty: pass at least one text", nameof(texts));
         var items = texts.Select(t => Encode(t, null, maxLength)).ToList();
-        int len = items.Max(e => e.Count), bsz = items.Count;
-        var ids = new long[bsz * len];
-        var segs = new long[bsz * len];
-        var mask = new long[bsz * len];
-        for (int i = 0; i < bsz; i++)
-        {
-            var e = items[i];
-            for (int j = 0; j < len; j++)
-            {
-                bool real = j < e.Count;
-                ids[i * len + j] = real ? e.Ids[j] : PaddingId;
-                segs[i * len + j] = real ? e.SegmentIds[j] : 0;
-                mask[i * len + j] = real ? 1 : 0;
-            }
-        }
         var dev = device ?? torch.CPU;
-        return new EncodedBatch(torch.tensor(ids, [bsz, len], device: dev), torch.tensor(segs, [bsz, len], device: dev),
-            torch.tensor(mask, [bsz, len], device: dev), items);
+        var (ids, mask) = SequencePadding.Pad(items.Select(e => e.Ids).ToList(), PaddingId, dev);
+        var segments = SequencePadding.PadValues(items.Select(e => e.SegmentIds).ToList(), 0, dev);
+        return new EncodedBatch(ids, segments, mask, items);
     }
 
     /// <summary>
