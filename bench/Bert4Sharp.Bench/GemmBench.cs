@@ -60,11 +60,8 @@ public static class GemmBench
                 }
                 return sw.Elapsed.TotalSeconds;
             }
-            // Alternate the two, so drift in this machine's speed hits both alike.
-            var a = new List<double>();
-            var b = new List<double>();
-            Torch(); Ort();
-            for (int r = 0; r < rounds; r++) { a.Add(Torch()); b.Add(Ort()); }
+            // Interleaved (A B A B …), so drift in this machine's speed hits both alike.
+            var (a, b) = Measure.Interleave(Torch, Ort, 1, rounds);
             double t = Measure.Median(a), o = Measure.Median(b), flops = 2.0 * m * weights.Sum(w => w.numel());
             double diff;
             using (var check = inputs[768].matmul(weights[0].t())) diff = (check - outputs[0]).abs().max().item<float>();

@@ -3,29 +3,31 @@ namespace Bert4Sharp.Bench;
 using System.Diagnostics;
 using TorchSharp;
 
-/// <summary>Shared measuring: the large-matmul peak every ratio is taken against, medians, timing.</summary>
+/// <summary>Shared measuring: the large-matmul peak every ratio is taken against, medians, timing, interleaving.</summary>
 static class Measure
 {
-    /// <summary>GFLOP/s of a 2048³ fp32 matmul (median of five, after a warm-up).</summary>
+    /// <summary>Samples of the peak after <see cref="PeakWarmups"/> unmeasured runs.</summary>
+    public const int PeakSamples = 10, PeakWarmups = 2;
+
+    /// <summary>
+    /// GFLOP/s of a 2048³ fp32 matmul: the best of <see cref="PeakSamples"/> samples after <see cref="PeakWarmups"/>
+    /// warm-ups. A peak is a maximum: a slower sample measures interference from other work on the machine, not
+    /// what the CPU can do (a median peak let a model step read "140 % of peak").
+    /// </summary>
     public static double MatmulPeak()
     {
         using var a = torch.randn(2048, 2048);
         using var b = torch.randn(2048, 2048);
-        using (var w = a.mm(b)) { }
-        var times = new List<double>();
-        for (int r = 0; r < 5; r++)
-        {
-            var sw = Stopwatch.StartNew();
-            using var c = a.mm(b);
-            times.Add(sw.Elapsed.TotalSeconds);
-        }
-        return 2.0 * 2048 * 2048 * 2048 / Median(times) / 1e9;
+        var times = Time(() => { using var c = a.mm(b); }, PeakWarmups, PeakSamples);
+        return 2.0 * 2048 * 2048 * 2048 / times.Min() / 1e9;
     }
 
+    /// <summary>The median: the middle value, or the mean of the two middle values of an even count.</summary>
     public static double Median(IEnumerable<double> xs)
     {
         var s = xs.Order().ToList();
-        return s[s.Count / 2];
+        if (s.Count == 0) throw new ArgumentException("the median of no values");
+        return s.Count % 2 == 1 ? s[s.Count / 2] : (s[s.Count / 2 - 1] + s[s.Count / 2]) / 2;
     }
 
     /// <summary>Seconds of each of <paramref name="rounds"/> runs of <paramref name="body"/> after <paramref name="warmup"/> unmeasured ones.</summary>
@@ -40,5 +42,31 @@ static class Measure
             times.Add(sw.Elapsed.TotalSeconds);
         }
         return times;
+    }
+
+    /// <summary>
+    /// The two sides of a comparison, interleaved (A B A B …) so that drift in the machine's speed (other work,
+    /// frequency, caches) hits both alike: each side returns its own measurement; <paramref name="warmup"/>
+    /// unmeasured rounds first.
+    /// </summary>
+    public static (List<double> A, List<double> B) Interleave(Func<double> a, Func<double> b, int warmup, int rounds)
+    {
+        for (int i = 0; i < warmup; i++) { a(); b(); }
+        var xs = new List<double>();
+        var ys = new List<double>();
+        for (int i = 0; i < rounds; i++) { xs.Add(a()); ys.Add(b()); }
+        return (xs, ys);
+    }
+
+    /// <summary><see cref="Interleave"/> for actions timed here.</summary>
+    public static (List<double> A, List<double> B) InterleaveTimed(Action a, Action b, int warmup, int rounds) =>
+        Interleave(() => Seconds(a), () => Seconds(b), warmup, rounds);
+
+    /// <summary>Seconds one run of <paramref name="body"/> takes.</summary>
+    public static double Seconds(Action body)
+    {
+        var sw = Stopwatch.StartNew();
+        body();
+        return sw.Elapsed.TotalSeconds;
     }
 }

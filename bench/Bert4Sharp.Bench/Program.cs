@@ -11,11 +11,25 @@ return which switch
     "generation" => GenerationBench.Run(args[1..]),
     "training" => TrainingBench.Run(args[1..]),
     "gemm" => GemmBench.Run(args[1..]),
+    "peak" => Peak(),
     _ => Usage(),
 };
 
+// The large-matmul peak alone (cheap): the best sample is the peak, the spread shows the machine's noise.
+static int Peak()
+{
+    double peak = Measure.MatmulPeak();
+    using var a = TorchSharp.torch.randn(2048, 2048);
+    using var b = TorchSharp.torch.randn(2048, 2048);
+    var times = Measure.Time(() => { using var c = a.mm(b); }, Measure.PeakWarmups, Measure.PeakSamples);
+    double Rate(double t) => 2.0 * 2048 * 2048 * 2048 / t / 1e9;
+    Console.WriteLine($"threads {TorchSharp.torch.get_num_threads()}; large-matmul peak (2048³ fp32, best of {Measure.PeakSamples}): {peak:F1} GFLOP/s; " +
+        $"a second set of {times.Count}: best {Rate(times.Min()):F1}, median {Rate(Measure.Median(times)):F1}, worst {Rate(times.Max()):F1} GFLOP/s");
+    return 0;
+}
+
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | gemm");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak");
     return 2;
 }

@@ -10,8 +10,11 @@ using static TorchSharp.torch;
 /// Training throughput against the matmul peak, trainer overhead against a bare loop, recompute memory and
 /// time, bf16 against fp32 — all measured in the same run (no fair CPU peer exists here).
 ///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- training [--quick]
-/// Recompute memory is what a training forward pass keeps resident for backward, measured in a child process
-/// per setting.
+/// Recompute memory, measured in a child process per setting (libtorch on the CPU has no allocator statistics, so
+/// it is the process's resident set): what a training forward pass keeps resident for backward, and the peak
+/// during backward (the kernel's high-water mark VmHWM, reset through /proc/self/clear_refs just before backward;
+/// a thread sampling VmRSS every millisecond where the reset is not allowed, or with B4S_BENCH_RSS_SAMPLING=1). The two sides of every timed
+/// comparison run interleaved (A B A B …).
 /// </summary>
 static class TrainingBench
 {
@@ -19,11 +22,18 @@ static class TrainingBench
 
     public static int Run(string[] args)
     {
-        if (args.Length >= 2 && args[0] == "--recompute-child") return RecomputeChild(args[1] == "on", int.Parse(args[2]), int.Parse(args[3]));
+        if (args.Length >= 2 && args[0] == "--recompute-child") return RecomputeChild(args[1] == "on", int.Parse(args[2]), int.Parse(args[3]), args.Length > 4 ? int.Parse(args[4]) : 12);
+        if (args.Length >= 1 && args[0] == "--recompute-memory")
+        {
+            // Only the recompute memory part, with a chosen size: training --recompute-memory BATCH SEQ [LAYERS].
+            int b = int.Parse(args[1]), t = int.Parse(args[2]), layers = args.Length > 3 ? int.Parse(args[3]) : 12;
+            Console.WriteLine(RecomputeMemory(b, t, layers));
+            return 0;
+        }
         bool quick = args.Contains("--quick");
         int threads = torch.get_num_threads();
         double peak = Measure.MatmulPeak();
-        Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s");
+        Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32, best of {Measure.PeakSamples}): {peak:F1} GFLOP/s");
 
         // 1. BERT-base MLM training step (batch 16, seq 128, 15 % of positions predicted), forward + backward + AdamW.
         {
@@ -39,8 +49,8 @@ static class TrainingBench
         // 2. Trainer overhead: the same 40 steps of a small model through Fit and through a hand-written loop.
         {
             int steps = quick ? 20 : 40;
-            double bare = Measure.Median(Enumerable.Range(0, 3).Select(_ => SmallRun(steps, useTrainer: false)));
-            double fit = Measure.Median(Enumerable.Range(0, 3).Select(_ => SmallRun(steps, useTrainer: true)));
+            var (bareRuns, fitRuns) = Measure.Interleave(() => SmallRun(steps, useTrainer: false), () => SmallRun(steps, useTrainer: true), 0, 3);
+            double bare = Measure.Median(bareRuns), fit = Measure.Median(fitRuns);
             Console.WriteLine($"trainer overhead ({steps} steps, 4 x 256 RoFormerV2, batch 32 x 64): bare loop {bare:F2} s, Fit {fit:F2} s = {fit / bare - 1:+0.0%;-0.0%} (target <= +5%)");
         }
 
@@ -49,21 +59,19 @@ static class TrainingBench
             int batch = 4, seq = 512;
             var (model, opt) = Bert(12, 768, 12, 3072);
             var (ids, labels, mask) = Batch(batch, seq, 2);
-            model.Recompute = false;
-            double plain = Measure.Median(Measure.Time(() => Step(model, opt, ids, labels, mask), 1, quick ? 1 : 2));
-            model.Recompute = true;
-            double recompute = Measure.Median(Measure.Time(() => Step(model, opt, ids, labels, mask), 1, quick ? 1 : 2));
+            var (plainRuns, recomputeRuns) = Measure.InterleaveTimed(
+                () => { model.Recompute = false; Step(model, opt, ids, labels, mask); },
+                () => { model.Recompute = true; Step(model, opt, ids, labels, mask); }, 1, quick ? 1 : 2);
+            double plain = Measure.Median(plainRuns), recompute = Measure.Median(recomputeRuns);
             opt.Dispose();
-            long memPlain = Child(false, batch, seq), memRecompute = Child(true, batch, seq);
-            Console.WriteLine($"recompute, 12 x 768, batch {batch} x {seq}: step {plain:F2} s -> {recompute:F2} s = {recompute / plain:F2}x time (target <= 1.35x); " +
-                $"activations kept for backward {memPlain / 1e6:F0} MB -> {memRecompute / 1e6:F0} MB = {(double)memPlain / memRecompute:F2}x less (target >= 3x)");
+            Console.WriteLine($"recompute, 12 x 768, batch {batch} x {seq}: step {plain:F2} s -> {recompute:F2} s = {recompute / plain:F2}x time (target <= 1.35x)");
+            Console.WriteLine(RecomputeMemory(batch, seq, 12));
         }
 
         // 4. bf16 vs fp32 (fp32 master weights) on the small model: step time and the loss after the same steps.
         {
             int steps = quick ? 20 : 60;
-            var (f32, lossF32) = SmallTimed(steps, ScalarType.Float32);
-            var (b16, lossB16) = SmallTimed(steps, ScalarType.BFloat16);
+            var (f32, lossF32, b16, lossB16) = SmallTimedPair(steps);
             Console.WriteLine($"bf16 vs fp32 ({steps} steps, 4 x 256, batch 32 x 64): {f32 / steps * 1e3:F0} ms -> {b16 / steps * 1e3:F0} ms per step = {f32 / b16:F2}x speed; " +
                 $"mean loss of the last 10 steps {lossF32:F3} (fp32) vs {lossB16:F3} (bf16)");
         }
@@ -147,49 +155,70 @@ static class TrainingBench
         return t;
     }
 
-    static (double Seconds, double FinalLoss) SmallTimed(int steps, ScalarType dtype)
+    /// <summary>The same steps of an fp32 and a bf16 model, one step of each in turn: total seconds and the mean loss of the last 10 steps of each.</summary>
+    static (double F32Seconds, double F32Loss, double Bf16Seconds, double Bf16Loss) SmallTimedPair(int steps)
     {
-        var (model, opt) = Bert(4, 256, 4, 1024, dtype, "roformer_v2");
+        var (m32, o32) = Bert(4, 256, 4, 1024, ScalarType.Float32, "roformer_v2");
+        var (m16, o16) = Bert(4, 256, 4, 1024, ScalarType.BFloat16, "roformer_v2");
         var batches = SmallBatches(4);
-        var losses = new List<double>();
-        Step(model, opt, batches[0].Item1, batches[0].Item2, batches[0].Item3);
-        var sw = Stopwatch.StartNew();
-        for (int s = 0; s < steps; s++)
+        var l32 = new List<double>();
+        var l16 = new List<double>();
+        double TimedStep(TransformerModel model, Optimizer opt, List<double> losses, int s)
         {
             using var scope = torch.NewDisposeScope();
             var (ids, labels, mask) = batches[s % batches.Count];
+            var sw = Stopwatch.StartNew();
             var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
             loss.backward();
             opt.Step();
             opt.ZeroGrad();
             losses.Add(loss.ToDouble());
+            return sw.Elapsed.TotalSeconds;
         }
-        double t = sw.Elapsed.TotalSeconds;
-        opt.Dispose();
-        return (t, losses.TakeLast(10).Average());
+        Step(m32, o32, batches[0].Item1, batches[0].Item2, batches[0].Item3);
+        Step(m16, o16, batches[0].Item1, batches[0].Item2, batches[0].Item3);
+        int step32 = 0, step16 = 0;
+        var (t32, t16) = Measure.Interleave(() => TimedStep(m32, o32, l32, step32++), () => TimedStep(m16, o16, l16, step16++), 0, steps);
+        o32.Dispose();
+        o16.Dispose();
+        return (t32.Sum(), l32.TakeLast(10).Average(), t16.Sum(), l16.TakeLast(10).Average());
     }
 
-    static long Child(bool recompute, int batch, int seq)
+    /// <summary>Both settings' memory, each in a fresh child process, as one report line.</summary>
+    static string RecomputeMemory(int batch, int seq, int layers)
+    {
+        var plain = Child(false, batch, seq, layers);
+        var recompute = Child(true, batch, seq, layers);
+        string method = plain.Method == recompute.Method ? plain.Method : $"{plain.Method} / {recompute.Method}";
+        return $"recompute memory, {layers} x 768, batch {batch} x {seq} (process resident set; libtorch CPU has no allocator statistics): " +
+            $"kept for backward {plain.Kept / 1e6:F0} MB -> {recompute.Kept / 1e6:F0} MB = {(double)plain.Kept / Math.Max(1, recompute.Kept):F2}x less (target >= 3x); " +
+            $"peak during backward {plain.Peak / 1e6:F0} MB -> {recompute.Peak / 1e6:F0} MB = {(double)plain.Peak / Math.Max(1, recompute.Peak):F2}x less (peak above the pre-forward baseline, {method})";
+    }
+
+    static (long Kept, long Peak, string Method) Child(bool recompute, int batch, int seq, int layers)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true };
         foreach (var a in Environment.GetCommandLineArgs().Skip(1).TakeWhile(a => a != "training")) psi.ArgumentList.Add(a);
         if (Environment.ProcessPath!.EndsWith("dotnet", StringComparison.Ordinal)) psi.ArgumentList.Insert(0, typeof(TrainingBench).Assembly.Location);
-        foreach (var a in new[] { "training", "--recompute-child", recompute ? "on" : "off", batch.ToString(), seq.ToString() }) psi.ArgumentList.Add(a);
+        foreach (var a in new[] { "training", "--recompute-child", recompute ? "on" : "off", batch.ToString(), seq.ToString(), layers.ToString() }) psi.ArgumentList.Add(a);
         psi.Environment["MALLOC_MMAP_THRESHOLD_"] = "131072";
         using var p = Process.Start(psi)!;
         string output = p.StandardOutput.ReadToEnd();
         p.WaitForExit();
-        return long.Parse(output.Trim().Split('\n')[^1]);
+        var last = output.Trim().Split('\n')[^1].Split(' ', 3);
+        if (p.ExitCode != 0 || last.Length != 3) throw new InvalidOperationException($"the recompute child failed (exit {p.ExitCode}): {output.Trim()}");
+        return (long.Parse(last[0]), long.Parse(last[1]), last[2]);
     }
 
     /// <summary>
     /// In a fresh process whose large allocations are mmap'ed (so freed memory leaves the resident set at once):
     /// the resident memory a training forward pass keeps for the backward pass (activations), i.e. the growth
-    /// of VmRSS from before the forward pass to just before backward.
+    /// of VmRSS from before the forward pass to just before backward, and the peak resident memory during
+    /// backward above the same baseline. Prints "kept peak method".
     /// </summary>
-    static int RecomputeChild(bool recompute, int batch, int seq)
+    static int RecomputeChild(bool recompute, int batch, int seq, int layers)
     {
-        var (model, opt) = Bert(12, 768, 12, 3072);
+        var (model, opt) = Bert(layers, 768, 12, 3072);
         var (ids, labels, mask) = Batch(batch, seq, 2);
         model.Recompute = recompute;
         Step(model, opt, ids, labels, mask);          // warm-up: gradients and Adam's moments exist before the measurement
@@ -198,11 +227,41 @@ static class TrainingBench
         using (var scope = torch.NewDisposeScope())
         {
             var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
-            long held = Rss("VmRSS") - baseline;
-            loss.backward();
-            Console.WriteLine(held);
+            long kept = Rss("VmRSS") - baseline;
+            string method;
+            long peak;
+            if (Environment.GetEnvironmentVariable("B4S_BENCH_RSS_SAMPLING") != "1" && ResetHighWaterMark())
+            {
+                method = "VmHWM reset via /proc/self/clear_refs";
+                loss.backward();
+                peak = Rss("VmHWM") - baseline;
+            }
+            else
+            {
+                method = "VmRSS sampled every 1 ms by a thread";
+                long max = Rss("VmRSS");
+                using var done = new ManualResetEventSlim();
+                var sampler = new Thread(() => { while (!done.Wait(1)) max = Math.Max(max, Rss("VmRSS")); }) { IsBackground = true };
+                sampler.Start();
+                loss.backward();
+                done.Set();
+                sampler.Join();
+                peak = Math.Max(max, Rss("VmRSS")) - baseline;
+            }
+            Console.WriteLine($"{kept} {peak} {method}");
         }
         return 0;
+    }
+
+    /// <summary>Resets the kernel's resident high-water mark (VmHWM) to the current resident set; false where not allowed.</summary>
+    static bool ResetHighWaterMark()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+            return Rss("VmHWM") <= Rss("VmRSS") + (4L << 20);      // took effect (a few pages of slack for the read itself)
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
     }
 
     static long Rss(string field)

@@ -25,7 +25,11 @@ torch.manual_seed(42);
 
 static List<(string Summary, string Text)> Read(string path) => File.ReadLines(path).Select(l => l.Split('\t')).Where(c => c.Length >= 2 && c[0].Length > 0 && c[1].Length > 0).Select(c => (c[0], c[1])).ToList();
 var train = Read(Path.Combine(dir, "train.tsv"));
-var valid = Read(Path.Combine(dir, "val.tsv")).Take(Evaluated).ToList();
+// Held-out articles are never trained on (nor pretrained on: the pretraining corpus has train.tsv): an article of
+// val.tsv that also occurs in train.tsv, or earlier in val.tsv, is left out (exact match after normalisation).
+var disjoint = Bert4Sharp.Data.HeldOutSplit.Disjoint(train, Read(Path.Combine(dir, "val.tsv")), e => e.Text);
+Console.WriteLine($"deduplication: {disjoint.Overlap:N0} val.tsv articles also in train.tsv and {disjoint.Duplicates:N0} repeated within val.tsv left out of the held-out set");
+var valid = disjoint.HeldOut.Take(Evaluated).ToList();
 
 if (useT5) return Titles.RunT5(train, valid, Path.Combine(dir, "..", "..", "models", "roformer_v2_char_small", "vocab.txt"), minutes);
 

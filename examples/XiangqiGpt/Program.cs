@@ -32,8 +32,12 @@ Console.WriteLine($"{games.Count:N0} master games, {realMoves:N0} moves; the rul
 
 var rng = new Random(42);
 games = games.OrderBy(_ => rng.Next()).ToList();
-var heldOut = games.Take(100).ToList();
-var train = games.Skip(100).ToList();
+// Held-out games are never trained on: a game whose move sequence repeats an earlier one (the same game in both
+// players' files, or a short game played twice) is dropped before the split.
+var split = Bert4Sharp.Data.HeldOutSplit.Split(games, 100, g => string.Join(' ', g));
+var heldOut = split.HeldOut.ToList();
+var train = split.Train.ToList();
+Console.WriteLine($"deduplication: {split.Duplicates:N0} repeated games dropped (identical move sequences); a plain split would have shared {split.Overlap} of the 100 held-out games with training");
 var moves = train.SelectMany(g => g).Distinct().Order(StringComparer.Ordinal).ToList();
 List<string> vocab = ["[PAD]", "[UNK]", "[START]", "[END]", .. moves];
 var id = vocab.Select((m, i) => (m, i)).ToDictionary(p => p.m, p => p.i);

@@ -102,6 +102,39 @@ public abstract record Recipe
     public abstract void Validate();
 
     internal static void Require(bool ok, string message) { if (!ok) throw new ArgumentException(message); }
+
+    /// <summary>
+    /// Every key of a recipe's <c>config</c> object must be one <see cref="TransformerConfig"/> reads
+    /// (<see cref="TransformerConfig.KnownKeys"/>): a misspelt key would otherwise fall back to the BERT-base default.
+    /// </summary>
+    internal static void RequireKnownConfigKeys(JsonElement config)
+    {
+        if (config.ValueKind != JsonValueKind.Object) return;
+        foreach (var p in config.EnumerateObject())
+            if (!TransformerConfig.KnownKeys.Contains(p.Name, StringComparer.Ordinal))
+                throw new ArgumentException($"unknown key 'config.{p.Name}'; the closest key a model config takes is '{Closest(p.Name, TransformerConfig.KnownKeys)}' (an unknown key would silently fall back to the BERT-base default)");
+    }
+
+    /// <summary>The candidate with the smallest edit distance (case-insensitive; ties: the first in order).</summary>
+    internal static string Closest(string key, IEnumerable<string> candidates) =>
+        candidates.MinBy(c => EditDistance(key.ToLowerInvariant(), c.ToLowerInvariant())) ?? "";
+
+    static int EditDistance(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
+    }
 }
 
 /// <summary><c>b4s pretrain</c>: masked-LM pretraining of an encoder from scratch.</summary>
@@ -147,6 +180,7 @@ public sealed record PretrainRecipe : Recipe
     public override void Validate()
     {
         Require(Config.ValueKind == JsonValueKind.Object, "'config' must be an object of config.json fields");
+        RequireKnownConfigKeys(Config);
         Require(Vocab.Length > 0, "'vocab' (path to vocab.txt) is required");
         Require(Corpus.Count > 0, "'corpus' needs at least one source");
         foreach (var c in Corpus)
@@ -235,6 +269,7 @@ public sealed record TrainRecipe : Recipe
         Require(Task == "classification", $"'task' '{Task}' is unknown (classification)");
         Require(Model is not null || Config.ValueKind == JsonValueKind.Object, "give 'model' (a pretrained directory) or 'config' (random initialisation)");
         Require(Model is not null || Vocab is not null, "random initialisation needs 'vocab'");
+        RequireKnownConfigKeys(Config);
         Require(Train.File.Length > 0 && Dev.File.Length > 0, "'train.file' and 'dev.file' are required");
         Require(OnBadLine is "stop" or "skip", $"'on_bad_line' must be stop or skip, got '{OnBadLine}'");
         Require(MaxLength is >= 4 and <= 4096, $"'max_length' must be in [4, 4096], got {MaxLength}");

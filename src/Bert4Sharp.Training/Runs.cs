@@ -41,10 +41,14 @@ public static class Pretraining
         }
         var rng = new Random(r.Seed);
         texts = texts.Where(t => t.Length > 0).OrderBy(_ => rng.Next()).ToList();
+        // Held-out texts must never be trained on: repeats (same text after normalisation) are dropped before the split.
+        var split = HeldOutSplit.Split(texts, r.HeldOut, t => t);
+        log($"deduplication: {split.Duplicates:N0} repeated texts dropped (exact match after normalisation), so no held-out text is also a training text" +
+            (split.Overlap > 0 ? $" (a plain split would have shared {split.Overlap:N0} of the {r.HeldOut:N0} held-out texts with training)" : ""));
         JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
         var mlm = new MaskedLanguageModeling(tokenizer, jieba);
-        var heldOut = mlm.Pack(texts.Take(r.HeldOut), r.MaxLength).ToList();
-        var train = mlm.Pack(texts.Skip(r.HeldOut), r.MaxLength).ToList();
+        var heldOut = mlm.Pack(split.HeldOut, r.MaxLength).ToList();
+        var train = mlm.Pack(split.Train, r.MaxLength).ToList();
         long tokens = train.Sum(s => (long)s.Ids.Length);
         log($"{train.Count:N0} training sequences ({tokens:N0} tokens, up to {r.MaxLength} each), {heldOut.Count:N0} held out; whole-word masking: {(jieba is null ? "off" : "on (jieba)")}");
 
@@ -102,7 +106,10 @@ public sealed record LabelledText(string Text, string? Pair, int Label);
 /// <summary>Runs a <see cref="TrainRecipe"/>: fine-tunes a <see cref="SequenceClassifier"/> (<c>b4s train</c>).</summary>
 public static class FineTuning
 {
-    /// <summary>Trains, keeps the best dev accuracy, and saves the best classifier under <c>output/best.safetensors</c>.</summary>
+    /// <summary>
+    /// Trains, keeps the best dev accuracy, and saves the best classifier under <c>output/best.safetensors</c>. The
+    /// reported metrics are those of the evaluation chosen on dev (so they are an optimistic estimate of unseen data).
+    /// </summary>
     public static RunResult Run(TrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto,
         CancellationToken cancellation = default, bool overwrite = false)
     {
@@ -115,6 +122,8 @@ public static class FineTuning
         var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);
         var dev = ReadLabelled(r.Resolve(r.Dev.File), r.Dev, labelNames, addLabels: false, r.OnBadLine == "skip", log);
         log($"{train.Count:N0} training and {dev.Count:N0} dev examples, {labelNames.Count} labels");
+        int shared = HeldOutSplit.Disjoint(train, dev, DedupText).Overlap;
+        if (shared > 0) log($"note: {shared:N0} dev examples have the text of a training example (exact match after normalisation); the dev set is used as given");
         SequenceClassifier model;
         var pooling = r.Pooling == "mean" ? Pooling.Mean : Pooling.First;
         if (r.Model is not null)
@@ -138,7 +147,7 @@ public static class FineTuning
         if (r.VatEpsilon is double vat) techniques.Add(new VirtualAdversarialTraining(model.Encoder.TokenEmbeddings, vat));
         if (r.EmbeddingNoise is double noise) techniques.Add(new EmbeddingNoise(model.Encoder.TokenEmbeddings, noise));
         string output = r.Resolve(r.Output);
-        var evaluation = new EvaluationCallback("accuracy", () => Evaluate(model, tokenizer, dev, r.MaxLength)) { Patience = r.Patience, EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
+        var evaluation = new EvaluationCallback("accuracy", () => Evaluate(model, tokenizer, dev, r.MaxLength)) { Patience = r.Patience, EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null, DataName = "dev" };
         var trainer = new Trainer<LabelledText>(model, optimizer, (batch, ctx) =>
         {
             var (ids, segments, mask, labels) = Batch(tokenizer, batch, r.MaxLength, device);
@@ -152,12 +161,15 @@ public static class FineTuning
             Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20,
         });
         var result = trainer.Fit(train, [evaluation], cancellation);
-        var best = evaluation.History.Count == 0 ? Evaluate(model, tokenizer, dev, r.MaxLength)
-            : evaluation.History.OrderByDescending(h => h.Metrics["accuracy"]).First().Metrics;
+        var best = evaluation.Best;
+        var metrics = best?.Metrics ?? Evaluate(model, tokenizer, dev, r.MaxLength);
         Checkpoints.AtomicFile.WriteAllText(Path.Combine(output, "labels.json"), JsonSerializer.Serialize(labelNames));
-        log($"{result.StopReason}: {result.Steps} steps; best dev accuracy {best["accuracy"]:P2} (after each evaluation: {string.Join(", ", evaluation.History.Select(h => h.Metrics["accuracy"].ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))})");
-        return new RunResult(result, best, output);
+        string chosen = best is null ? "after training, no evaluation ran" : evaluation.DescribeBest();
+        log($"{result.StopReason}: {result.Steps} steps; best dev accuracy {metrics["accuracy"]:P1} ({chosen}; after each evaluation: {string.Join(", ", evaluation.History.Select(h => h.Metrics["accuracy"].ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))})");
+        return new RunResult(result, metrics, output);
     }
+
+    static string DedupText(LabelledText x) => x.Pair is null ? x.Text : x.Text + "\t" + x.Pair;
 
     /// <summary>Dev accuracy and loss.</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)

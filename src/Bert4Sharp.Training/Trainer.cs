@@ -151,6 +151,8 @@ public sealed class TrainerState
     public long Step { get; internal set; }
     /// <summary>Current epoch (0-based).</summary>
     public int Epoch { get; internal set; }
+    /// <summary>The run's epoch limit (<see cref="TrainerOptions.Epochs"/>).</summary>
+    public int Epochs { get; internal set; }
     /// <summary>Best evaluation value so far.</summary>
     public double? BestMetric { get; set; }
     /// <summary>Evaluations since the best one.</summary>
@@ -176,6 +178,8 @@ public abstract class TrainerCallback
     public virtual void OnStepEnd(TrainerState state) { }
     /// <summary>After every epoch.</summary>
     public virtual void OnEpochEnd(TrainerState state) { }
+    /// <summary>After the last step of this run, whatever ended it (not on an exception).</summary>
+    public virtual void OnTrainEnd(TrainerState state) { }
 }
 
 /// <summary>What <see cref="Trainer{T}.Fit"/> did.</summary>
@@ -252,6 +256,7 @@ public sealed class Trainer<T>
         else if (metricsPath is not null && File.Exists(metricsPath)) File.Delete(metricsPath);
         state.Step = progress.Step;
         state.Epoch = progress.Epoch;
+        state.Epochs = options.Epochs;
         state.BestMetric = progress.BestMetric;
         state.BadEvaluations = progress.BadEvaluations;
         state.SkippedSteps = progress.SkippedSteps;
@@ -357,6 +362,7 @@ public sealed class Trainer<T>
         done:
         model.eval();
         if (reason != "completed all epochs") Save(state, atEpoch, atBatch);
+        foreach (var cb in callbacks) cb.OnTrainEnd(state);
         return new TrainingResult(state.Step, stepsThisRun, losses, state.BestMetric, reason, state.SkippedSteps, clock.Elapsed, tokens);
     }
 

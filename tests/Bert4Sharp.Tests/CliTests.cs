@@ -7,12 +7,17 @@ namespace Bert4Sharp.Tests;
 /// <summary>The b4s tool run as a separate process, the way scripts use it (--json, exit codes, stderr).</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) B4s(params string[] args)
+    static (int Code, string Out, string Err) B4s(params string[] args) => B4sWith(null, args);
+
+    /// <summary>b4s with environment variables set for it (PATH resolved here, so dotnet itself is always found).</summary>
+    static (int Code, string Out, string Err) B4sWith(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "b4s.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        string dotnet = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, "dotnet")).FirstOrDefault(File.Exists) ?? "dotnet";
+        var psi = new ProcessStartInfo(dotnet) { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(dll);
         foreach (var a in args) psi.ArgumentList.Add(a);
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -57,8 +62,61 @@ public class CliTests
             var (code2, _, stderr2) = B4s("generate", "--model", dir, "一丁七");
             Assert.Equal(1, code2);
             Assert.Contains("has no model_type; pass the family (--family", stderr2);
+            // Sampling with top-k 1 (and a seed) is greedy decoding again.
+            var (code3, stdout3, stderr3) = B4s("generate", "--model", dir, "--family", "gpt2_ml", "--max-new-tokens", "8", "--top-k", "1", "--seed", "3", "--json", "一丁七");
+            Assert.True(code3 == 0, stderr3);
+            using var doc3 = JsonDocument.Parse(stdout3);
+            Assert.Equal(expected, doc3.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()));
         }
         finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("--seed 1", "--seed only applies to sampling")]
+    [InlineData("--keep-end-token", "--keep-end-token only applies to sampling")]
+    [InlineData("--seed 1 --keep-end-token", "--seed and --keep-end-token only apply to sampling")]
+    [InlineData("--beam 2 --top-p 0.9", "--beam cannot be combined with --top-p")]
+    [InlineData("--beam 2 --seed 1", "--beam cannot be combined with --seed")]
+    [InlineData("--temperature 0.7 --keep-end-token", "add --top-k or --top-p, or drop --keep-end-token")]
+    [InlineData("--top-p 1.5", "--top-p must be in (0, 1], got 1.5")]
+    public void GenerateRefusesDecodingFlagsThatWouldBeIgnored(string flags, string message)
+    {
+        // The flags are checked before the model is loaded, so no model is needed to see the error.
+        var (code, stdout, stderr) = B4s(["generate", "--model", "/no/such/model", .. flags.Split(' '), "prompt"]);
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.StartsWith("b4s: error: ", stderr);
+        Assert.Contains(message, stderr);
+    }
+
+    [Fact]
+    public void DataFetchFailuresAreOneLineErrorsWithExitCode1()
+    {
+        // No npm or apt-get on PATH and an empty cache: the fetch fails as it does offline or without the tools.
+        string empty = Directory.CreateTempSubdirectory("b4s-nopath").FullName;
+        string cache = Directory.CreateTempSubdirectory("b4s-cache").FullName;
+        try
+        {
+            var env = new Dictionary<string, string> { ["PATH"] = empty, ["B4S_CACHE"] = cache };
+            var (code, _, stderr) = B4sWith(env, "data", "get", "jieba-dict", "--json");
+            Assert.Equal(1, code);
+            Assert.Single(stderr.Trim().Split('\n'));
+            Assert.StartsWith("b4s: error: could not fetch the jieba dictionary (apt: apt-get is not installed or not on PATH; npm: npm is not installed or not on PATH)", stderr);
+            Assert.Contains("npm ping", stderr);
+
+            (code, _, stderr) = B4sWith(env, "quickstart", "--minutes", "0.01", "--output", Path.Combine(cache, "out"));
+            Assert.Equal(1, code);
+            Assert.Single(stderr.Trim().Split('\n'));
+            Assert.StartsWith("b4s: error: could not fetch the Tang poems (npm package chinese-poetry@2.0.1): npm is not installed or not on PATH; install npm", stderr);
+            Assert.Contains(Path.Combine(cache, "chinese-poetry", "tang.txt"), stderr);          // what to do offline
+            Assert.DoesNotContain("unexpected", stderr);
+        }
+        finally
+        {
+            Directory.Delete(empty, true);
+            Directory.Delete(cache, true);
+        }
     }
 
     [Fact]

@@ -16,20 +16,18 @@ internal static class GenerateCommand
         var beam = new Option<int?>("--beam") { Description = "Beam search with N beams" };
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling" };
         var topK = new Option<int?>("--top-k") { Description = "Top-k sampling" };
-        var temperature = new Option<double>("--temperature") { Description = "Sampling temperature", DefaultValueFactory = _ => 1.0 };
+        var temperature = new Option<double?>("--temperature") { Description = "Sampling temperature (alone: sampling from the whole distribution)" };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "Tokens to generate at most", DefaultValueFactory = _ => 32 };
-        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling" };
-        var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates" };
+        var seed = new Option<int?>("--seed") { Description = "Random seed for sampling (with --top-k, --top-p or --temperature)" };
+        var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates (with --top-k or --top-p)" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
         var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
+            // Decoding flags first: a contradictory or ignored combination fails before the model is loaded.
+            var (beams, sampling) = DecodingChoice(r.GetValue(beam), r.GetValue(topK), r.GetValue(topP), r.GetValue(temperature), r.GetValue(seed), r.GetValue(consistent));
             string dir = r.GetValue(model)!;
             if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
-            int? beams = r.GetValue(beam);
-            if (beams is < 1) throw new ArgumentException($"--beam must be at least 1, got {beams}");
-            SamplingOptions? sampling = r.GetValue(topP) is null && r.GetValue(topK) is null && r.GetValue(temperature) == 1.0 ? null
-                : new SamplingOptions { TopP = r.GetValue(topP), TopK = r.GetValue(topK), Temperature = r.GetValue(temperature), Seed = r.GetValue(seed), KeepEndToken = r.GetValue(consistent) };
             // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
             var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
             var config = loaded.Config;
@@ -77,5 +75,38 @@ internal static class GenerateCommand
             return CliErrors.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Greedy (no decoding flag), beam search (<c>--beam</c>) or sampling (<c>--top-k</c>, <c>--top-p</c>,
+    /// <c>--temperature</c>, with <c>--seed</c> and <c>--keep-end-token</c>). Flags that would be silently ignored
+    /// or overridden are errors that name the flags and what to use instead.
+    /// </summary>
+    internal static (int? Beams, SamplingOptions? Sampling) DecodingChoice(int? beams, int? topK, double? topP, double? temperature, int? seed, bool keepEndToken)
+    {
+        var samplingFlags = new[] { ("--top-k", topK is not null), ("--top-p", topP is not null), ("--temperature", temperature is not null), ("--seed", seed is not null), ("--keep-end-token", keepEndToken) }
+            .Where(f => f.Item2).Select(f => f.Item1).ToList();
+        if (beams is int b)
+        {
+            if (b < 1) throw new ArgumentException($"--beam must be at least 1, got {b}");
+            if (samplingFlags.Count > 0)
+                throw new ArgumentException($"--beam cannot be combined with {string.Join(", ", samplingFlags)}: beam search is deterministic and would ignore them; use --beam N alone, or drop --beam to sample");
+            return (b, null);
+        }
+        if (topK is null && topP is null && temperature is null)
+        {
+            if (samplingFlags.Count > 0)
+            {
+                string flags = string.Join(" and ", samplingFlags);
+                throw new ArgumentException($"{flags} only {(samplingFlags.Count == 1 ? "applies" : "apply")} to sampling, and without --top-k, --top-p or --temperature decoding is greedy; add one of those (e.g. --top-p 0.9) or drop {flags}");
+            }
+            return (null, null);
+        }
+        if (keepEndToken && topK is null && topP is null)
+            throw new ArgumentException("--keep-end-token keeps the end token through top-k/top-p truncation, and --temperature alone truncates nothing; add --top-k or --top-p, or drop --keep-end-token");
+        if (topK is < 1) throw new ArgumentException($"--top-k must be at least 1, got {topK}");
+        if (topP is double p && !(p > 0 && p <= 1)) throw new ArgumentException($"--top-p must be in (0, 1], got {p}");
+        if (temperature is double t && !(t > 0)) throw new ArgumentException($"--temperature must be > 0, got {t}");
+        return (null, new SamplingOptions { TopK = topK, TopP = topP, Temperature = temperature ?? 1.0, Seed = seed, KeepEndToken = keepEndToken });
     }
 }

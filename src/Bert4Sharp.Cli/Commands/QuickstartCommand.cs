@@ -40,14 +40,15 @@ internal static class QuickstartCommand
         var poems = File.ReadLines(path).Where(p => p.Length is >= 10 and <= MaxChars).ToList();
         var rng = new Random(seed);
         poems = poems.OrderBy(_ => rng.Next()).ToList();
-        var heldOut = poems.Take(500).ToList();
-        var train = poems.Skip(500).ToList();
+        var split = HeldOutSplit.Split(poems, 500, p => p);                        // a repeated poem is never both trained on and held out
+        var heldOut = split.HeldOut.ToList();
+        var train = split.Train.ToList();
 
         // Character vocabulary (every character is one token, as bert4keras's Chinese tokenizer does).
         var counts = train.SelectMany(p => p).GroupBy(c => c).Where(g => g.Count() >= 3).OrderByDescending(g => g.Count()).Select(g => g.Key.ToString());
         var vocab = new Vocabulary(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", .. counts.Take(6000)]);
         var tokenizer = new BertWordPieceTokenizer(vocab, new BertWordPieceOptions());
-        AnsiConsole.MarkupLine($"   {poems.Count:N0} poems of 10–{MaxChars} characters; {train.Count:N0} for training, {heldOut.Count} held out; vocabulary {vocab.Count:N0} characters");
+        AnsiConsole.MarkupLine($"   {poems.Count:N0} poems of 10–{MaxChars} characters, {split.Duplicates:N0} repeats dropped; {train.Count:N0} for training, {heldOut.Count} held out; vocabulary {vocab.Count:N0} characters");
 
         var config = new TransformerConfig
         {

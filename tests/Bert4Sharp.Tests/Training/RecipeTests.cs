@@ -23,14 +23,16 @@ public sealed class RecipeTests : IDisposable
 
     const string TinyConfig = "{ \"hidden_size\": 32, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"intermediate_size\": 64, \"hidden_act\": \"relu\" }";
 
-    string PretrainRecipe(string extra = "") => Write("pretrain.json", $$"""
+    string PretrainRecipe(string extra = "") => Write("pretrain.json", PretrainRecipeText(extra));
+
+    static string PretrainRecipeText(string extra = "") => $$"""
         {
           "family": "roformer_v2", "config": {{TinyConfig}}, "vocab": "vocab.txt",
           "corpus": [ { "file": "corpus.txt" } ], "held_out": 20, "max_length": 32, "whole_word_masking": false,
           "batch_size": 8, "optimizer": { "learning_rate": 1e-3, "warmup_steps": 5 },
           "eval_every": 1000, "checkpoint_every": 1, "log_every": 5, "output": "out"{{extra}}
         }
-        """);
+        """;
 
     void WriteCorpus()
     {
@@ -55,6 +57,27 @@ public sealed class RecipeTests : IDisposable
         Assert.Contains("lr", e4.Message);
         var r = Recipe.Load<PretrainRecipe>(PretrainRecipe(", \"optimizer\": { \"name\": \"sgdx\" }".Replace("\"optimizer\": { \"learning_rate\": 1e-3, \"warmup_steps\": 5 },", "")));
         Assert.Contains("sgdx", Assert.Throws<ArgumentException>(() => r.Optimizer.Create([])).Message);
+    }
+
+    [Fact]
+    public void A_misspelt_config_key_names_the_key_the_recipe_and_the_closest_known_key()
+    {
+        WriteCorpus();
+        string recipe = Write("typo.json", PretrainRecipeText().Replace("\"num_hidden_layers\"", "\"num_hiden_layers\""));
+        var e = Assert.Throws<InvalidDataException>(() => Recipe.Load<PretrainRecipe>(recipe));
+        Assert.StartsWith(recipe + ": unknown key 'config.num_hiden_layers'", e.Message);
+        Assert.Contains("closest key a model config takes is 'num_hidden_layers'", e.Message);
+        string train = Write("train-typo.json", $$"""
+            { "config": { "hidden_size": 32, "num_attention_heads": 2, "intermediate_sise": 64 }, "vocab": "vocab.txt",
+              "train": { "file": "t.json" }, "dev": { "file": "d.json" } }
+            """);
+        var e2 = Assert.Throws<InvalidDataException>(() => Recipe.Load<TrainRecipe>(train));
+        Assert.Contains("train-typo.json: unknown key 'config.intermediate_sise'", e2.Message);
+        Assert.Contains("'intermediate_size'", e2.Message);
+        // bert4keras spellings (aliases) are config keys too.
+        Assert.NotNull(Recipe.Load<PretrainRecipe>(Write("alias.json", PretrainRecipeText().Replace("\"num_hidden_layers\"", "\"num_layers\""))));
+        Assert.Contains("hidden_size", Bert4Sharp.Models.TransformerConfig.KnownKeys);
+        Assert.Contains("dropout_rate", Bert4Sharp.Models.TransformerConfig.KnownKeys);
     }
 
     [Fact]
@@ -160,5 +183,6 @@ public sealed class RecipeTests : IDisposable
         Assert.InRange(result.Metrics["accuracy"], 0.0, 1.0);
         Assert.True(File.Exists(Path.Combine(dir, "tnews-out", "best.safetensors")));
         Assert.Contains(log, l => l.Contains("15 labels") || l.Contains("labels"));
+        Assert.Contains(log, l => l.Contains("best dev accuracy") && l.Contains("of 2, chosen on dev"));
     }
 }

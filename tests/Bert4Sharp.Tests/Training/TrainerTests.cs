@@ -197,9 +197,30 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(4, r.Steps);
         Assert.StartsWith("early stopping", r.StopReason);
         Assert.Equal(0.7, r.BestMetric);
+        Assert.Equal(2, eval.Best!.Step);
+        Assert.Equal("step 2 (epoch 1 of 5), chosen on held-out", eval.DescribeBest());
         using var best = Checkpoint.Open(Path.Combine(dir, "best.safetensors"));
         Assert.Equal("2", best.Metadata["step"]);
         Assert.Contains(File.ReadLines(Path.Combine(dir, "metrics.jsonl")), l => l.Contains("\"eval/accuracy\":0.7"));
+    }
+
+    [Fact]
+    public void The_best_epoch_is_reported_as_chosen_on_the_evaluation_data()
+    {
+        var model = TinyRoFormerV2(6);
+        var mlm = new MaskedLanguageModeling(Tokenizer(dir));
+        using var opt = new Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions { LearningRate = 1e-3 });
+        var scores = new Queue<double>([0.5, 0.8, 0.6]);
+        var eval = new EvaluationCallback("accuracy", () => new Dictionary<string, double> { ["accuracy"] = scores.Dequeue() }) { DataName = "dev" };
+        var log = new List<string>();
+        new Trainer<PretrainingSequence>(model, opt, (b, ctx) => mlm.Step(model, b, ctx), new TrainerOptions
+        {
+            Epochs = 3, Batching = new BatchingOptions { BatchSize = 8 }, Progress = ProgressDisplay.Lines, Log = log.Add,
+        }).Fit(Sequences(40, 3), [eval], TestContext.Current.CancellationToken);
+        Assert.Equal([5L, 10L, 15L], eval.History.Select(h => h.Step));
+        Assert.Equal("epoch 2 of 3, chosen on dev", eval.DescribeBest());
+        Assert.Contains(log, l => l == "best dev accuracy 0.8 (epoch 2 of 3, chosen on dev)");
+        Assert.Contains(log, l => l.StartsWith("evaluation on dev at step 10 (epoch 2): accuracy 0.8 (best so far on dev)", StringComparison.Ordinal));
     }
 
     [Fact]
