@@ -24,7 +24,7 @@ public class OnnxCheckpointTests
         var listed = ck.Entries.Select(e => e.Name).ToList();
         Assert.Equal(expected.EnumerateObject().Select(p => p.Name).Order(StringComparer.Ordinal), listed.Order(StringComparer.Ordinal));
         foreach (var left in doc.RootElement.GetProperty("leftovers").EnumerateArray())
-            Assert.Null(ck[left.GetString()!].Note);   // listed under the stored name, no rename note
+            Assert.Equal(OnnxCheckpoint.AnonymousNote, ck[left.GetString()!].Note);   // listed under the stored name
         foreach (var p in expected.EnumerateObject())
         {
             var e = ck[p.Name];
@@ -169,7 +169,8 @@ public class OnnxCheckpointTests
         Assert.Equal(44, rest.Count);   // the attention reshapes' shape constants keep their numbers
         Assert.All(rest, e =>
         {
-            Assert.True(OnnxWeightNames.IsAnonymous(e.Name), e.Name);
+            Assert.True(OnnxCheckpoint.IsAnonymousName(e.Name), e.Name);
+            Assert.Equal(OnnxCheckpoint.AnonymousNote, e.Note);
             Assert.Equal(TensorDType.I64, e.DType);
             Assert.Equal([1L], e.Shape);
         });
@@ -195,6 +196,18 @@ public class OnnxCheckpointTests
         using var fromDir = Checkpoint.Open(MiniLm.Directory);
         Assert.Equal(CheckpointFormat.Onnx, fromDir.Format);
         Assert.Equal(ck.Entries.Select(e => e.Name), fromDir.Entries.Select(e => e.Name));
+    }
+
+    [Fact]
+    public void MiniLmCutShortIsReportedAsTruncated()
+    {
+        var full = File.ReadAllBytes(MiniLm.ModelPath);
+        foreach (int cut in new[] { 3, 100, full.Length / 2, full.Length - 1 })
+        {
+            var e = Assert.Throws<CheckpointFormatException>(() => Checkpoint.Open(full.AsMemory(0, cut), "model.onnx"));
+            Assert.Equal("model.onnx", e.FilePath);
+            Assert.Contains("truncated", e.Message);
+        }
     }
 
     /// <summary>

@@ -72,6 +72,16 @@ public sealed class OnnxCheckpoint : Checkpoint
     /// <summary>Recovered name (<c>X.weight</c>) → the anonymous initializer name it was stored under.</summary>
     public IReadOnlyDictionary<string, string> RecoveredNames => recovered;
 
+    /// <summary>The <see cref="TensorEntry.Note"/> of an initializer that keeps an exporter-made name.</summary>
+    public const string AnonymousNote = "anonymous: an exporter-made name that no MatMul + Add bias pair explains (often a shape constant)";
+
+    /// <summary>
+    /// True for names an exporter made up rather than took from the model: <c>onnx::…</c> or all digits.
+    /// Such entries that remain in <see cref="Checkpoint.Entries"/> are graph constants or weights the
+    /// MatMul + Add rule could not name.
+    /// </summary>
+    public static bool IsAnonymousName(string name) => OnnxWeightNames.IsAnonymous(name);
+
     /// <summary>The graph's inputs that are not initializers (what a runtime feeds), in order.</summary>
     public IReadOnlyList<string> GraphInputs => graphInputs;
 
@@ -324,7 +334,13 @@ public sealed class OnnxCheckpoint : Checkpoint
         var names = OnnxWeightNames.Recover(shapes, graph.Nodes);
         foreach (var (t, e, contiguous) in stored)
         {
-            if (!names.TryGetValue(e.Name, out string? name)) { entries.Add(e); continue; }
+            if (!names.TryGetValue(e.Name, out string? name))
+            {
+                entries.Add(e.Note is null && OnnxWeightNames.IsAnonymous(e.Name)
+                    ? new TensorEntry(e.Name, e.DType, [.. e.Shape], e.State, e.Locator, AnonymousNote)
+                    : e);
+                continue;
+            }
             long rows = e.Shape[0], cols = e.Shape[1];   // stored [in, out]
             string note = $"stored as '{e.Name}' [{rows}, {cols}] (MatMul input B); exposed transposed";
             TensorLocator loc = e.Locator switch
