@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
 using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Checkpoints.Onnx;
 using Bert4Sharp.Checkpoints.TensorFlow;
 
 namespace Bert4Sharp.Tests.Checkpoints;
@@ -208,6 +209,9 @@ public class BadCheckpointTests
         var e = Fails<CheckpointFormatException>(OnnxFixture(file), file);
         Assert.Equal(entry, e.EntryName);
         Assert.Contains(message, e.Message);
+        string path = TestPaths.Fixture("onnx", file);
+        foreach (var open in new Func<string, Checkpoint>[] { Checkpoint.Open, Checkpoint.OpenMapped, p => OnnxCheckpoint.OpenFile(p, memoryMap: true) })
+            Assert.Equal(path, Assert.Throws<CheckpointFormatException>(() => open(path)).FilePath);
     }
 
     [Fact]

@@ -40,15 +40,24 @@ public sealed class OnnxCheckpoint : Checkpoint
     public static OnnxCheckpoint OpenFile(string path, bool memoryMap = false)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such file", path);
-        return Open(memoryMap ? ByteSource.MapFile(path) : ByteSource.OpenFile(path), ownsSource: true, memoryMap);
+        var source = memoryMap ? ByteSource.MapFile(path) : ByteSource.OpenFile(path);
+        try { return Open(source, ownsSource: true, memoryMap); }
+        catch { source.Dispose(); throw; }
     }
 
+    /// <summary>Reads the model's structure. On failure the external data files are closed; <paramref name="source"/> is the caller's to dispose.</summary>
     internal static OnnxCheckpoint Open(ByteSource source, bool ownsSource, bool memoryMap)
     {
         var ck = new OnnxCheckpoint(source, ownsSource, memoryMap);
         try { ck.Load(); }
-        catch { ck.Dispose(); throw; }
+        catch { ck.CloseExternalFiles(); throw; }
         return ck;
+    }
+
+    void CloseExternalFiles()
+    {
+        foreach (var s in externalFiles.Values) s?.Dispose();
+        externalFiles.Clear();
     }
 
     /// <summary>True when the first bytes look like a serialized ModelProto (field 1 <c>ir_version</c>, then another known field).</summary>
@@ -432,7 +441,7 @@ public sealed class OnnxCheckpoint : Checkpoint
     protected override void Dispose(bool disposing)
     {
         if (!disposing) return;
-        foreach (var s in externalFiles.Values) s?.Dispose();
+        CloseExternalFiles();
         if (ownsSource) source.Dispose();
     }
 }
