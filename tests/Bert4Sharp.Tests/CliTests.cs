@@ -161,6 +161,46 @@ public class CliTests
     }
 
     [Fact]
+    public void InspectAnOnnxModelListsTheRecoveredNames()
+    {
+        var (code, stdout, stderr) = B4s("inspect", "--json", MiniLm.ModelPath);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal("Onnx", doc.RootElement.GetProperty("format").GetString());
+        var tensors = doc.RootElement.GetProperty("tensors").EnumerateArray().ToList();
+        Assert.Equal(148, tensors.Count);
+        var w = tensors.Single(t => t.GetProperty("name").GetString() == "encoder.layer.3.intermediate.dense.weight");
+        Assert.Equal([1536L, 384], w.GetProperty("shape").EnumerateArray().Select(d => d.GetInt64()));
+        Assert.Equal("float32", w.GetProperty("dtype").GetString());
+        Assert.Contains("stored as '977'", w.GetProperty("note").GetString());
+        Assert.Contains(doc.RootElement.GetProperty("notes").EnumerateArray(), n => n.GetString()!.StartsWith("36 anonymous MatMul weights", StringComparison.Ordinal));
+        Assert.Equal("input_ids, attention_mask, token_type_ids", doc.RootElement.GetProperty("metadata").GetProperty("inputs").GetString());
+    }
+
+    [Fact]
+    public void ConvertAnOnnxModelToSafetensors()
+    {
+        string input = TestPaths.Fixture("onnx", "synthetic.onnx");
+        string outDir = Directory.CreateTempSubdirectory("b4s-convert").FullName;
+        try
+        {
+            var (code, stdout, stderr) = B4s("convert", "--json", input, outDir);
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal("Onnx", doc.RootElement.GetProperty("format").GetString());
+            using var a = Checkpoint.Open(input);
+            using var b = Checkpoint.Open(Path.Combine(outDir, "model.safetensors"));
+            Assert.Equal(a.Entries.Select(e => e.Name).Order(StringComparer.Ordinal), b.Entries.Select(e => e.Name).Order(StringComparer.Ordinal));
+            foreach (var e in a.Entries)
+            {
+                Assert.Equal(e.Shape, b[e.Name].Shape);
+                Assert.Equal(a.ReadBytes(e), b.ReadBytes(e.Name));   // recovered weights land as [out, in]
+            }
+        }
+        finally { Directory.Delete(outDir, true); }
+    }
+
+    [Fact]
     public void ErrorsAreOneLineOnStderrWithANonZeroExitCode()
     {
         var (code, stdout, stderr) = B4s("inspect", TestPaths.Fixture("checkpoints", "evil_zip.pt"));

@@ -17,9 +17,9 @@ internal static class InspectCommand
 
     public static Command Create()
     {
-        var path = new Argument<string>("path") { Description = "Checkpoint file, TensorFlow prefix/.index/checkpoint file, or model directory" };
+        var path = new Argument<string>("path") { Description = "Checkpoint file (.safetensors, .bin/.pt, .onnx), TensorFlow prefix/.index/checkpoint file, or model directory" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output" };
-        var cmd = new Command("inspect", "List the tensors of a checkpoint (safetensors, PyTorch .bin/.pt, TensorFlow bundle)") { path, json };
+        var cmd = new Command("inspect", "List the tensors of a checkpoint (safetensors, PyTorch .bin/.pt, TensorFlow bundle, ONNX model)") { path, json };
         cmd.SetAction(CliErrors.Wrap(r => Run(r.GetValue(path)!, r.GetValue(json))));
         return cmd;
     }

@@ -15,6 +15,8 @@ public enum CheckpointFormat
     TorchLegacy,
     /// <summary>TensorFlow tensor bundle (<c>.index</c> + <c>.data-NNNNN-of-NNNNN</c>), as bert4keras-era models ship.</summary>
     TensorFlowBundle,
+    /// <summary>ONNX model (<c>.onnx</c>): the graph's initializers, anonymous Linear weights renamed (see <see cref="Onnx.OnnxCheckpoint"/>).</summary>
+    Onnx,
 }
 
 /// <summary>
@@ -114,7 +116,7 @@ public abstract class Checkpoint : IDisposable
     /// <summary>
     /// Opens a checkpoint, detecting its format: a <c>.safetensors</c> file, a <c>*.index.json</c>, a
     /// PyTorch <c>.bin</c>/<c>.pt</c> (zip or legacy), a TensorFlow <c>.index</c>, prefix or
-    /// <c>checkpoint</c> file, or a model directory holding any of these.
+    /// <c>checkpoint</c> file, an ONNX <c>.onnx</c> model, or a model directory holding any of these.
     /// </summary>
     /// <exception cref="FileNotFoundException">Nothing readable at <paramref name="path"/>.</exception>
     /// <exception cref="CheckpointException">The file is corrupt or of an unknown format.</exception>

@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Checkpoints;
 
 using System.Text.Json;
+using Bert4Sharp.Checkpoints.Onnx;
 using Bert4Sharp.Checkpoints.TensorFlow;
 using Bert4Sharp.Checkpoints.Torch;
 
@@ -10,7 +11,7 @@ internal static class CheckpointDetector
     /// <summary>File names tried, in order, when a directory is given.</summary>
     static readonly string[] DirectoryCandidates =
     [
-        "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+        "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json", "model.onnx",
     ];
 
     public static Checkpoint Open(string path, bool memoryMap)
@@ -25,9 +26,10 @@ internal static class CheckpointDetector
             }
             if (TensorFlowCheckpoint.ResolvePrefix(path) is not null) return TensorFlowCheckpoint.OpenPrefix(path);
             var any = Directory.GetFiles(path, "*.safetensors").Concat(Directory.GetFiles(path, "*.bin")).Concat(Directory.GetFiles(path, "*.pt"))
-                .Order(StringComparer.Ordinal).FirstOrDefault();
+                .Order(StringComparer.Ordinal).FirstOrDefault()
+                ?? Directory.GetFiles(path, "*.onnx").Order(StringComparer.Ordinal).FirstOrDefault();
             if (any is not null) return Open(any, memoryMap);
-            throw new FileNotFoundException($"{path}: no checkpoint found (looked for {string.Join(", ", DirectoryCandidates)}, a TensorFlow 'checkpoint'/*.index, *.safetensors, *.bin, *.pt)", path);
+            throw new FileNotFoundException($"{path}: no checkpoint found (looked for {string.Join(", ", DirectoryCandidates)}, a TensorFlow 'checkpoint'/*.index, *.safetensors, *.bin, *.pt, *.onnx)", path);
         }
         if (path.EndsWith(".index.json", StringComparison.Ordinal) && File.Exists(path)) return ShardedCheckpoint.OpenIndex(path, memoryMap);
         if (!File.Exists(path) || path.EndsWith(".index", StringComparison.Ordinal) || System.IO.Path.GetFileName(path) == "checkpoint")
@@ -37,10 +39,10 @@ internal static class CheckpointDetector
         }
         if (TensorFlowCheckpoint.ResolvePrefix(path) is string prefix && path != prefix + ".index" && path.Contains(".data-", StringComparison.Ordinal))
             return TensorFlowCheckpoint.OpenPrefix(prefix);
-        return Open(OpenSource(path), ownsSource: true);
+        return Open(OpenSource(path), ownsSource: true, memoryMap);
     }
 
-    public static Checkpoint Open(ByteSource source, bool ownsSource)
+    public static Checkpoint Open(ByteSource source, bool ownsSource, bool memoryMap = false)
     {
         try
         {
@@ -48,6 +50,9 @@ internal static class CheckpointDetector
             int n = (int)Math.Min(16, source.Length);
             source.Read(0, head[..n]);
             head = head[..n];
+            // ONNX has no magic number: trust the extension (also for damaged files), else sniff the ModelProto's first fields.
+            if (source.Name.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+                return OnnxCheckpoint.Open(source, ownsSource, memoryMap);
             if (n >= 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4)
                 return TorchCheckpoint.OpenZip(source, ownsSource);
             if (TorchCheckpoint.LooksLikeLegacy(head))
@@ -60,8 +65,10 @@ internal static class CheckpointDetector
                 if (BitConverter.ToUInt64(tail) == 0xdb4775248b80fb57UL)
                     throw new CheckpointFormatException(source.Name, null, "this is a TensorFlow checkpoint index; open it by its .index path, prefix or directory so the data shards can be found");
             }
+            if (OnnxCheckpoint.LooksLikeModel(head))
+                return OnnxCheckpoint.Open(source, ownsSource, memoryMap);
             throw new CheckpointFormatException(source.Name, null,
-                "unknown checkpoint format: not safetensors (8-byte length + '{'), not a torch.save zip ('PK') or legacy pickle (0x80 0x02), not a TensorFlow index");
+                "unknown checkpoint format: not safetensors (8-byte length + '{'), not a torch.save zip ('PK') or legacy pickle (0x80 0x02), not a TensorFlow index, not an ONNX model (.onnx)");
         }
         catch
         {
@@ -118,7 +125,7 @@ public sealed class ShardedCheckpoint : Checkpoint
                 {
                     string shardPath = System.IO.Path.Combine(dir, shard);
                     if (!File.Exists(shardPath)) throw new CheckpointFormatException(path, p.Name, $"shard file '{shard}' does not exist");
-                    part = CheckpointDetector.Open(memoryMap ? ByteSource.MapFile(shardPath) : ByteSource.OpenFile(shardPath), ownsSource: true);
+                    part = CheckpointDetector.Open(memoryMap ? ByteSource.MapFile(shardPath) : ByteSource.OpenFile(shardPath), ownsSource: true, memoryMap);
                     opened[shard] = part;
                     parts.Add(part);
                 }

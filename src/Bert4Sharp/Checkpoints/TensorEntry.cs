@@ -173,6 +173,16 @@ internal static class ShapeMath
 
     public static void Gather(ReadOnlySpan<byte> storage, int elementSize, long[] shape, long[] stride, long offset, Span<byte> destination)
     {
+        if (shape.Length == 2 && shape[0] > 0 && shape[1] > 0)
+        {
+            switch (elementSize)
+            {
+                case 1: Gather2D<byte>(storage, shape[0], shape[1], stride[0], stride[1], offset, destination); return;
+                case 2: Gather2D<ushort>(storage, shape[0], shape[1], stride[0], stride[1], offset, destination); return;
+                case 4: Gather2D<uint>(storage, shape[0], shape[1], stride[0], stride[1], offset, destination); return;
+                case 8: Gather2D<ulong>(storage, shape[0], shape[1], stride[0], stride[1], offset, destination); return;
+            }
+        }
         var index = new long[shape.Length];
         long count = ElementCount(shape);
         for (long n = 0; n < count; n++)
@@ -184,6 +194,29 @@ internal static class ShapeMath
             {
                 if (++index[d] < shape[d]) break;
                 index[d] = 0;
+            }
+        }
+    }
+
+    // 2-D views (transposes above all) in 64 × 64 tiles, so that the strided side stays in L1.
+    static void Gather2D<T>(ReadOnlySpan<byte> storage, long rows, long cols, long rowStride, long colStride, long offset, Span<byte> destination)
+        where T : unmanaged
+    {
+        var src = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(storage);
+        var dst = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, T>(destination);
+        const int Tile = 64;
+        for (long r0 = 0; r0 < rows; r0 += Tile)
+        {
+            long r1 = Math.Min(rows, r0 + Tile);
+            for (long c0 = 0; c0 < cols; c0 += Tile)
+            {
+                long c1 = Math.Min(cols, c0 + Tile);
+                for (long r = r0; r < r1; r++)
+                {
+                    long at = offset + r * rowStride + c0 * colStride;
+                    int d = (int)(r * cols + c0);
+                    for (long c = c0; c < c1; c++, at += colStride) dst[d++] = src[(int)at];
+                }
             }
         }
     }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Text;
 using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Checkpoints.Onnx;
 using Bert4Sharp.Checkpoints.TensorFlow;
 
 namespace Bert4Sharp.Tests.Checkpoints;
@@ -194,6 +195,86 @@ public class BadCheckpointTests
         for (int i = 8; i < Math.Min(end, 40); i++) bad2[i] = 0xfe;
         BinaryPrimitives.WriteUInt32LittleEndian(bad2.AsSpan(end + 1), Crc32C.Mask(Crc32C.Compute(bad2.AsSpan(0, end + 1))));
         Assert.ThrowsAny<CheckpointException>(() => TensorFlowCheckpoint.Open(bad2, [], "albert"));
+    }
+
+    static byte[] OnnxFixture(string name) => File.ReadAllBytes(TestPaths.Fixture("onnx", name));
+
+    [Theory]
+    [InlineData("bad_uint64.onnx", "counts", "data type UINT64 (13) is not supported")]
+    [InlineData("bad_raw_length.onnx", "short", "needs 16 bytes but raw_data holds 12")]
+    [InlineData("bad_escape.onnx", "escape", "must be a relative path inside the model's directory")]
+    [InlineData("bad_typed_count.onnx", "few", "float_data holds 2 values but [3] needs 3")]
+    public void OnnxBadInitializersAreNamed(string file, string entry, string message)
+    {
+        var e = Fails<CheckpointFormatException>(OnnxFixture(file), file);
+        Assert.Equal(entry, e.EntryName);
+        Assert.Contains(message, e.Message);
+        string path = TestPaths.Fixture("onnx", file);
+        foreach (var open in new Func<string, Checkpoint>[] { Checkpoint.Open, Checkpoint.OpenMapped, p => OnnxCheckpoint.OpenFile(p, memoryMap: true) })
+            Assert.Equal(path, Assert.Throws<CheckpointFormatException>(() => open(path)).FilePath);
+    }
+
+    [Fact]
+    public void OnnxTruncatedAtEveryByteFailsCleanlyOrIsComplete()
+    {
+        string path = TestPaths.Fixture("onnx", "synthetic.onnx");
+        var full = File.ReadAllBytes(path);
+        int complete;
+        using (var ok = Checkpoint.Open(path)) complete = ok.Entries.Count;
+        int failed = 0;
+        for (int cut = 0; cut < full.Length; cut++)
+        {
+            try
+            {
+                using var ck = Checkpoint.Open(full.AsMemory(0, cut), path);
+                foreach (var e in ck.Entries) ck.ReadBytes(e);
+                // Only a cut between two top-level fields after the graph leaves a complete model.
+                Assert.Equal(complete, ck.Entries.Count);
+            }
+            catch (CheckpointException e)
+            {
+                Assert.Equal(path, e.FilePath);
+                Assert.DoesNotContain('\n', e.Message);
+                failed++;
+            }
+        }
+        Assert.True(failed >= full.Length - 64, $"{failed} of {full.Length} cuts failed");
+        var garbage = Fails<CheckpointFormatException>(Encoding.ASCII.GetBytes("GIF89a this is not a model"), "model.onnx");
+        Assert.Contains("protobuf", garbage.Message);
+    }
+
+    [Fact]
+    public void OnnxMissingOrShortExternalDataIsListedAndNamedWhenRead()
+    {
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx-ext").FullName;
+        try
+        {
+            string model = Path.Combine(dir, "synthetic.onnx");
+            File.Copy(TestPaths.Fixture("onnx", "synthetic.onnx"), model);
+            using (var ck = Checkpoint.Open(model))
+            {
+                Assert.Contains(ck.Notes, n => n.Contains("synthetic.weights is absent"));
+                Assert.Equal(TensorState.Missing, ck["ext.weight"].State);
+                Assert.Equal(TensorState.Missing, ck["ext_proj.weight"].State);   // renamed, still missing
+                var e = Assert.Throws<TensorDataUnavailableException>(() => ck.ReadTensor("ext_proj.weight"));
+                Assert.Equal("ext_proj.weight", e.EntryName);
+                Assert.Equal(model, e.FilePath);
+                Assert.Contains("synthetic.weights is absent", e.Message);
+                Assert.Equal(TensorState.Ok, ck["dense.weight"].State);
+                ck.ReadBytes("dense.weight");
+            }
+            // A data file cut short: the first tensor (bytes 0..48) reads, the second (64..96) is truncated.
+            File.WriteAllBytes(Path.Combine(dir, "synthetic.weights"), File.ReadAllBytes(TestPaths.Fixture("onnx", "synthetic.weights"))[..80]);
+            using (var ck = Checkpoint.Open(model))
+            {
+                Assert.Equal(TensorState.Ok, ck["ext.weight"].State);
+                ck.ReadBytes("ext.weight");
+                Assert.Equal(TensorState.Truncated, ck["ext_proj.weight"].State);
+                var e = Assert.Throws<TensorDataUnavailableException>(() => ck.ReadBytes("ext_proj.weight"));
+                Assert.Contains("needs bytes [64, 96) of synthetic.weights, which has 80", e.Message);
+            }
+        }
+        finally { Directory.Delete(dir, true); }
     }
 
     [Fact]

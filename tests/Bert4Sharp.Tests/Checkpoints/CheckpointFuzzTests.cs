@@ -132,6 +132,14 @@ public class CheckpointFuzzTests
     }
 
     [Fact]
+    public void OnnxSyntheticModel()
+    {
+        // Named by its real path so that the external data file is found and read too.
+        string path = TestPaths.Fixture("onnx", "synthetic.onnx");
+        Run("synthetic.onnx", File.ReadAllBytes(path), d => OpenSingle(d, path), 18);
+    }
+
+    [Fact]
     public void RealAlbertTensorFlowIndex()
     {
         var seed = File.ReadAllBytes(TestPaths.SharedOrSkip("models/albert_tiny_zh_google/albert_model.ckpt.index"));
