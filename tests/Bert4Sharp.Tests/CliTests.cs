@@ -7,7 +7,7 @@ namespace Bert4Sharp.Tests;
 /// <summary>The b4s tool run as a separate process, the way scripts use it (--json, exit codes, stderr).</summary>
 public class CliTests
 {
-    static (int Code, string Out, string Err) B4s(params string[] args) => B4sWith(null, args);
+    internal static (int Code, string Out, string Err) B4s(params string[] args) => B4sWith(null, args);
 
     /// <summary>b4s with environment variables set for it (PATH resolved here, so dotnet itself is always found).</summary>
     static (int Code, string Out, string Err) B4sWith(IReadOnlyDictionary<string, string>? environment, params string[] args)

@@ -57,7 +57,7 @@ public static class AutoModel
         string directory = Directory.Exists(path) ? path
             : File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path))!
             : throw new FileNotFoundException($"{path}: no such model directory or weights file", path);
-        string configPath = options.ConfigPath ?? TransformerConfig.FindIn(directory);
+        string configPath = options.ConfigPath ?? FindConfig(directory);
         var config = TransformerConfig.Load(configPath);
         string familyName = options.Family ?? config.ModelType
             ?? throw new ArgumentException($"{configPath} has no model_type; pass the family (--family in the CLI): {string.Join(", ", ModelFamily.All.Keys.Order())})");
@@ -67,6 +67,15 @@ public static class AutoModel
         var model = TransformerModels.Build(config, checkpoint, family, application, options.Build, out var report);
         var (wordPiece, sentencePiece) = Tokenizers(directory, options, model.Config.VocabSize);
         return new LoadedModel(model, report!, wordPiece, sentencePiece);
+    }
+
+    static string FindConfig(string directory)
+    {
+        try { return TransformerConfig.FindIn(directory); }
+        catch (FileNotFoundException e) when (Directory.EnumerateFiles(directory, "*.onnx").Any())
+        {
+            throw new FileNotFoundException($"{e.Message}. An ONNX graph carries weights but no architecture config: put the model's Hugging Face config.json beside it (Optimum and transformers.js exports have one) or pass the config path", e);
+        }
     }
 
     /// <summary>What a family is built for when the caller does not say.</summary>
@@ -80,7 +89,7 @@ public static class AutoModel
         if (!File.Exists(vocab)) throw new FileNotFoundException($"{vocab}: vocabulary not found", vocab);
         if (vocab.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return (null, SpTokenizer.FromFile(vocab));
         var wp = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = options.LowerCase, EndToken = options.EndToken });
-        if (wp.Vocabulary.Count != vocabSize)
+        if (wp.Vocabulary.Count != vocabSize && options.Build.KeepTokens is null && options.Build.CompoundTokens is null)
             throw new InvalidDataException($"{vocab} has {wp.Vocabulary.Count} tokens but the model's vocab_size is {vocabSize}; pass the model's own vocabulary");
         return (wp, null);
     }

@@ -20,7 +20,7 @@ public enum CheckpointNaming
 
 /// <summary>What loading found. Strict loading throws <see cref="CheckpointMismatchException"/> unless all three problem lists are empty.</summary>
 public sealed record LoadReport(CheckpointNaming Naming, IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing,
-    IReadOnlyList<string> Unexpected, IReadOnlyList<string> Mismatched, IReadOnlyList<string> UnusedHeads, int SkippedSlots)
+    IReadOnlyList<string> Unexpected, IReadOnlyList<string> Mismatched, IReadOnlyList<string> UnusedHeads, int SkippedSlots, int GraphConstants = 0)
 {
     /// <summary>True when every model parameter was found with the right shape and nothing unknown was left.</summary>
     public bool IsComplete => Missing.Count == 0 && Unexpected.Count == 0 && Mismatched.Count == 0;
@@ -132,10 +132,14 @@ public static class WeightLoader
             if (!mapped.Contains(p)) missing.Add($"{p} (no checkpoint name for it in the {family.Name} table)");
         }
         int slots = checkpoint.Entries.Count(e => e.State == TensorState.Slot);
+        // An ONNX graph also stores shape constants under exporter-made names; a weight under such a name that the
+        // model needed would be missing, so the leftovers are counted, not reported as unexpected.
+        bool GraphConstant(TensorEntry e) => checkpoint.Format == CheckpointFormat.Onnx && Checkpoints.Onnx.OnnxCheckpoint.IsAnonymousName(e.Name);
+        int constants = checkpoint.Entries.Count(e => !used.Contains(e.Name) && GraphConstant(e));
         var unexpected = checkpoint.Entries
-            .Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !family.Ignorable.Any(s => e.Name.EndsWith(s, StringComparison.Ordinal)))
+            .Where(e => e.State != TensorState.Slot && !used.Contains(e.Name) && !GraphConstant(e) && !family.Ignorable.Any(s => e.Name.EndsWith(s, StringComparison.Ordinal)))
             .Select(e => e.Name).ToList();
-        var report = new LoadReport(naming.Value, loaded, missing, unexpected, mismatched, unusedHeads, slots);
+        var report = new LoadReport(naming.Value, loaded, missing, unexpected, mismatched, unusedHeads, slots, constants);
         if (strict && !report.IsComplete)
         {
             static string List(string what, IReadOnlyList<string> xs) => xs.Count == 0 ? "" : $" {xs.Count} {what}: {string.Join("; ", xs.Take(8))}{(xs.Count > 8 ? "; …" : "")}.";
