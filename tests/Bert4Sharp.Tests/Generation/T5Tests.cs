@@ -10,6 +10,13 @@ namespace Bert4Sharp.Tests.Generation;
 /// <summary>T5 v1.0 / v1.1 and mT5 against Hugging Face transformers 5.17 (tests/fixtures/hf).</summary>
 public class T5Tests
 {
+    /// <summary>
+    /// These fixtures use initializer_factor 8: the residual stream reaches 1e5 (hidden_states.1) and the logits 2e3,
+    /// so float32 round-off follows each tensor's scale rather than each element (measured 0.14 at a value of 29 in
+    /// t5_v1_1's encoder_hidden_states.1, max 1.0e5). The bound is atol 1e-5 of the tensor's largest magnitude.
+    /// </summary>
+    static void AssertAtScale(Tensor actual, Tensor expected, string what) => Close.Assert(actual, expected, what, atol: Close.AtolAtScale(expected));
+
     [Fact]
     public void RelativePositionBucketsMatchTheTable()
     {
@@ -47,9 +54,7 @@ public class T5Tests
         using var g = torch.no_grad();
         var memory = tf.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
         var logits = tf.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
-        var expected = io.ReadTensor("logits");
-        double dl = (logits - expected).abs().max().item<float>();
-        Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+        AssertAtScale(logits, io.ReadTensor("logits"), $"{fixture} logits from the TF checkpoint");
     }
 
     [Theory]
@@ -75,9 +80,7 @@ public class T5Tests
             using var g = torch.no_grad();
             var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
             var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"));
-            var expected = io.ReadTensor("logits");
-            double dl = (logits - expected).abs().max().item<float>();
-            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+            AssertAtScale(logits, io.ReadTensor("logits"), $"{fixture} logits with the bert4keras config");
             File.WriteAllText(config, """{"hidden_act": ["gelu", "relu"], "hidden_size": 64, "num_attention_heads": 4, "vocab_size": 1000}""");
             var e = Assert.Throws<InvalidDataException>(() => TransformerConfig.Load(config));
             Assert.Contains("[activation, \"linear\"]", e.Message);
@@ -100,22 +103,12 @@ public class T5Tests
             var encHidden = new List<Tensor>();
             var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"), encHidden);
             for (int i = 0; i < encHidden.Count; i++)
-            {
-                var e = io.ReadTensor($"encoder_hidden_states.{i}");
-                double d = (encHidden[i] - e).abs().max().item<float>(), m = e.abs().max().item<float>();
-                Assert.True(d <= 1e-5 * Math.Max(1, m), $"{fixture} encoder {i}: {d:E2} at max |value| {m:F1}");
-            }
+                AssertAtScale(encHidden[i], io.ReadTensor($"encoder_hidden_states.{i}"), $"{fixture} encoder_hidden_states.{i}");
             var decHidden = new List<Tensor>();
             var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"), null, null, decHidden);
             for (int i = 0; i < decHidden.Count; i++)
-            {
-                var e = io.ReadTensor($"decoder_hidden_states.{i}");
-                double d = (decHidden[i] - e).abs().max().item<float>(), m = e.abs().max().item<float>();
-                Assert.True(d <= 1e-5 * Math.Max(1, m), $"{fixture} decoder {i}: {d:E2} at max |value| {m:F1}");
-            }
-            var expected = io.ReadTensor("logits");
-            double dl = (logits - expected).abs().max().item<float>();
-            Assert.True(dl <= 1e-5 * Math.Max(1, expected.abs().max().item<float>()), $"{fixture} logits {dl:E2}");
+                AssertAtScale(decHidden[i], io.ReadTensor($"decoder_hidden_states.{i}"), $"{fixture} decoder_hidden_states.{i}");
+            AssertAtScale(logits, io.ReadTensor("logits"), $"{fixture} logits");
         }
         using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(dir, "generate.json")));
         List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
