@@ -119,4 +119,28 @@ public class T5Tests
         Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options, useCache: false));
         Assert.Equal(L("beam4"), AutoRegressiveDecoder.BeamSearch(lm, [start], 4, options));
     }
+
+    [Theory]
+    [InlineData("hf/t5_v1_1_untied/config.json", "hf/t5_v1_1_untied/model.safetensors")]   // HF names: lm_head.weight [vocab, d_model]
+    [InlineData("hf/t5_v1_1_untied/config.json", "tf/t5_v1_1_untied/model.ckpt")]          // bert4keras t5.1.1: decoder/logits/kernel [d_model, vocab]
+    [InlineData("hf/t5_v1_1_untied/config_v4.json", "tf/t5_v1_1_untied/model.ckpt")]       // a transformers 4 config: no scale_decoder_outputs
+    [InlineData("hf/t5_v1_1/config.json", "hf/t5_v1_1_untied/model.safetensors")]          // the config says tied: the checkpoint's head wins
+    public void AGenuinelySeparateHeadIsUsedUnscaled(string config, string checkpoint)
+    {
+        // tests/fixtures/hf/t5_v1_1_untied (make_t5_untied_head_fixtures.py): t5_v1_1 with a random lm_head unrelated to
+        // the embedding; logits = transformers' final decoder state (after the final norm) @ lm_head.T, no rescale.
+        string dir = TestPaths.Fixture("hf", "t5_v1_1_untied");
+        var model = T5Model.Load(TestPaths.Fixture([.. config.Split('/')]), TestPaths.Fixture([.. checkpoint.Split('/')]));
+        Assert.False(model.Config.TieWordEmbeddings);
+        using var io = Checkpoint.Open(Path.Combine(dir, "io.safetensors"));
+        using var tied = Checkpoint.Open(TestPaths.Fixture("hf", "t5_v1_1", "io.safetensors"));
+        using var scope = torch.NewDisposeScope();
+        using var g = torch.no_grad();
+        var memory = model.Encode(io.ReadTensor("input_ids"), io.ReadTensor("attention_mask"));
+        var hidden = new List<Tensor>();
+        var logits = model.Decode(io.ReadTensor("decoder_input_ids"), memory, io.ReadTensor("attention_mask"), null, null, hidden);
+        AssertAtScale(hidden[^1], io.ReadTensor("decoder_hidden_states.2"), "final decoder state");
+        AssertAtScale(logits, io.ReadTensor("logits"), $"{checkpoint} logits through the separate head");
+        Close.AssertNot(logits, tied.ReadTensor("logits"), "logits vs the tied model's", atol: 1.0);
+    }
 }
