@@ -46,64 +46,83 @@ public static class AutoRegressiveDecoder
     }
 
     /// <summary>
-    /// Batched beam search over one prompt with <paramref name="beams"/> beams in one batch and a shared
-    /// cache, as Hugging Face: each step keeps the top 2·beams continuations of all beams by cumulative
-    /// log-probability; a continuation ending in the end token (ranked within the first <paramref name="beams"/>)
-    /// becomes a finished hypothesis scored by log-probability / generated-length^LengthPenalty. Returns the best hypothesis.
+    /// Batched beam search over one prompt with <paramref name="beams"/> beams in one batch and a shared cache,
+    /// as Hugging Face transformers' <c>generate(num_beams=…)</c> (its vectorised <c>_beam_search</c>, v4.50 to 5.x):
+    /// each step ranks the top 2·beams continuations of all running beams by cumulative log-probability. A
+    /// continuation ending in the end token (or reaching <see cref="DecodingOptions.MaxNewTokens"/>) is finished;
+    /// those ranked within the first <paramref name="beams"/> compete for the <paramref name="beams"/> finished
+    /// slots with score log-probability / generated-length^<see cref="DecodingOptions.LengthPenalty"/> (the end
+    /// token counted). The best unfinished continuations run on. The search stops when every slot is finished
+    /// and <see cref="DecodingOptions.EarlyStopping"/> is set (running beams are then dropped), when the best
+    /// running beam scored at its current length cannot beat the worst finished one, or at the maximum length,
+    /// where the top <paramref name="beams"/> continuations count as finished. Returns the best finished
+    /// sequence: prompt + generated tokens, the end token included when produced.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="beams"/> is less than 1.</exception>
     public static List<int> BeamSearch(ICausalLanguageModel model, IReadOnlyList<int> prompt, int beams, DecodingOptions options)
     {
         if (beams < 1) throw new ArgumentOutOfRangeException(nameof(beams), $"beam size must be at least 1, got {beams}");
         Validate(model, prompt, options);
+        if (options.MaxNewTokens == 0) return prompt.ToList();
+        const double Dead = -1e9;   // transformers' "very large negative" score: beams that must not be picked
         using var g = torch.no_grad();
         using var cache = model.NewCache();
-        var sequences = Enumerable.Range(0, beams).Select(_ => prompt.ToList()).ToList();
-        var scores = new double[beams];
-        for (int i = 1; i < beams; i++) scores[i] = -1e9;   // only the first beam is live at the start
-        var finished = new List<(List<int> Tokens, double Score)>();
-        int promptLength = prompt.Count;
+        var running = Enumerable.Range(0, beams).Select(_ => prompt.ToList()).ToList();
+        var runningScores = new double[beams];
+        for (int i = 1; i < beams; i++) runningScores[i] = Dead;   // only the first beam is live at the start
+        var finished = new List<(List<int> Tokens, double Score)>(beams + 1);   // best first, at most `beams`
         var input = torch.tensor(prompt.Select(i => (long)i).ToArray(), device: model.Device).unsqueeze(0).expand(beams, -1).contiguous();
-        for (int step = 0; step < options.MaxNewTokens; step++)
+        try
         {
-            using var scope = torch.NewDisposeScope();
-            var logProbs = model.Logits(input, cache)[.., -1].log_softmax(-1).to(ScalarType.Float64);   // (beams, V)
-            var total = logProbs + torch.tensor(scores, device: logProbs.device).unsqueeze(1);
-            int v = (int)total.shape[1];
-            var (top, idx) = total.flatten().topk(2 * beams);
-            var topScores = top.cpu().data<double>().ToArray();
-            var topIdx = idx.cpu().data<long>().ToArray();
-            var nextSequences = new List<List<int>>();
-            var nextScores = new List<double>();
-            var nextRows = new List<long>();
-            var nextTokens = new List<long>();
-            for (int rank = 0; rank < topIdx.Length && nextSequences.Count < beams; rank++)
+            for (int generated = 1; ; generated++)   // the length of every candidate this step, without the prompt
             {
-                int beam = (int)(topIdx[rank] / v), token = (int)(topIdx[rank] % v);
-                if (token == options.EndId)
+                using var scope = torch.NewDisposeScope();
+                var logProbs = model.Logits(input, cache)[.., -1].log_softmax(-1).to(ScalarType.Float64);   // (beams, V)
+                var total = logProbs + torch.tensor(runningScores, device: model.Device).unsqueeze(1);
+                int v = (int)total.shape[1];
+                var (top, idx) = total.flatten().topk(Math.Min(2 * beams, beams * v));   // one end token: max(2, 1 + 1)·beams
+                var topScores = top.cpu().data<double>().ToArray();
+                var topIdx = idx.cpu().data<long>().ToArray();
+                bool atMax = generated >= options.MaxNewTokens;
+                double penalty = Math.Pow(generated, options.LengthPenalty);
+                var next = new List<(int Beam, int Token, double Score)>(beams);
+                for (int rank = 0; rank < topIdx.Length; rank++)
                 {
-                    if (rank >= beams) continue;
-                    var done = sequences[beam].Append(token).ToList();
-                    finished.Add((done, topScores[rank] / Math.Pow(done.Count - promptLength, options.LengthPenalty)));
-                    continue;
+                    int beam = (int)(topIdx[rank] / v), token = (int)(topIdx[rank] % v);
+                    if (token != options.EndId && !atMax)
+                    {
+                        if (next.Count < beams) next.Add((beam, token, topScores[rank]));
+                        continue;
+                    }
+                    // Finished: only the first `beams` ranks may enter the finished slots (the rest are spares).
+                    if (rank < beams) AddFinished(finished, beams, running[beam].Append(token).ToList(), topScores[rank] / penalty);
                 }
-                nextSequences.Add(sequences[beam].Append(token).ToList());
-                nextScores.Add(topScores[rank]);
-                nextRows.Add(beam);
-                nextTokens.Add(token);
+                if (atMax || next.Count == 0) break;    // every continuation reached the maximum length (or none is left)
+                running = next.Select(n => running[n.Beam].Append(n.Token).ToList()).ToList();
+                runningScores = next.Select(n => n.Score).ToArray();
+                if (finished.Count == beams)
+                {
+                    if (options.EarlyStopping) break;   // all slots finished: running beams are dropped
+                    // Can the best running beam, scored at its current length, still beat the worst finished one?
+                    if (!(runningScores[0] / Math.Pow(generated, options.LengthPenalty) > finished[^1].Score)) break;
+                }
+                cache.Select(torch.tensor(next.Select(n => (long)n.Beam).ToArray(), device: model.Device));
+                input.Dispose();
+                input = torch.tensor(next.Select(n => (long)n.Token).ToArray(), device: model.Device).unsqueeze(1).DetachFromDisposeScope();
             }
-            sequences = nextSequences;
-            scores = [.. nextScores];
-            if (options.EarlyStopping && finished.Count >= beams) break;
-            cache.Select(torch.tensor(nextRows.ToArray(), device: model.Device));
-            input.Dispose();
-            input = torch.tensor(nextTokens.ToArray(), device: model.Device).unsqueeze(1).DetachFromDisposeScope();
         }
-        input.Dispose();
-        // Unfinished beams compete too, scored the same way.
-        for (int i = 0; i < sequences.Count; i++)
-            finished.Add((sequences[i], scores[i] / Math.Pow(Math.Max(1, sequences[i].Count - promptLength), options.LengthPenalty)));
-        return finished.OrderByDescending(f => f.Score).First().Tokens;
+        finally { input.Dispose(); }
+        return finished.Count > 0 ? finished[0].Tokens : running[0];
+    }
+
+    /// <summary>Inserts a finished hypothesis into the best-first list and keeps the best <paramref name="capacity"/> (ties: the earlier stays ahead).</summary>
+    static void AddFinished(List<(List<int> Tokens, double Score)> finished, int capacity, List<int> tokens, double score)
+    {
+        int at = finished.FindIndex(f => score > f.Score);
+        if (at < 0) at = finished.Count;
+        if (at >= capacity) return;
+        finished.Insert(at, (tokens, score));
+        if (finished.Count > capacity) finished.RemoveAt(finished.Count - 1);
     }
 
     internal static void Validate(ICausalLanguageModel model, IReadOnlyList<int> prompt, DecodingOptions options)

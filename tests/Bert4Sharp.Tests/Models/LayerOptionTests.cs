@@ -21,7 +21,7 @@ public class LayerOptionTests
         double c = Math.Sqrt(2 / Math.PI);
         var h = 0.5 * a * (1 + torch.tanh(c * (a + 0.044715 * a.pow(3))));   // tanh-approximate GELU written out
         var expected = (h * b).matmul(p["outer.weight"].t()) + p["outer.bias"];
-        Assert.True((ffn.forward(x) - expected).abs().max().item<float>() < 1e-5);
+        Close.Assert(ffn.forward(x), expected, "gated feed-forward vs written out");
     }
 
     [Fact]
@@ -34,8 +34,9 @@ public class LayerOptionTests
         for (int j = 0; j < 4; j++)
         {
             double theta = 7 / Math.Pow(10000, 2.0 * j / 8);
-            Assert.Equal(Math.Sin(theta), s[7, 2 * j].item<double>(), 12);
-            Assert.Equal(Math.Cos(theta), s[7, 2 * j + 1].item<double>(), 12);
+            // float64 libm vs libtorch's sin/cos of the same float64 angle: a few ulps, so 1e-12 rather than the float64 defaults.
+            Close.Assert(s[7, 2 * j].item<double>(), Math.Sin(theta), $"sin at [7, {2 * j}]", atol: 1e-12, rtol: 1e-12);
+            Close.Assert(s[7, 2 * j + 1].item<double>(), Math.Cos(theta), $"cos at [7, {2 * j + 1}]", atol: 1e-12, rtol: 1e-12);
         }
         var emb = new Embeddings(new EmbeddingOptions(50, 8, 0, 0, null, 1e-12, SinusoidalPositions: true));
         emb.eval();
@@ -44,7 +45,7 @@ public class LayerOptionTests
         var direct = emb.forward(ids, null);
         var word = emb.named_parameters().First(p => p.name == "word.weight").parameter;
         var expected = word.index_select(0, ids[0]) + s[..3].to(ScalarType.Float32);
-        Assert.True((direct[0] - expected).abs().max().item<float>() < 1e-6);
+        Close.Assert(direct[0], expected, "embedding + sinusoid");
     }
 
     [Fact]
@@ -59,7 +60,7 @@ public class LayerOptionTests
         var same = model.Forward(new ModelInput(ids) { PositionIds = torch.arange(4).unsqueeze(0) }).LastHiddenState;
         Assert.True((plain - same).abs().max().item<float>() == 0);
         var shifted = model.Forward(new ModelInput(ids) { PositionIds = (torch.arange(4) + 10).unsqueeze(0) }).LastHiddenState;
-        Assert.True((plain - shifted).abs().max().item<float>() > 1e-3);   // positions matter
+        Close.AssertNot(shifted, plain, "positions shifted by 10", atol: 1e-3);   // positions matter
         Assert.Throws<ArgumentException>(() => model.Forward(new ModelInput(ids) { PositionIds = torch.arange(3).unsqueeze(0) }));
         var rot = TransformerModels.Build(TestPaths.Fixture("hf", "roformer", "config.json"), TestPaths.Fixture("hf", "roformer", "model.safetensors"),
             "roformer", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
@@ -105,7 +106,7 @@ public class RealFormerTests
         var got = model.Forward(ids, null, mask, true);
         var reference = plain.Forward(ids, null, mask, true);
         // Layer 0 has no previous scores: identical to the plain model.
-        Assert.True((got.HiddenStates![1] - reference.HiddenStates![1]).abs().max().item<float>() < 1e-5);
+        Close.Assert(got.HiddenStates![1], reference.HiddenStates![1], "layer 0 with and without residual scores");
         // Written out for layer 1: scores₁ = q₁k₁ᵀ/√d + scores₀, from the raw parameters.
         Tensor Ln(Tensor x, string n) => nn.functional.layer_norm(x, [64], p[n + ".weight"], p[n + ".bias"], 1e-12);
         Tensor Lin(Tensor x, string n) => x.matmul(p[n + ".weight"].t()) + p[n + ".bias"];
@@ -126,8 +127,8 @@ public class RealFormerTests
             var f = Lin(nn.functional.gelu(Lin(x, $"layers.{l}.ffn.inner")), $"layers.{l}.ffn.outer");
             x = Ln(x + f, $"layers.{l}.ffn_norm");
         }
-        Assert.True((got.HiddenStates[2] - x).abs().max().item<float>() < 1e-5);
-        Assert.True((got.HiddenStates[2] - reference.HiddenStates[2]).abs().max().item<float>() > 1e-3);
+        Close.Assert(got.HiddenStates[2], x, "layer 1 vs written out");
+        Close.AssertNot(got.HiddenStates[2], reference.HiddenStates[2], "layer 1 with vs without residual scores", atol: 1e-3);
     }
 }
 
@@ -146,7 +147,7 @@ public class ConditionalLayerNormTests
         var c = torch.randn(1, 5);
         var a = plain.forward(ids, null, null).LastHiddenState;
         var b = cond.Forward(new ModelInput(ids) { Condition = c }).LastHiddenState;
-        Assert.True((a - b).abs().max().item<float>() < 1e-6);                       // zero-initialised: no change
+        Close.Assert(b, a, "zero-initialised condition vs the plain model");          // zero-initialised: no change
         Assert.Throws<ArgumentException>(() => cond.forward(ids, null, null));       // a condition is required
         Assert.Throws<ArgumentException>(() => plain.Forward(new ModelInput(ids) { Condition = c }));
 
@@ -159,6 +160,6 @@ public class ConditionalLayerNormTests
         var gamma = (1 + cc.matmul(p["condition_weight.weight"].t())).unsqueeze(1);
         var beta = cc.matmul(p["condition_bias.weight"].t()).unsqueeze(1);
         var expected = nn.functional.layer_norm(x, [4], null, null, 1e-12) * gamma + beta;
-        Assert.True((norm.Forward(x, cc) - expected).abs().max().item<float>() < 1e-5);
+        Close.Assert(norm.Forward(x, cc), expected, "conditional layer norm vs written out");
     }
 }

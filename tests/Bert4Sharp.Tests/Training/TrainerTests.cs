@@ -88,11 +88,9 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(7, first.Steps);
         var (second, resumedModel) = Run(b, 13, resume: true, initSeed: 99);
         Assert.Equal(6, second.StepsThisRun);
-        for (int i = 0; i < 6; i++)
-            Assert.True(Math.Abs(full.Losses[7 + i] - second.Losses[i]) <= 1e-6, $"step {8 + i}: {full.Losses[7 + i]} uninterrupted vs {second.Losses[i]} resumed");
+        Close.Assert(second.Losses.ToArray(), full.Losses.Skip(7).ToArray(), "losses of steps 8-13, resumed vs uninterrupted", atol: 1e-6, rtol: 0);
         var want = fullModel.state_dict();
-        foreach (var (name, t) in resumedModel.state_dict())
-            Assert.True((t - want[name]).abs().max().ToDouble() <= 1e-6, name);
+        foreach (var (name, t) in resumedModel.state_dict()) Close.Assert(t, want[name], $"{name} resumed vs uninterrupted", atol: 1e-6);
         // The metrics log has every record once, in order, across the interruption.
         var steps = File.ReadLines(Path.Combine(b, "metrics.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("step").GetInt64()).ToList();
         Assert.Equal([2, 4, 6, 8, 10, 12], steps);
