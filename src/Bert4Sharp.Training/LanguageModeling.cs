@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Training;
 
+using Bert4Sharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -38,14 +39,7 @@ public static class LanguageModeling
     /// <summary>Pads token sequences into (B, T) int64 ids (with <paramref name="padId"/>) and a 1/0 attention mask.</summary>
     public static (Tensor Ids, Tensor Mask) Pad(IReadOnlyList<int[]> sequences, int padId = 0, Device? device = null)
     {
-        if (sequences.Count == 0) throw new ArgumentException("the batch is empty", nameof(sequences));
-        int t = sequences.Max(s => s.Length);
-        var ids = new long[sequences.Count * t];
-        var mask = new long[sequences.Count * t];
-        Array.Fill(ids, padId);
-        for (int i = 0; i < sequences.Count; i++)
-            for (int j = 0; j < sequences[i].Length; j++) { ids[i * t + j] = sequences[i][j]; mask[i * t + j] = 1; }
-        return (torch.tensor(ids, [sequences.Count, t], device: device), torch.tensor(mask, [sequences.Count, t], device: device));
+        return SequencePadding.Pad(sequences, padId, device);
     }
 
     /// <summary>

@@ -121,22 +121,18 @@ public sealed class MaskedLanguageModeling
     /// </summary>
     public (Tensor Input, Tensor Labels, Tensor AttentionMask) Mask(IReadOnlyList<PretrainingSequence> batch, Random random, Device? device = null)
     {
-        int t = batch.Max(s => s.Ids.Length);
-        var input = new long[batch.Count * t];
-        var labels = new long[batch.Count * t];
-        var mask = new long[batch.Count * t];
-        Array.Fill(labels, -100L);
-        Array.Fill(input, (long)tokenizer.PaddingId);
-        for (int b = 0; b < batch.Count; b++)
+        var inputs = new List<int[]>(batch.Count);
+        var targets = new List<int[]>(batch.Count);
+        foreach (var seq in batch)
         {
-            var seq = batch[b];
+            var input = seq.Ids.ToArray();
+            var labels = Enumerable.Repeat(-100, seq.Ids.Length).ToArray();
+            inputs.Add(input);
+            targets.Add(labels);
             var chosenWords = new Dictionary<int, bool>();
             bool any = false;
             for (int i = 0; i < seq.Ids.Length; i++)
             {
-                int k = b * t + i;
-                input[k] = seq.Ids[i];
-                mask[k] = 1;
                 int id = seq.Ids[i];
                 if (id == tokenizer.StartId || id == tokenizer.EndId || id == tokenizer.PaddingId) continue;
                 int word = seq.WordIds?[i] ?? i;
@@ -144,10 +140,10 @@ public sealed class MaskedLanguageModeling
                 if (!chosenWords.TryGetValue(word, out bool chosen)) chosenWords[word] = chosen = random.NextDouble() < options.MaskRate;
                 if (!chosen) continue;
                 any = true;
-                labels[k] = id;
+                labels[i] = id;
                 double r = random.NextDouble();
-                if (r < options.MaskTokenShare) input[k] = tokenizer.MaskId;
-                else if (r < options.MaskTokenShare + options.RandomTokenShare) input[k] = randomPool[random.Next(randomPool.Length)];
+                if (r < options.MaskTokenShare) input[i] = tokenizer.MaskId;
+                else if (r < options.MaskTokenShare + options.RandomTokenShare) input[i] = randomPool[random.Next(randomPool.Length)];
             }
             if (!any)
             {
@@ -160,15 +156,14 @@ public sealed class MaskedLanguageModeling
                     int word = seq.WordIds?[pick] ?? pick;
                     foreach (int i in candidates.Where(i => (seq.WordIds?[i] ?? i) == word))
                     {
-                        labels[b * t + i] = seq.Ids[i];
-                        input[b * t + i] = tokenizer.MaskId;
+                        labels[i] = seq.Ids[i];
+                        input[i] = tokenizer.MaskId;
                     }
                 }
             }
         }
-        device ??= CPU;
-        return (torch.tensor(input, [batch.Count, t], device: device), torch.tensor(labels, [batch.Count, t], device: device),
-            torch.tensor(mask, [batch.Count, t], device: device));
+        var (ids, mask) = SequencePadding.Pad(inputs, tokenizer.PaddingId, device);
+        return (ids, SequencePadding.PadValues(targets, -100, device), mask);
     }
 
     /// <summary>

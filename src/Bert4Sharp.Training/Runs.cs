@@ -195,19 +195,9 @@ public static class FineTuning
     static (Tensor Ids, Tensor Segments, Tensor Mask, Tensor Labels) Batch(BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> batch, int maxLength, Device device)
     {
         var enc = batch.Select(x => tokenizer.Encode(x.Text, x.Pair, maxLength)).ToList();
-        int t = enc.Max(e => e.Count);
-        var ids = new long[batch.Count * t];
-        var seg = new long[batch.Count * t];
-        var mask = new long[batch.Count * t];
-        for (int b = 0; b < enc.Count; b++)
-            for (int i = 0; i < enc[b].Count; i++)
-            {
-                ids[b * t + i] = enc[b].Ids[i];
-                seg[b * t + i] = enc[b].SegmentIds[i];
-                mask[b * t + i] = 1;
-            }
-        return (torch.tensor(ids, [batch.Count, t], device: device), torch.tensor(seg, [batch.Count, t], device: device),
-            torch.tensor(mask, [batch.Count, t], device: device), torch.tensor(batch.Select(x => (long)x.Label).ToArray(), device: device));
+        var (ids, mask) = SequencePadding.Pad(enc.Select(e => e.Ids).ToList(), tokenizer.PaddingId, device);
+        var segments = SequencePadding.PadValues(enc.Select(e => e.SegmentIds).ToList(), 0, device);
+        return (ids, segments, mask, torch.tensor(batch.Select(x => (long)x.Label).ToArray(), device: device));
     }
 
     /// <summary>
