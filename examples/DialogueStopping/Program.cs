@@ -41,7 +41,8 @@ Console.WriteLine($"{trainIds.Count:N0} training dialogues, {validIds.Count:N0} 
 var config = new TransformerConfig
 {
     ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, MaxPositionEmbeddings = MaxLength,
-    LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = tokenizer.EndId, BosTokenId = tokenizer.StartId, HiddenDropoutProb = 0.1,
+    LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = tokenizer.EndId, BosTokenId = tokenizer.StartId,
+    HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,   // no dropout, as the documented runs were trained
 };
 var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
 double Perplexity()

@@ -51,6 +51,7 @@ var config = new TransformerConfig
 {
     ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4, MaxPositionEmbeddings = MaxMoves + 2,
     LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = End, BosTokenId = Start,
+    HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,   // no dropout, as the documented runs were trained
 };
 var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
 double Perplexity()

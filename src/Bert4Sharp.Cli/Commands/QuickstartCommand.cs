@@ -54,6 +54,7 @@ internal static class QuickstartCommand
         {
             ModelType = "gpt2", VocabSize = vocab.Count, HiddenSize = 256, NumHiddenLayers = 4, NumAttentionHeads = 4,
             MaxPositionEmbeddings = MaxChars + 2, LayerNormEps = 1e-5, HiddenAct = "gelu_new", EosTokenId = tokenizer.EndId, BosTokenId = tokenizer.StartId,
+            HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,   // a short CPU run: dropout only slows it
         };
         var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel);
         long parameters = model.parameters().Sum(p => p.numel());

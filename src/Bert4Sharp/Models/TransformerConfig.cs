@@ -90,6 +90,8 @@ public sealed record TransformerConfig
         ["activation_function"] = "hidden_act",
         ["attention_head_size"] = "d_kv",
         ["afn"] = "hidden_act",
+        ["resid_pdrop"] = "hidden_dropout_prob",
+        ["attn_pdrop"] = "attention_probs_dropout_prob",
     };
 
     /// <summary>Every key <see cref="FromJson"/> reads: the Hugging Face keys of the properties and the <see cref="Aliases"/>, sorted.</summary>

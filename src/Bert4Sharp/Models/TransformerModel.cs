@@ -336,7 +336,11 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         if (structure is not null) bias = bias is null ? structure : bias + structure;
         var x = embeddings.Forward(ids, segments, positionIds);                          // (B, T, H)
         using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = relative_bias?.Forward(t, past, x.device) };
-        var ctx = new AttentionContext { Mask = bias, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores };
+        bool causal = Application == Application.LanguageModel && past == 0 && input.AttentionMask is null;
+        var ctx = new AttentionContext
+        {
+            Mask = bias, MaskIsCausal = causal, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores,
+        };
         bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null;
         var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
         for (int i = 0; i < arch.Layers; i++)

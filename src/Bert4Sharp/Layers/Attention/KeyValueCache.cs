@@ -51,6 +51,8 @@ public sealed class AttentionContext
 {
     /// <summary>Additive self-attention mask, broadcastable to (B, heads, Tq, Tk), or null.</summary>
     public Tensor? Mask { get; init; }
+    /// <summary><see cref="Mask"/> is exactly causal (no padding, no cache): kernels may use a fused causal path.</summary>
+    public bool MaskIsCausal { get; init; }
     /// <summary>Position tables of this forward.</summary>
     public required PositionContext Positions { get; init; }
     /// <summary>Key/value cache (self attention; <see cref="KeyValueCache.Cross"/> holds cross-attention keys), or null.</summary>

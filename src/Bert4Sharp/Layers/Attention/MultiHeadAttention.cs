@@ -112,7 +112,7 @@ public sealed class MultiHeadAttention : nn.Module
         Tensor? relative = options.Position == AttentionPosition.TypicalRelative ? ctx.Positions.TypicalRelative(dk, options.MaxRelativePosition) : null;
         var self = new AttentionCall
         {
-            Query = qh, Key = kh, Value = vh, Scale = Scale, Mask = ctx.Mask, Dropout = Dropout,
+            Query = qh, Key = kh, Value = vh, Scale = Scale, Mask = ctx.Mask, MaskIsCausal = ctx.MaskIsCausal && ctx.Cache is null, Dropout = Dropout,
             PositionBias = options.Position == AttentionPosition.RelativeBuckets ? ctx.Positions.Bias ?? throw new InvalidOperationException("relative-bucket attention needs the model's position bias in the context") : null,
             RelativeKeys = relative, RelativeValues = relative,
             PreviousScores = ctx.ResidualScores ? ctx.Scores : null, KeepScores = ctx.ResidualScores,
