@@ -30,15 +30,27 @@ internal static class ModelCommands
         return TransformerPipeline.Load(r.GetValue(o.Model)!, r.GetValue(o.Family), app, null, r.GetValue(o.Vocab), !r.GetValue(o.Cased));
     }
 
+    /// <summary>The ONNX Runtime engine over the directory's model.onnx and vocab.txt (same pipeline, another engine).</summary>
+    static TransformerPipeline LoadOnnx(System.CommandLine.ParseResult r, Common o)
+    {
+        string dir = r.GetValue(o.Model)!;
+        if (r.GetValue(o.Family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
+        string vocab = r.GetValue(o.Vocab) ?? Path.Combine(dir, "vocab.txt");
+        var tokenizer = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { LowerCase = !r.GetValue(o.Cased) });
+        return TransformerPipeline.Create(new Onnx.OnnxRuntimeEncoder(dir, new Onnx.OnnxEncoderOptions { Threads = r.GetValue(o.Threads) ?? 0 }), tokenizer);
+    }
+
     public static Command Encode()
     {
         var o = Options();
         var text = new Argument<string[]>("text") { Arity = ArgumentArity.OneOrMore, Description = "Texts to encode (one batch)" };
-        var cmd = new Command("encode", "Sentence vectors ([CLS], mean over tokens, pooler) of texts") { text };
+        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx)", DefaultValueFactory = _ => "torch" };
+        engine.AcceptOnlyFromAmong("torch", "onnx");
+        var cmd = new Command("encode", "Sentence vectors ([CLS], mean over tokens, pooler) of texts") { text, engine };
         Add(cmd, o);
         cmd.SetAction(CliErrors.Wrap(r =>
         {
-            var p = Load(r, o, Application.Encoder);
+            var p = r.GetValue(engine) == "onnx" ? LoadOnnx(r, o) : Load(r, o, Application.Encoder);
             var v = p.Encode(r.GetValue(text)!);
             if (r.GetValue(o.Json))
             {

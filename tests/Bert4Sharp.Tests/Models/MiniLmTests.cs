@@ -4,6 +4,7 @@ using Bert4Sharp.Checkpoints.Onnx;
 using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using TorchSharp;
+using static TorchSharp.torch;
 
 namespace Bert4Sharp.Tests.Models;
 
@@ -82,6 +83,31 @@ public class MiniLmTests
     }
 
     [Fact]
+    public void TheOnnxRuntimeEngineSitsBehindTheSameSeam()
+    {
+        string onnxDir = OnnxDirectory();
+        try
+        {
+            var torchPipe = TransformerPipeline.Load(onnxDir, options: new BuildOptions { Device = torch.CPU });
+            using var engine = new Bert4Sharp.Onnx.OnnxRuntimeEncoder(onnxDir);
+            Assert.Equal("onnxruntime", engine.Engine);
+            Assert.Equal(384, engine.HiddenSize);
+            Assert.Equal(512, engine.MaxLength);                                                   // from config.json beside the graph
+            var ortPipe = TransformerPipeline.Create(engine, torchPipe.Tokenizer);
+            var a = torchPipe.Encode(Texts);
+            var b = ortPipe.Encode(Texts);
+            for (int i = 0; i < Texts.Length; i++)
+            {
+                Close.Assert(b.Mean[i], a.Mean[i], $"mean vector {i}: ONNX Runtime engine vs TorchSharp engine");
+                Close.Assert(b.Pooled![i], a.Pooled![i], $"pooler {i}: ONNX Runtime engine vs TorchSharp engine");
+            }
+            Assert.Throws<InvalidOperationException>(() => ortPipe.FillMask("[MASK]"));            // no LM head behind another engine
+            Assert.Throws<NotSupportedException>(() => engine.Encode(torch.ones(1, 3, dtype: ScalarType.Int64), null, null, outputHiddenStates: true));
+        }
+        finally { Directory.Delete(onnxDir, true); }
+    }
+
+    [Fact]
     public void EncodeCommandEqualsOnnxRuntime()
     {
         string onnxDir = OnnxDirectory(), hfDir = BaseModelDirectory();
@@ -90,9 +116,10 @@ public class MiniLmTests
             var pipe = TransformerPipeline.Load(onnxDir, options: new BuildOptions { Device = torch.CPU });
             var (hidden, shape, mask) = Reference(pipe);
             long t = shape[1], h = shape[2];
-            foreach (string dir in new[] { onnxDir, hfDir })
+            // The TorchSharp engine on both layouts, and the ONNX Runtime engine (the same pipeline behind IEncoder) on the graph.
+            foreach (var (dir, engine) in new[] { (onnxDir, "torch"), (hfDir, "torch"), (onnxDir, "onnx") })
             {
-                var (code, stdout, stderr) = CliTests.B4s(["encode", "--model", dir, "--json", .. Texts]);
+                var (code, stdout, stderr) = CliTests.B4s(["encode", "--model", dir, "--engine", engine, "--json", .. Texts]);
                 Assert.True(code == 0, stderr);
                 using var doc = JsonDocument.Parse(stdout);
                 var means = doc.RootElement.GetProperty("mean").EnumerateArray().Select(r => r.EnumerateArray().Select(x => x.GetSingle()).ToArray()).ToList();
@@ -107,7 +134,7 @@ public class MiniLmTests
                         for (int j = 0; j < t; j++) if (mask[b * t + j] == 1) s += hidden[(b * t + j) * h + k];
                         expected[k] = (float)(s / n);
                     }
-                    Close.Assert(means[b], expected, $"b4s encode ({Path.GetFileName(dir)}) mean vector of text {b} vs ONNX Runtime");
+                    Close.Assert(means[b], expected, $"b4s encode --engine {engine} ({Path.GetFileName(dir)}) mean vector of text {b} vs ONNX Runtime");
                 }
             }
             // Without a config the ONNX directory says what to add.

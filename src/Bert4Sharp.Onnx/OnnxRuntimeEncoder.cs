@@ -1,0 +1,113 @@
+namespace Bert4Sharp.Onnx;
+
+using Bert4Sharp.Models;
+using Microsoft.ML.OnnxRuntime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>Options of <see cref="OnnxRuntimeEncoder"/>.</summary>
+public sealed record OnnxEncoderOptions
+{
+    /// <summary>Intra-op threads (0: ONNX Runtime's default, one per core).</summary>
+    public int Threads { get; init; }
+    /// <summary>Longest sequence the graph was exported for (its position table); null: from config.json beside the graph, else unbounded.</summary>
+    public long? MaxLength { get; init; }
+    /// <summary>Graph optimisation level (all by default).</summary>
+    public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+}
+
+/// <summary>
+/// An encoder exported to ONNX (Hugging Face / Optimum / sentence-transformers graphs: inputs <c>input_ids</c>,
+/// <c>attention_mask</c>, optionally <c>token_type_ids</c>; a rank-3 output of hidden states and optionally a rank-2
+/// pooler output) run by ONNX Runtime behind <see cref="IEncoder"/>, so pipelines and heads use it exactly as they
+/// use a <see cref="TransformerModel"/>. Inputs and outputs cross as TorchSharp CPU tensors.
+/// </summary>
+public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
+{
+    readonly InferenceSession session;
+    readonly string ids, mask;
+    readonly string? segments;
+    readonly string hidden;
+    readonly string? pooled;
+
+    /// <summary>Opens <paramref name="path"/> (a .onnx file, or a directory holding model.onnx).</summary>
+    /// <exception cref="FileNotFoundException">No graph there.</exception>
+    /// <exception cref="InvalidDataException">The graph has no <c>input_ids</c>/<c>attention_mask</c> inputs or no rank-3 float output.</exception>
+    public OnnxRuntimeEncoder(string path, OnnxEncoderOptions? options = null)
+    {
+        options ??= new();
+        string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
+        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
+        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
+        try { session = new InferenceSession(file, so); }
+        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{file}: ONNX Runtime cannot load the graph ({e.Message})", e); }
+        GraphPath = file;
+        var inputs = session.InputMetadata;
+        string Input(string name) => inputs.ContainsKey(name) ? name
+            : throw new InvalidDataException($"{file}: the graph has no '{name}' input (it has {string.Join(", ", inputs.Keys)}); export the encoder with input_ids, attention_mask[, token_type_ids]");
+        ids = Input("input_ids");
+        mask = Input("attention_mask");
+        segments = inputs.ContainsKey("token_type_ids") ? "token_type_ids" : null;
+        var outputs = session.OutputMetadata;
+        hidden = outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 3 && o.Value.ElementType == typeof(float)).Key
+            ?? throw new InvalidDataException($"{file}: no float (batch, sequence, hidden) output among {string.Join(", ", outputs.Keys)}");
+        pooled = outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 2 && o.Value.ElementType == typeof(float)).Key;
+        int h = outputs[hidden].Dimensions[2];
+        if (h <= 0) throw new InvalidDataException($"{file}: the hidden size of '{hidden}' is not fixed in the graph");
+        HiddenSize = h;
+        MaxLength = options.MaxLength ?? MaxLengthFromConfig(System.IO.Path.GetDirectoryName(Path.GetFullPath(file))!);
+    }
+
+    static long MaxLengthFromConfig(string directory)
+    {
+        string config = System.IO.Path.Combine(directory, "config.json");
+        return File.Exists(config) && TransformerConfig.Load(config).MaxPositionEmbeddings is > 0 and var m ? m : int.MaxValue;
+    }
+
+    /// <summary>The graph file.</summary>
+    public string GraphPath { get; }
+
+    /// <inheritdoc/>
+    public string Engine => "onnxruntime";
+    /// <inheritdoc/>
+    public int HiddenSize { get; }
+    /// <inheritdoc/>
+    public long MaxLength { get; }
+    /// <inheritdoc/>
+    public Device Device => CPU;
+
+    /// <inheritdoc/>
+    /// <exception cref="NotSupportedException">Every layer's hidden states were asked for (the graph exposes only the last).</exception>
+    public ModelOutput Encode(Tensor inputIds, Tensor? segmentIds, Tensor? attentionMask, bool outputHiddenStates = false)
+    {
+        if (outputHiddenStates) throw new NotSupportedException($"{GraphPath} exposes only its last hidden states; use the TorchSharp engine for every layer's states");
+        if (inputIds.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", inputIds.shape)}]");
+        long b = inputIds.shape[0], t = inputIds.shape[1];
+        if (t > MaxLength) throw new ArgumentException($"the sequence needs {t} positions but {GraphPath} takes {MaxLength}; truncate the text");
+        long[] shape = [b, t];
+        long[] Values(Tensor x) => x.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray();
+        var names = new List<string> { ids, mask };
+        var values = new List<OrtValue>
+        {
+            OrtValue.CreateTensorValueFromMemory(Values(inputIds), shape),
+            OrtValue.CreateTensorValueFromMemory(attentionMask is null ? Enumerable.Repeat(1L, (int)(b * t)).ToArray() : Values(attentionMask), shape),
+        };
+        if (segments is not null)
+        {
+            names.Add(segments);
+            values.Add(OrtValue.CreateTensorValueFromMemory(segmentIds is null ? new long[b * t] : Values(segmentIds), shape));
+        }
+        try
+        {
+            using var run = new RunOptions();
+            string[] wanted = pooled is null ? [hidden] : [hidden, pooled];
+            using var results = session.Run(run, names, values, wanted);
+            Tensor ToTensor(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
+            return new ModelOutput { LastHiddenState = ToTensor(results[0]), Pooled = pooled is null ? null : ToTensor(results[1]) };
+        }
+        finally { foreach (var v in values) v.Dispose(); }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => session.Dispose();
+}
