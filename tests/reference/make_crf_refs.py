@@ -128,7 +128,7 @@ def random_case(k):
     allowed = None
     if k % 3 != 2:
         allowed = (rng.random((L, L)) > 0.25)
-        allowed[:, 0] = True  # every label can be followed by something... keep at least one allowed path
+        allowed[:, 0] = True  # label 0 may follow any label, so some path stays allowed between the ends
         allowed = allowed.tolist()
     tags = rng.integers(0, L, (B, T))
     for b in range(B):
