@@ -15,4 +15,5 @@ root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(QuickstartCommand.Create());
 root.Subcommands.Add(TrainCommands.Pretrain());
 root.Subcommands.Add(TrainCommands.Train());
+root.Subcommands.Add(ClueCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

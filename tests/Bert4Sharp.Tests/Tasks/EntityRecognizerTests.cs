@@ -72,3 +72,53 @@ public class EntityRecognizerTests
         Assert.Throws<ArgumentException>(() => new EntityRecognizer(TransformerModels.Build(TestPaths.Fixture("hf", "bert_mlm", "config.json"), null, "bert", Application.MaskedLM), ["PER"]));
     }
 }
+
+/// <summary><c>b4s clue train/predict cluener</c> on the real CLUENER files with a tiny encoder (a few steps): files, formats, errors.</summary>
+public class ClueNerCommandTests
+{
+    [Fact]
+    public void TrainThenPredictWritesSubmissionFiles()
+    {
+        string data = TestPaths.SharedOrSkip("data");
+        string dir = Directory.CreateTempSubdirectory("b4s-clue").FullName;
+        try
+        {
+            // A 2-layer, 64-wide RoFormerV2 over the real RoFormerV2 vocabulary, randomly initialised.
+            string cfgDir = Directory.CreateDirectory(Path.Combine(dir, "tiny")).FullName;
+            File.Copy(TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")), Path.Combine(cfgDir, "vocab.txt"));
+            File.WriteAllText(Path.Combine(cfgDir, "config.json"), """
+                {"model_type": "roformer_v2", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+                 "hidden_act": "relu", "vocab_size": 12000, "type_vocab_size": 2}
+                """);
+            string run = Path.Combine(dir, "run");
+            var (code, stdout, stderr) = CliTests.B4s(["clue", "train", "cluener", "--data", data, "--config", Path.Combine(cfgDir, "config.json"),
+                "--output", run, "--head", "crf", "--minutes", "0.05", "--eval-every", "1000"]);
+            Assert.True(code == 0, stderr);
+            Assert.Contains("10,748 training and 1,343 dev texts", stdout);
+            Assert.Matches(@"best dev entity F1 \d+\.\d\d %", stdout);
+            foreach (var f in new[] { "config.json", "model.safetensors", "vocab.txt", "head.safetensors", "task.json" })
+                Assert.True(File.Exists(Path.Combine(run, "model", f)), f);
+            var devLines = File.ReadAllLines(Path.Combine(run, "dev_predictions.json"));
+            Assert.Equal(1343, devLines.Length);
+            foreach (var line in devLines.Take(50))
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(line);
+                Assert.Equal(System.Text.Json.JsonValueKind.Object, doc.RootElement.GetProperty("label").ValueKind);
+            }
+            string test = Path.Combine(data, "cluener2020", "test.json"), predicted = Path.Combine(dir, "test_predictions.json");
+            (code, stdout, stderr) = CliTests.B4s(["clue", "predict", "cluener", "--model", Path.Combine(run, "model"), "--input", test, "--output", predicted]);
+            Assert.True(code == 0, stderr);
+            Assert.Equal(File.ReadLines(test).Count(l => l.Trim().Length > 0), File.ReadAllLines(predicted).Length);
+            // The same directory cannot be trained over without --overwrite; a plain encoder directory is not a task model.
+            (code, _, stderr) = CliTests.B4s(["clue", "train", "cluener", "--data", data, "--config", Path.Combine(cfgDir, "config.json"), "--output", run, "--minutes", "0.05"]);
+            Assert.Equal(1, code);
+            (code, _, stderr) = CliTests.B4s(["clue", "predict", "cluener", "--model", cfgDir, "--input", test, "--output", predicted]);
+            Assert.Equal(1, code);
+            Assert.Contains("has no task.json", stderr);
+            (code, _, stderr) = CliTests.B4s(["clue", "train", "c3", "--output", run]);
+            Assert.Equal(1, code);
+            Assert.Contains("not supported by b4s clue yet", stderr);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
