@@ -100,7 +100,9 @@ public static class EntityRuns
         }) { Length = e => e.Text.Length };
         var result = trainer.Fit(examples, [evaluation], cancellation);
         if (evaluation.SavedBestPath is { } best)
-            using (var ck = Checkpoint.Open(best)) model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));
+            using (var ck = Checkpoint.Open(best))
+            using (var scope = torch.NewDisposeScope())
+                model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));   // back to the evaluation chosen on dev
         var metrics = evaluation.Best?.Metrics ?? Evaluate(model, tokenizer, dev, o.MaxLength);
         string dir = Save(model, tokenizer, o.MaxLength, Path.Combine(o.Output, "model"));
         WritePredictions(Path.Combine(o.Output, "dev_predictions.json"), dev.Select(r => (r.Id, r.Text)).ToList(), model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), o.MaxLength));
