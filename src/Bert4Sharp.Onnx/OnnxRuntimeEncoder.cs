@@ -51,7 +51,14 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         var outputs = session.OutputMetadata;
         hidden = outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 3 && o.Value.ElementType == typeof(float)).Key
             ?? throw new InvalidDataException($"{file}: no float (batch, sequence, hidden) output among {string.Join(", ", outputs.Keys)}");
-        pooled = outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 2 && o.Value.ElementType == typeof(float)).Key;
+        // The pooler by its Hugging Face name; else the one rank-2 output, unless it is a sentence-transformers
+        // embedding (mean-pooled, maybe normalised), which is not a pooler.
+        var rank2 = outputs.Where(o => o.Value.Dimensions.Length == 2 && o.Value.ElementType == typeof(float)).Select(o => o.Key).ToList();
+        pooled = rank2.Contains("pooler_output") ? "pooler_output"
+            : rank2.Count == 1 && !rank2[0].Contains("embedding", StringComparison.OrdinalIgnoreCase) ? rank2[0] : null;
+        foreach (var name in new[] { ids, mask, segments }.OfType<string>())
+            if (inputs[name].ElementType != typeof(long) && inputs[name].ElementType != typeof(int))
+                throw new InvalidDataException($"{file}: input '{name}' is {inputs[name].ElementType.Name}; int64 or int32 ids are expected");
         int h = outputs[hidden].Dimensions[2];
         if (h <= 0) throw new InvalidDataException($"{file}: the hidden size of '{hidden}' is not fixed in the graph");
         HiddenSize = h;
@@ -86,16 +93,20 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         if (t > MaxLength) throw new ArgumentException($"the sequence needs {t} positions but {GraphPath} takes {MaxLength}; truncate the text");
         long[] shape = [b, t];
         long[] Values(Tensor x) => x.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray();
+        // Each input in the element type the graph declares (int64 as exported by PyTorch, int32 by some converters).
+        OrtValue Input(string name, long[] v) => session.InputMetadata[name].ElementType == typeof(int)
+            ? OrtValue.CreateTensorValueFromMemory(v.Select(x => checked((int)x)).ToArray(), shape)
+            : OrtValue.CreateTensorValueFromMemory(v, shape);
         var names = new List<string> { ids, mask };
         var values = new List<OrtValue>
         {
-            OrtValue.CreateTensorValueFromMemory(Values(inputIds), shape),
-            OrtValue.CreateTensorValueFromMemory(attentionMask is null ? Enumerable.Repeat(1L, (int)(b * t)).ToArray() : Values(attentionMask), shape),
+            Input(ids, Values(inputIds)),
+            Input(mask, attentionMask is null ? Enumerable.Repeat(1L, (int)(b * t)).ToArray() : Values(attentionMask)),
         };
         if (segments is not null)
         {
             names.Add(segments);
-            values.Add(OrtValue.CreateTensorValueFromMemory(segmentIds is null ? new long[b * t] : Values(segmentIds), shape));
+            values.Add(Input(segments, segmentIds is null ? new long[b * t] : Values(segmentIds)));
         }
         try
         {

@@ -59,7 +59,7 @@ internal static class ClueCommand
             EntityRuns.Train(new EntityRunOptions
             {
                 DataDirectory = dataDir, Output = Path.GetFullPath(r.GetValue(output)!), Model = m,
-                Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family) ?? (m is null ? "roformer_v2" : null),
+                Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family),
                 Head = r.GetValue(head) switch { "crf" => EntityHead.Crf, "egp" => EntityHead.EfficientGlobalPointer, _ => EntityHead.GlobalPointer },
                 Minutes = r.GetValue(minutes), Epochs = r.GetValue(epochs), Seed = r.GetValue(seed), LearningRate = r.GetValue(lr),
                 BatchSize = r.GetValue(batch), EvalEverySteps = r.GetValue(evalEvery), Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),

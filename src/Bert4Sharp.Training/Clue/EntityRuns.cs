@@ -99,11 +99,13 @@ public static class EntityRuns
             Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 50,
         }) { Length = e => e.Text.Length };
         var result = trainer.Fit(examples, [evaluation], cancellation);
-        if (evaluation.SavedBestPath is { } best)
-            using (var ck = Checkpoint.Open(best))
+        // Back to the evaluation chosen on dev (also after --resume, when this process may not have seen it), measured again.
+        string bestPath = evaluation.SavedBestPath ?? Path.Combine(o.Output, "best.safetensors");
+        if (File.Exists(bestPath))
+            using (var ck = Checkpoint.Open(bestPath))
             using (var scope = torch.NewDisposeScope())
-                model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));   // back to the evaluation chosen on dev
-        var metrics = evaluation.Best?.Metrics ?? Evaluate(model, tokenizer, dev, o.MaxLength);
+                model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));
+        var metrics = Evaluate(model, tokenizer, dev, o.MaxLength);
         string dir = Save(model, tokenizer, o.MaxLength, Path.Combine(o.Output, "model"));
         WritePredictions(Path.Combine(o.Output, "dev_predictions.json"), dev.Select(r => (r.Id, r.Text)).ToList(), model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), o.MaxLength));
         string chosen = evaluation.Best is null ? "after training, no evaluation ran" : evaluation.DescribeBest();
@@ -153,8 +155,9 @@ public static class EntityRuns
     {
         model.Encoder.SavePretrained(directory);
         tokenizer.Vocabulary.Save(Path.Combine(directory, "vocab.txt"));
-        SafetensorsWriter.Write(Path.Combine(directory, "head.safetensors"), model.named_parameters()
-            .Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal)).Select(p => TensorSource.From(p.name, p.parameter.detach().cpu())));
+        using (var scope = torch.NewDisposeScope())
+            SafetensorsWriter.Write(Path.Combine(directory, "head.safetensors"), model.named_parameters()
+                .Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal)).Select(p => TensorSource.From(p.name, p.parameter.detach().cpu())).ToList());
         AtomicFile.WriteAllText(Path.Combine(directory, "task.json"),
             JsonSerializer.Serialize(new EntityTaskFile(Task, model.Options.Head, model.Types, maxLength, model.Options.Scheme), JsonOptions));
         return directory;
@@ -169,7 +172,7 @@ public static class EntityRuns
         }
         string config = o.Config ?? throw new ArgumentException("give a pretrained model (--model) or a config for random initialisation (--config)");
         var c = TransformerConfig.Load(config);
-        string family = o.Family ?? c.ModelType ?? throw new ArgumentException($"{config} has no model_type; pass the family");
+        string family = o.Family ?? c.ModelType ?? "roformer_v2";
         string vocab = o.Vocabulary ?? Path.Combine(Path.GetDirectoryName(Path.GetFullPath(config))!, "vocab.txt");
         var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
         var encoder = TransformerModels.Create(c with { VocabSize = tokenizer.Vocabulary.Count }, family, Application.Encoder);
@@ -187,16 +190,20 @@ public static class EntityRuns
             {
                 line++;
                 if (string.IsNullOrWhiteSpace(raw)) continue;
-                JsonElement e;
-                try { e = JsonDocument.Parse(raw).RootElement; }
+                JsonDocument doc;
+                try { doc = JsonDocument.Parse(raw); }
                 catch (JsonException x) { throw new InvalidDataException($"{path} line {line}: not JSON ({x.Message})"); }
-                if (!e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String) throw new InvalidDataException($"{path} line {line}: no \"text\" string");
+                using var _ = doc;
+                var e = doc.RootElement;
+                if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
+                    throw new InvalidDataException($"{path} line {line}: expected an object with a \"text\" string");
                 string? id = e.TryGetProperty("id", out var i) ? i.ToString() : null;
                 records.Add(new NerRecord(t.GetString()!, new Dictionary<string, IReadOnlyDictionary<string, IReadOnlyList<(int, int)>>>(), id ?? (line - 1).ToString(CultureInfo.InvariantCulture)));
             }
             return records;
         }
-        var data = ClueReaders.Cluener(path);
+        // Entities of a type outside CLUENER's ten are dropped with their record and counted (they would stop training mid-run).
+        var data = ClueReaders.Cluener(path, new ClueReadOptions(DropUnknownLabels: true));
         log(data.Report.ToString());
         return [.. data.Records];
     }

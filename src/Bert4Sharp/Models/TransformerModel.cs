@@ -332,6 +332,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         bool absolute = arch.Embeddings.MaxPositions > 0 || arch.Embeddings.SinusoidalPositions;   // rotary shifts inside attention
         if (past > 0 && positionIds is null && absolute) positionIds = torch.arange(past, past + t, device: ids.device).unsqueeze(0).expand(ids.shape[0], t);
         if (past > 0 && bias is not null) throw new ArgumentException("with a non-empty cache pass no attention mask (new tokens see every cached position)");
+        if (cache is not null && arch.Gau is not null) throw new NotSupportedException($"{Family.Name}: gated attention units keep no key/value cache; decode without one");
         var structure = StructureBias(ids, segments, past);
         if (structure is not null) bias = bias is null ? structure : bias + structure;
         var x = embeddings.Forward(ids, segments, positionIds);                          // (B, T, H)

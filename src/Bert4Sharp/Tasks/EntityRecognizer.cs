@@ -101,9 +101,14 @@ public sealed class EntityRecognizer : nn.Module
             pointer = options.Head == EntityHead.GlobalPointer ? new GlobalPointer(h, po) : new EfficientGlobalPointer(h, po);
         }
         RegisterComponents();
+        // The emission layer and the pointers start as BERT's dense layers do, N(0, initializer_range) and zero biases
+        // (bert4keras uses Keras's Glorot; on these encoders the pointers trained unstably from Glorot at lr 3e-3 — an
+        // EfficientGlobalPointer's loss rose again after 300 steps — and the CLUENER results were measured with this);
+        // the CRF keeps its own transitions.
         using (torch.no_grad())
             foreach (var (name, p) in named_parameters().Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal) && !p.name.StartsWith("crf.", StringComparison.Ordinal)))
                 if (p.dim() >= 2) p.normal_(0, encoder.Config.InitializerRange); else p.zero_();
+        this.to(encoder.Device);                                                           // the head lives where the encoder does (CUDA when present)
     }
 
     /// <summary>The entity types, in label order.</summary>
