@@ -108,9 +108,9 @@ public static class EntityRuns
         var metrics = Evaluate(model, tokenizer, dev, o.MaxLength);
         string dir = Save(model, tokenizer, o.MaxLength, Path.Combine(o.Output, "model"));
         WritePredictions(Path.Combine(o.Output, "dev_predictions.json"), dev.Select(r => (r.Id, r.Text)).ToList(), model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), o.MaxLength));
-        string chosen = evaluation.Best is null ? "after training, no evaluation ran" : evaluation.DescribeBest();
+        string what = evaluation.Best is null ? "dev entity F1 after training (no evaluation ran during training)" : $"best dev entity F1 ({evaluation.DescribeBest()})";
         log($"{result.StopReason}: {result.Steps} steps; gold spans left out (off token boundaries, or overlapping for the CRF), counted over every batch trained: {dropped:N0}");
-        log($"best dev entity F1 {metrics["f1"]:P2} (precision {metrics["precision"]:P2}, recall {metrics["recall"]:P2}; {chosen}); model saved to {dir}");
+        log($"{what}: {metrics["f1"]:P2} (precision {metrics["precision"]:P2}, recall {metrics["recall"]:P2}); model saved to {dir}");
         return new RunResult(result, metrics, o.Output);
     }
 
