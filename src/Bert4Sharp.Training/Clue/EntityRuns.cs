@@ -1,6 +1,5 @@
 namespace Bert4Sharp.Training;
 
-using System.Globalization;
 using System.Text.Json;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Models;
@@ -84,9 +83,9 @@ public static class EntityRuns
             LearningRate = lr, WeightDecay = 0.01, ClipGradientNorm = 1.0,
             Schedule = o.WarmupSteps > 0 ? new PiecewiseLinearSchedule(new Dictionary<long, double> { [o.WarmupSteps] = 1.0 }) : null,
         });
-        var examples = train.Select(r => ToExample(r)).ToList();
+        var examples = train.Select(ToExample).ToList();
         int dropped = 0;
-        var evaluation = new EvaluationCallback("f1", () => Evaluate(model, tokenizer, dev, o.MaxLength)) { EverySteps = o.EvalEverySteps, DataName = "dev" };
+        var evaluation = new EvaluationCallback("f1", () => Evaluate(model, tokenizer, dev, o.MaxLength).Metrics) { EverySteps = o.EvalEverySteps, DataName = "dev" };
         var trainer = new Trainer<EntityExample>(model, optimizer, (batch, _) =>
         {
             using var b = model.Prepare(tokenizer, batch, o.MaxLength);
@@ -105,9 +104,9 @@ public static class EntityRuns
             using (var ck = Checkpoint.Open(bestPath))
             using (var scope = torch.NewDisposeScope())
                 model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));
-        var metrics = Evaluate(model, tokenizer, dev, o.MaxLength);
+        var (metrics, devPredicted) = Evaluate(model, tokenizer, dev, o.MaxLength);
         string dir = Save(model, tokenizer, o.MaxLength, Path.Combine(o.Output, "model"));
-        WritePredictions(Path.Combine(o.Output, "dev_predictions.json"), dev.Select(r => (r.Id, r.Text)).ToList(), model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), o.MaxLength));
+        WritePredictions(Path.Combine(o.Output, "dev_predictions.json"), dev.Select(r => (r.Id, r.Text)).ToList(), devPredicted);
         string what = evaluation.Best is null ? "dev entity F1 after training (no evaluation ran during training)" : $"best dev entity F1 ({evaluation.DescribeBest()})";
         log($"{result.StopReason}: {result.Steps} steps; gold spans left out (off token boundaries, or overlapping for the CRF), counted over every batch trained: {dropped:N0}");
         log($"{what}: {metrics["f1"]:P2} (precision {metrics["precision"]:P2}, recall {metrics["recall"]:P2}); model saved to {dir}");
@@ -123,7 +122,7 @@ public static class EntityRuns
     {
         log ??= Console.WriteLine;
         var (model, tokenizer, task) = Load(modelDirectory);
-        var records = Read(input, log, requireLabels: false);
+        var records = Read(input, log);
         var predicted = model.Predict(tokenizer, records.Select(r => r.Text).ToList(), task.MaxLength);
         WritePredictions(output, records.Select(r => (r.Id, r.Text)).ToList(), predicted);
         log($"{records.Count:N0} texts, {predicted.Sum(p => p.Count):N0} entities → {output}");
@@ -179,62 +178,30 @@ public static class EntityRuns
         return (encoder, tokenizer, $"random initialisation ({family}, {c.NumHiddenLayers} × {c.HiddenSize}, {encoder.parameters().Sum(p => p.numel()) / 1e6:F1} M parameters)");
     }
 
-    static List<NerRecord> Read(string path, Action<string> log, bool requireLabels = true)
+    /// <summary>CLUENER JSON lines through the CLUE reader (test files have ids and texts only); entities of a type outside
+    /// CLUENER's ten are dropped with their record and counted (they would stop training mid-run).</summary>
+    static List<NerRecord> Read(string path, Action<string> log)
     {
-        if (!requireLabels)
-        {
-            // Test files have ids and texts only.
-            var records = new List<NerRecord>();
-            int line = 0;
-            foreach (string raw in File.ReadLines(path))
-            {
-                line++;
-                if (string.IsNullOrWhiteSpace(raw)) continue;
-                JsonDocument doc;
-                try { doc = JsonDocument.Parse(raw); }
-                catch (JsonException x) { throw new InvalidDataException($"{path} line {line}: not JSON ({x.Message})"); }
-                using var _ = doc;
-                var e = doc.RootElement;
-                if (e.ValueKind != JsonValueKind.Object || !e.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
-                    throw new InvalidDataException($"{path} line {line}: expected an object with a \"text\" string");
-                string? id = e.TryGetProperty("id", out var i) ? i.ToString() : null;
-                records.Add(new NerRecord(t.GetString()!, new Dictionary<string, IReadOnlyDictionary<string, IReadOnlyList<(int, int)>>>(), id ?? (line - 1).ToString(CultureInfo.InvariantCulture)));
-            }
-            return records;
-        }
-        // Entities of a type outside CLUENER's ten are dropped with their record and counted (they would stop training mid-run).
         var data = ClueReaders.Cluener(path, new ClueReadOptions(DropUnknownLabels: true));
         log(data.Report.ToString());
         return [.. data.Records];
     }
 
-    /// <summary>UTF-16 index of every code point (and one past the end): CLUENER counts code points, .NET strings UTF-16 units.</summary>
-    static int[] CodePointStarts(string text)
-    {
-        var starts = new List<int>();
-        for (int i = 0; i < text.Length; i += char.IsSurrogatePair(text, i) ? 2 : 1) starts.Add(i);
-        starts.Add(text.Length);
-        return [.. starts];
-    }
+    static EntityExample ToExample(NerRecord r) =>
+        new(r.Text, [.. r.Entities().Select(e => new EntitySpan(ClueText.Utf16Index(r.Text, e.Start), ClueText.Utf16Index(r.Text, e.End + 1), e.Type))]);
 
-    static EntityExample ToExample(NerRecord r)
-    {
-        var cp = CodePointStarts(r.Text);
-        return new EntityExample(r.Text, [.. r.Entities().Select(e => new EntitySpan(cp[e.Start], cp[e.End + 1], e.Type))]);
-    }
+    /// <summary>A predicted span [Start, End) in UTF-16 units as CLUENER counts it: inclusive code points.</summary>
+    static NerEntity ToNer(string text, EntitySpan s) =>
+        new(s.Type, ClueText.CodePoints(text[..s.Start]), ClueText.CodePoints(text[..s.End]) - 1);
 
-    static NerEntity ToNer(string text, EntitySpan s)
-    {
-        var cp = CodePointStarts(text);
-        return new NerEntity(s.Type, Array.IndexOf(cp, s.Start), Array.IndexOf(cp, s.End) - 1);
-    }
-
-    static IReadOnlyDictionary<string, double> Evaluate(EntityRecognizer model, BertWordPieceTokenizer tokenizer, IReadOnlyList<NerRecord> dev, int maxLength)
+    /// <summary>Entity F1, precision and recall on <paramref name="dev"/>, with the predictions they were computed from.</summary>
+    static (IReadOnlyDictionary<string, double> Metrics, IReadOnlyList<IReadOnlyList<EntitySpan>> Predicted) Evaluate(EntityRecognizer model,
+        BertWordPieceTokenizer tokenizer, IReadOnlyList<NerRecord> dev, int maxLength)
     {
         var predicted = model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), maxLength);
         var score = ClueMetrics.EntityF1(dev.Select(r => (IEnumerable<NerEntity>)r.Entities()).ToList(),
             dev.Select((r, i) => (IEnumerable<NerEntity>)predicted[i].Select(s => ToNer(r.Text, s)).ToList()).ToList());
-        return new Dictionary<string, double> { ["f1"] = score.F1, ["precision"] = score.Precision, ["recall"] = score.Recall };
+        return (new Dictionary<string, double> { ["f1"] = score.F1, ["precision"] = score.Precision, ["recall"] = score.Recall }, predicted);
     }
 
     static void WritePredictions(string path, IReadOnlyList<(string? Id, string Text)> texts, IReadOnlyList<IReadOnlyList<EntitySpan>> predicted)

@@ -72,7 +72,11 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     static void CheckRange(Tensor ids, long rows, string what, string field)
     {
         if (ids.numel() == 0) return;
-        long lo = ids.min().item<long>(), hi = ids.max().item<long>();
+        var (min, max) = ids.aminmax();                                                 // one pass, one copy to the host
+        using var both = torch.stack([min, max]).cpu();
+        min.Dispose(); max.Dispose();
+        var values = both.data<long>();
+        long lo = values[0], hi = values[1];
         if (lo < 0 || hi >= rows)
             throw new ArgumentException($"{what} id {(lo < 0 ? lo : hi)} is outside [0, {rows}) ({field} of the model); the tokenizer or the segment ids do not match this model");
     }

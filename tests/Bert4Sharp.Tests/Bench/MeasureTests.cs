@@ -8,14 +8,11 @@ public class MeasureTests
     [Fact]
     public void The_median_of_an_even_count_is_the_mean_of_the_middle_two()
     {
-        Close(2.0, Measure.Median([3.0, 1.0, 2.0]));
-        Close(2.5, Measure.Median([4.0, 1.0, 3.0, 2.0]));                 // not 3.0, the upper middle value
-        Close(7.0, Measure.Median([7.0]));
+        Tests.Close.Assert(Measure.Median([3.0, 1.0, 2.0]), 2.0, "median of 3");
+        Tests.Close.Assert(Measure.Median([4.0, 1.0, 3.0, 2.0]), 2.5, "median of 4");   // not 3.0, the upper middle value
+        Tests.Close.Assert(Measure.Median([7.0]), 7.0, "median of 1");
         Assert.Throws<ArgumentException>(() => Measure.Median([]));
     }
-
-    static void Close(double expected, double actual) =>
-        Assert.True(Math.Abs(actual - expected) <= 1e-12 + 1e-12 * Math.Abs(expected), $"expected {expected}, got {actual}");
 
     [Fact]
     public void The_two_sides_of_a_comparison_alternate()

@@ -148,7 +148,7 @@ public sealed class SoftmaxPlusKernel : ScoreKernel
     }
 }
 
-/// <summary>The built-in kernels, by name.</summary>
+/// <summary>The built-in kernels.</summary>
 public static class AttentionKernels
 {
     /// <summary>Softmax (fused SDPA when possible).</summary>
@@ -157,14 +157,4 @@ public static class AttentionKernels
     public static readonly IAttentionKernel SquaredRelu = new SquaredReluKernel();
     /// <summary>GAU-α's length-aware softmax.</summary>
     public static readonly IAttentionKernel SoftmaxPlus = new SoftmaxPlusKernel();
-
-    /// <summary>A built-in kernel by name (softmax, squared_relu, softmax_plus).</summary>
-    /// <exception cref="ArgumentException">Unknown name; lists the known ones.</exception>
-    public static IAttentionKernel Get(string name) => name switch
-    {
-        "softmax" => Softmax,
-        "squared_relu" or "relu2" => SquaredRelu,
-        "softmax_plus" => SoftmaxPlus,
-        _ => throw new ArgumentException($"unknown attention kernel '{name}' (known: softmax, squared_relu, softmax_plus)"),
-    };
 }
