@@ -42,6 +42,8 @@ internal static class ClueCommand
         var head = new Option<string?>("--head") { Description = "The head, for tasks with several (cluener: crf, gp = GlobalPointer (default), egp = EfficientGlobalPointer)" };
         var minutes = new Option<double?>("--minutes") { Description = "Time budget" };
         var epochs = new Option<int>("--epochs") { Description = "Epochs at most", DefaultValueFactory = _ => 10 };
+        var maxSteps = new Option<long?>("--max-steps") { Description = "Optimizer steps at most" };
+        var limit = new Option<int?>("--limit") { Description = "Use only the first N training and dev examples (a quick look)" };
         var seed = new Option<int>("--seed") { Description = "Seed", DefaultValueFactory = _ => 42 };
         var lr = new Option<double?>("--learning-rate") { Description = "Learning rate (default 2e-5 pretrained, 3e-4 from scratch; 100 warm-up steps)" };
         var batch = new Option<int?>("--batch-size") { Description = "Examples per batch (default: the task's)" };
@@ -51,7 +53,7 @@ internal static class ClueCommand
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in the output directory" };
         var cmd = new Command("train", "Fine-tune on the task's train split, choose the best evaluation on dev, save the model and dev predictions")
-            { task, output, data, model, config, vocab, family, head, minutes, epochs, seed, lr, batch, maxLength, evalEvery, patience, resume, overwrite };
+            { task, output, data, model, config, vocab, family, head, minutes, epochs, maxSteps, limit, seed, lr, batch, maxLength, evalEvery, patience, resume, overwrite };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var run = ClueRuns.Get(r.GetValue(task)!);
@@ -66,7 +68,7 @@ internal static class ClueCommand
             {
                 DataDirectory = dataDir, Output = Path.GetFullPath(r.GetValue(output)!), Model = m,
                 Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family), Head = r.GetValue(head),
-                Minutes = r.GetValue(minutes), Epochs = r.GetValue(epochs), Seed = r.GetValue(seed), LearningRate = r.GetValue(lr),
+                Minutes = r.GetValue(minutes), Epochs = r.GetValue(epochs), MaxSteps = r.GetValue(maxSteps), Limit = r.GetValue(limit), Seed = r.GetValue(seed), LearningRate = r.GetValue(lr),
                 BatchSize = r.GetValue(batch), MaxLength = r.GetValue(maxLength), EvalEverySteps = r.GetValue(evalEvery), Patience = r.GetValue(patience),
                 Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
             }, Console.WriteLine, Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar);
@@ -79,12 +81,14 @@ internal static class ClueCommand
     {
         var task = TaskArgument();
         var model = new Option<string>("--model") { Description = "The model directory a train run saved (<output>/model)", Required = true };
-        var input = new Option<string>("--input") { Description = "A file in the task's input format (e.g. cluener2020/test.json)", Required = true };
+        var input = new Option<string?>("--input") { Description = "A file in the task's input format (default: the task's test file under --data, else its dev file)" };
+        var data = new Option<string>("--data") { Description = "The staged datasets (for the default input)", DefaultValueFactory = _ => Path.Combine("..", "shared", "data") };
         var output = new Option<string>("--output") { Description = "Predictions in the CLUE submission format", Required = true };
-        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output };
+        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output, data };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
-            ClueRuns.Get(r.GetValue(task)!).Predict(r.GetValue(model)!, r.GetValue(input)!, r.GetValue(output)!, Console.WriteLine);
+            var run = ClueRuns.Get(r.GetValue(task)!);
+            run.Predict(r.GetValue(model)!, r.GetValue(input) ?? run.DefaultInput(r.GetValue(data)!), r.GetValue(output)!, Console.WriteLine);
             return CliErrors.Ok;
         }));
         return cmd;

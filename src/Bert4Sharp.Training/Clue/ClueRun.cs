@@ -32,6 +32,10 @@ public sealed record ClueRunOptions
     public double? Minutes { get; init; }
     /// <summary>Epochs at most.</summary>
     public int Epochs { get; init; } = 10;
+    /// <summary>Optimizer steps at most (null: no limit).</summary>
+    public long? MaxSteps { get; init; }
+    /// <summary>Use only the first this many training and dev examples (smoke tests, quick looks; null: all).</summary>
+    public int? Limit { get; init; }
     /// <summary>Seed of initialisation, shuffling and dropout.</summary>
     public int Seed { get; init; } = 42;
     /// <summary>Tokens per input (null: the task's default).</summary>
@@ -83,6 +87,9 @@ public interface IClueRun
     /// in the submission format under <c>output/</c>.
     /// </summary>
     RunResult Train(ClueRunOptions options, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default);
+
+    /// <summary>The file <c>predict</c> reads when no input is given: the task's unlabelled test split when staged, else its dev split.</summary>
+    string DefaultInput(string dataDirectory);
 
     /// <summary>Predicts a file in the task's input format with a model <see cref="Train"/> saved; writes the submission format atomically; returns the records predicted.</summary>
     int Predict(string modelDirectory, string input, string output, Action<string> log);
@@ -139,7 +146,7 @@ public static class ClueRun
         var evaluation = new EvaluationCallback(metric, evaluate) { EverySteps = o.EvalEverySteps, Patience = o.Patience, DataName = "dev" };
         var trainer = new Trainer<T>(model, optimizer, (batch, _) => step(batch), new TrainerOptions
         {
-            Epochs = o.Epochs, TimeBudget = o.Minutes is double m ? TimeSpan.FromMinutes(m) : null, Batching = new BatchingOptions { BatchSize = batchSize },
+            Epochs = o.Epochs, MaxSteps = o.MaxSteps, TimeBudget = o.Minutes is double m ? TimeSpan.FromMinutes(m) : null, Batching = new BatchingOptions { BatchSize = batchSize },
             Seed = o.Seed, OutputDirectory = o.Output, Resume = o.Resume, Overwrite = o.Overwrite, Progress = progress,
             Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 50,
         }) { Length = length };
@@ -151,6 +158,9 @@ public static class ClueRun
                 model.load_state_dict(model.state_dict().ToDictionary(kv => kv.Key, kv => ck.ReadTensor(kv.Key)));
         return (result, evaluation);
     }
+
+    /// <summary>The first <see cref="ClueRunOptions.Limit"/> records (all without a limit).</summary>
+    public static List<T> Take<T>(IEnumerable<T> records, ClueRunOptions o) => [.. o.Limit is int n ? records.Take(n) : records];
 
     /// <summary>"best dev F1 (step 800 (epoch 2 of 10), chosen on dev)" or, when no evaluation ran, "dev F1 after training".</summary>
     public static string DescribeResult(EvaluationCallback evaluation, string metricName) =>

@@ -16,6 +16,9 @@ public sealed class EntityRuns : IClueRun
     /// <inheritdoc/>
     public string Description => "CLUENER2020 named entities: GlobalPointer (default), EfficientGlobalPointer or CRF head; entity F1 on dev";
 
+    /// <inheritdoc/>
+    public string DefaultInput(string dataDirectory) => Path.Combine(dataDirectory, "cluener2020", "test.json");
+
     /// <summary>The head a <c>--head</c> value names (null: GlobalPointer).</summary>
     /// <exception cref="ArgumentException">Not crf, gp or egp.</exception>
     public static EntityHead ParseHead(string? head) => head switch
@@ -34,8 +37,8 @@ public sealed class EntityRuns : IClueRun
         var head = ParseHead(o.Head);
         int maxLength = o.MaxLength ?? DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "cluener2020");
-        var train = Read(Path.Combine(data, "train.json"), log);
-        var dev = Read(Path.Combine(data, "dev.json"), log);
+        var train = ClueRun.Take(Read(Path.Combine(data, "train.json"), log), o);
+        var dev = ClueRun.Take(Read(Path.Combine(data, "dev.json"), log), o);
         var (encoder, tokenizer, source) = ClueRun.Encoder(o);
         log($"{train.Count:N0} training and {dev.Count:N0} dev texts; encoder: {source}; head: {head}");
         var types = ClueReaders.NerTypes.Order(StringComparer.Ordinal).ToList();

@@ -1,0 +1,65 @@
+namespace Bert4Sharp.Tests.Training;
+
+using System.Text.Json;
+using Bert4Sharp.Training;
+
+/// <summary>
+/// Every task <c>b4s clue</c> runs, end to end on its real staged data: a tiny random encoder trains a few steps on the
+/// first examples, evaluates on dev, saves its model, predicts the task's default input in the submission format from
+/// the saved directory, and another task's predict refuses the model.
+/// </summary>
+public sealed class ClueRunTests
+{
+    public static TheoryData<string> Tasks() => [.. ClueRuns.All.Select(r => r.Task)];
+
+    [Theory]
+    [MemberData(nameof(Tasks))]
+    public void Trains_saves_and_predicts_in_the_submission_format(string task)
+    {
+        string data = TestPaths.SharedOrSkip("data");
+        string dir = Directory.CreateTempSubdirectory("b4s-clue-").FullName;
+        try
+        {
+            string config = Path.Combine(dir, "tiny.json");
+            File.WriteAllText(config, """
+                {"model_type": "roformer_v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "intermediate_size": 64, "max_position_embeddings": 512, "vocab_size": 1}
+                """);
+            var run = ClueRuns.Get(task);
+            var lines = new List<string>();
+            var result = run.Train(new ClueRunOptions
+            {
+                DataDirectory = data, Output = Path.Combine(dir, "run"), Config = config, Seed = 1,
+                Vocabulary = TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")),
+                MaxSteps = 3, Limit = 24, BatchSize = 4, EvalEverySteps = 2, WarmupSteps = 0, MaxLength = 128,
+            }, lines.Add, ProgressDisplay.Lines, TestContext.Current.CancellationToken);
+            Assert.Equal(3, result.Training.Steps);
+            Assert.NotEmpty(result.Metrics);
+            Assert.All(result.Metrics.Values, v => Assert.True(double.IsFinite(v), $"{task}: a metric is not finite: {string.Join(", ", result.Metrics)}"));
+            string model = Path.Combine(dir, "run", "model");
+            Assert.True(File.Exists(Path.Combine(model, "task.json")), $"{task}: no task.json in {model}");
+
+            string predictions = Path.Combine(dir, "predictions.json");
+            int count = run.Predict(model, run.DefaultInput(data), predictions, lines.Add);
+            Assert.True(count > 0, $"{task}: nothing predicted");
+            string text = File.ReadAllText(predictions);
+            Assert.False(string.IsNullOrWhiteSpace(text), $"{task}: empty predictions file");
+            if (text.TrimStart().StartsWith('{') && text.Trim().Split('\n').Length == count)
+                foreach (string line in text.Trim().Split('\n')) JsonDocument.Parse(line).Dispose();
+            else
+                JsonDocument.Parse(text).Dispose();
+
+            if (ClueRuns.All.FirstOrDefault(r => r.Task != task) is not { } other) return;
+            var e = Assert.Throws<InvalidDataException>(() => other.Predict(model, other.DefaultInput(data), Path.Combine(dir, "other.json"), lines.Add));
+            Assert.Contains($"'{task}'", e.Message);
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Fact]
+    public void An_unknown_task_names_the_known_ones()
+    {
+        var e = Assert.Throws<ArgumentException>(() => ClueRuns.Get("glue"));
+        Assert.Contains("cluener", e.Message);
+    }
+}
