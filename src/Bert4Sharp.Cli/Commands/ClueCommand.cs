@@ -64,7 +64,8 @@ internal static class ClueCommand
             string? vocabulary = r.GetValue(vocab);
             if (m is null && vocabulary is null && cfg is not null && !File.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(cfg))!, "vocab.txt")))
                 vocabulary = Path.Combine("..", "shared", "models", "roformer_v2_char_small", "vocab.txt");
-            run.Train(new ClueRunOptions
+            var started = DateTime.UtcNow;
+            var result = run.Train(new ClueRunOptions
             {
                 DataDirectory = dataDir, Output = Path.GetFullPath(r.GetValue(output)!), Model = m,
                 Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family), Head = r.GetValue(head),
@@ -72,6 +73,13 @@ internal static class ClueCommand
                 BatchSize = r.GetValue(batch), MaxLength = r.GetValue(maxLength), EvalEverySteps = r.GetValue(evalEvery), Patience = r.GetValue(patience),
                 Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
             }, Console.WriteLine, Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar);
+            // One summary per run, for tables: the reported dev metrics, steps and wall time (reading data and evaluations included).
+            ClueRun.WriteJson(Path.Combine(Path.GetFullPath(r.GetValue(output)!), "result.json"), new
+            {
+                task = run.Task, metrics = result.Metrics, steps = result.Training.Steps, stop = result.Training.StopReason,
+                training_minutes = result.Training.Elapsed.TotalMinutes, wall_minutes = (DateTime.UtcNow - started).TotalMinutes,
+                command = "b4s " + string.Join(" ", Environment.GetCommandLineArgs().Skip(1)),
+            });
             return CliErrors.Ok;
         }));
         return cmd;

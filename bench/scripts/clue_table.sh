@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Trains every `b4s clue` task from scratch, one after another (so each has the CPU to itself), predicts its default
+# input from the saved model, and prints the markdown table of docs/tasks.md from each run's result.json.
+#   bash bench/scripts/clue_table.sh                 # all tasks with the budgets below
+#   TASKS="afqmc:4 csl:1" bash bench/scripts/clue_table.sh
+# Environment: OUT (runs/clue), DATA (../shared/data), EXTRA (more `b4s clue train` flags for every task).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-runs/clue}
+DATA=${DATA:-../shared/data}
+TASKS=${TASKS:-"afqmc:4 tnews:4 iflytek:3 ocnli:4 cmnli:4 csl:1 cluewsc2020:2 cluener:8 cmrc2018:6 c3:6 chid:2 duie:4 duee:4"}
+dotnet build -c Release src/Bert4Sharp.Cli -v q -nologo > /dev/null
+B4S="dotnet src/Bert4Sharp.Cli/bin/Release/net10.0/b4s.dll"
+mkdir -p "$OUT"
+for spec in $TASKS; do
+  task=${spec%%:*}; minutes=${spec##*:}
+  echo "== $task ($minutes min)"
+  $B4S clue train "$task" --data "$DATA" --minutes "$minutes" --output "$OUT/$task" --overwrite ${EXTRA:-} > "$OUT/$task.log" 2>&1 \
+    || { echo "$task failed: see $OUT/$task.log"; tail -5 "$OUT/$task.log"; continue; }
+  tail -2 "$OUT/$task.log"
+  $B4S clue predict "$task" --data "$DATA" --model "$OUT/$task/model" --output "$OUT/$task/predictions.json" >> "$OUT/$task.log" 2>&1 \
+    || echo "$task predict failed: see $OUT/$task.log"
+done
+python3 - "$OUT" $TASKS <<'PY'
+import json, os, sys
+out = sys.argv[1]
+print("| task | dev metrics | steps | training min | command |")
+print("|---|---|---|---|---|")
+for spec in sys.argv[2:]:
+    task = spec.split(":")[0]
+    path = os.path.join(out, task, "result.json")
+    if not os.path.exists(path):
+        print(f"| {task} | (no result) | | | |"); continue
+    r = json.load(open(path))
+    metrics = ", ".join(f"{k} {v * 100:.2f}" if abs(v) <= 1 else f"{k} {v:.2f}" for k, v in r["metrics"].items())
+    print(f"| {task} | {metrics} | {r['steps']} | {r['training_minutes']:.1f} | `{r['command']}` |")
+PY
