@@ -25,7 +25,7 @@ static class ChoiceRun
         log($"dev baselines: chance {chance:P2} (mean of 1/#choices), always option {majority} (most often right in train) {positional:P2}");
         log($"{train.Count:N0} training questions ({train.Sum(t => t.Choices):N0} sequences), {dev.Count:N0} dev questions; {batchSize} questions a batch, at most {maxLength} tokens a sequence");
         int truncated = train.Concat(dev).Sum(t => t.Question.Options.Count(s => s.Ids.Length >= maxLength));
-        log($"sequences cut at {maxLength} tokens (train + dev): {truncated:N0}");
+        log($"sequences at the {maxLength}-token limit, i.e. cut or exactly filling it (train + dev): {truncated:N0}");
 
         var (result, evaluation) = ClueRun.Fit(model, train, batch =>
         {
