@@ -17,6 +17,8 @@ static class ChoiceRun
     internal static RunResult Train(string task, ClueRunOptions o, List<Item> train, List<Item> dev, MultipleChoice model, BertWordPieceTokenizer tokenizer,
         int maxLength, int batchSize, string answerField, Action<string> log, ProgressDisplay progress, CancellationToken cancellation)
     {
+        if (train.Count == 0 || dev.Count == 0) throw new InvalidDataException($"{task}: {train.Count} training and {dev.Count} dev questions: both must be non-empty (check --data and --limit)");
+        if (train.Concat(dev).FirstOrDefault(x => x.Choices == 0) is { } empty) throw new InvalidDataException($"{task}: question {empty.Id} ({empty.Subset}) has no choices");
         var subsets = dev.Select(d => d.Subset).Distinct().ToList();
         // Baselines: uniform guessing (mean over questions of 1/#choices), and always answering the position most often right in train.
         int majority = train.GroupBy(t => t.Question.Answer).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
