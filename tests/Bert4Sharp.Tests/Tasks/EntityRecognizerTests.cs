@@ -115,9 +115,9 @@ public class ClueNerCommandTests
             (code, _, stderr) = CliTests.B4s(["clue", "predict", "cluener", "--model", cfgDir, "--input", test, "--output", predicted]);
             Assert.Equal(1, code);
             Assert.Contains("has no task.json", stderr);
-            (code, _, stderr) = CliTests.B4s(["clue", "train", "c3", "--output", run]);
+            (code, _, stderr) = CliTests.B4s(["clue", "train", "glue", "--output", run]);
             Assert.Equal(1, code);
-            Assert.Contains("not supported by b4s clue yet", stderr);
+            Assert.Contains("is not a task b4s clue runs", stderr);
         }
         finally { Directory.Delete(dir, true); }
     }
