@@ -192,12 +192,20 @@ public static class FineTuning
         return new Dictionary<string, double> { ["accuracy"] = (double)correct / Math.Max(1, data.Count), ["loss"] = loss / Math.Max(1, data.Count) };
     }
 
-    static (Tensor Ids, Tensor Segments, Tensor Mask, Tensor Labels) Batch(BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> batch, int maxLength, Device device)
+    /// <summary>A classifier batch: padded ids, segment ids and mask (B, T) of <c>[CLS] text [SEP] (pair [SEP])</c>, and the label indices (B).</summary>
+    internal static (Tensor Ids, Tensor Segments, Tensor Mask, Tensor Labels) Batch(BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> batch, int maxLength, Device device)
+    {
+        var (ids, segments, mask) = Inputs(tokenizer, batch.Select(x => (x.Text, x.Pair)), maxLength, device);
+        return (ids, segments, mask, torch.tensor(batch.Select(x => (long)x.Label).ToArray(), device: device));
+    }
+
+    /// <summary>Padded ids, segment ids and mask (B, T) of texts or text pairs, each truncated to <paramref name="maxLength"/> tokens.</summary>
+    internal static (Tensor Ids, Tensor Segments, Tensor Mask) Inputs(BertWordPieceTokenizer tokenizer, IEnumerable<(string Text, string? Pair)> batch, int maxLength, Device device)
     {
         var enc = batch.Select(x => tokenizer.Encode(x.Text, x.Pair, maxLength)).ToList();
         var (ids, mask) = SequencePadding.Pad(enc.Select(e => e.Ids).ToList(), tokenizer.PaddingId, device);
         var segments = SequencePadding.PadValues(enc.Select(e => e.SegmentIds).ToList(), 0, device);
-        return (ids, segments, mask, torch.tensor(batch.Select(x => (long)x.Label).ToArray(), device: device));
+        return (ids, segments, mask);
     }
 
     /// <summary>

@@ -39,7 +39,7 @@ internal static class ClueCommand
         var config = new Option<string?>("--config") { Description = "Config of a randomly initialised encoder", DefaultValueFactory = _ => Path.Combine("recipes", "configs", "roformer-v2-4x256.json") };
         var vocab = new Option<string?>("--vocab") { Description = "Vocabulary of the randomly initialised encoder (default: vocab.txt beside --config, else ../shared's RoFormerV2 character vocabulary)" };
         var family = new Option<string?>("--family") { Description = "Encoder family when the config has no model_type (default for the random config: roformer_v2)" };
-        var head = new Option<string?>("--head") { Description = "The head, for tasks with several (cluener: crf, gp = GlobalPointer (default), egp = EfficientGlobalPointer)" };
+        var head = new Option<string?>("--head") { Description = "The head, for tasks with several (cluener: crf, gp = GlobalPointer (default), egp = EfficientGlobalPointer; classification tasks: a pooling first (default), cls, mean, max, first-last-avg and/or weighted = inverse-frequency class weights, e.g. mean,weighted)" };
         var minutes = new Option<double?>("--minutes") { Description = "Time budget" };
         var epochs = new Option<int>("--epochs") { Description = "Epochs at most", DefaultValueFactory = _ => 10 };
         var maxSteps = new Option<long?>("--max-steps") { Description = "Optimizer steps at most" };

@@ -94,7 +94,7 @@ public static class ClueReaders
             }
             string? label = OptStr(o, "label");
             s.Label(label);
-            return new WscRecord(text, Span(1), Span(2), label, o.TryGetProperty("idx", out _) ? Int(o, "idx") : null);
+            return new WscRecord(text, Span(1), Span(2), label, o.TryGetProperty("idx", out _) ? Int(o, "idx") : o.TryGetProperty("id", out _) ? Int(o, "id") : null);
         });
 
     /// <summary>

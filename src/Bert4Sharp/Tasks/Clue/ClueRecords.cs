@@ -12,7 +12,7 @@ public sealed record CslRecord(string Abstract, IReadOnlyList<string> Keywords, 
 /// <summary>A span of a CLUEWSC2020 text: code-point index and the text found there.</summary>
 public sealed record WscSpan(int Index, string Text);
 
-/// <summary>A CLUEWSC2020 example: does the pronoun <paramref name="Span2"/> refer to <paramref name="Span1"/> ("true"/"false")?</summary>
+/// <summary>A CLUEWSC2020 example: does the pronoun <paramref name="Span2"/> refer to <paramref name="Span1"/> ("true"/"false")? <paramref name="Idx"/>: the file's <c>idx</c> (train, dev) or <c>id</c> (test).</summary>
 public sealed record WscRecord(string Text, WscSpan Span1, WscSpan Span2, string? Label, int? Idx = null);
 
 /// <summary>A named entity: type and inclusive code-point span [<paramref name="Start"/>, <paramref name="End"/>].</summary>
