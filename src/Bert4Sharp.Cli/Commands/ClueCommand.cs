@@ -45,15 +45,16 @@ internal static class ClueCommand
         var maxSteps = new Option<long?>("--max-steps") { Description = "Optimizer steps at most" };
         var limit = new Option<int?>("--limit") { Description = "Use only the first N training and dev examples (a quick look)" };
         var seed = new Option<int>("--seed") { Description = "Seed", DefaultValueFactory = _ => 42 };
-        var lr = new Option<double?>("--learning-rate") { Description = "Learning rate (default 2e-5 pretrained, 3e-4 from scratch; 100 warm-up steps)" };
+        var lr = new Option<double?>("--learning-rate") { Description = "Learning rate (default 2e-5 pretrained, 3e-4 from scratch)" };
         var batch = new Option<int?>("--batch-size") { Description = "Examples per batch (default: the task's)" };
         var maxLength = new Option<int?>("--max-length") { Description = "Tokens per input (default: the task's)" };
+        var warmup = new Option<long>("--warmup") { Description = "Linear warm-up steps of the learning rate", DefaultValueFactory = _ => 100 };
         var evalEvery = new Option<long>("--eval-every") { Description = "Evaluate on dev every N steps (and at each epoch end)", DefaultValueFactory = _ => 200 };
         var patience = new Option<int?>("--patience") { Description = "Early stopping: stop after N dev evaluations without improvement" };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in the output directory" };
         var cmd = new Command("train", "Fine-tune on the task's train split, choose the best evaluation on dev, save the model and dev predictions")
-            { task, output, data, model, config, vocab, family, head, minutes, epochs, maxSteps, limit, seed, lr, batch, maxLength, evalEvery, patience, resume, overwrite };
+            { task, output, data, model, config, vocab, family, head, minutes, epochs, maxSteps, limit, seed, lr, batch, maxLength, warmup, evalEvery, patience, resume, overwrite };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var run = ClueRuns.Get(r.GetValue(task)!);
@@ -70,7 +71,7 @@ internal static class ClueCommand
                 DataDirectory = dataDir, Output = Path.GetFullPath(r.GetValue(output)!), Model = m,
                 Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family), Head = r.GetValue(head),
                 Minutes = r.GetValue(minutes), Epochs = r.GetValue(epochs), MaxSteps = r.GetValue(maxSteps), Limit = r.GetValue(limit), Seed = r.GetValue(seed), LearningRate = r.GetValue(lr),
-                BatchSize = r.GetValue(batch), MaxLength = r.GetValue(maxLength), EvalEverySteps = r.GetValue(evalEvery), Patience = r.GetValue(patience),
+                BatchSize = r.GetValue(batch), MaxLength = r.GetValue(maxLength), WarmupSteps = r.GetValue(warmup), EvalEverySteps = r.GetValue(evalEvery), Patience = r.GetValue(patience),
                 Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
             }, Console.WriteLine, Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar);
             // One summary per run, for tables: the reported dev metrics, steps and wall time (reading data and evaluations included).
@@ -92,11 +93,12 @@ internal static class ClueCommand
         var input = new Option<string?>("--input") { Description = "A file in the task's input format (default: the task's test file under --data, else its dev file)" };
         var data = new Option<string>("--data") { Description = "The staged datasets (for the default input)", DefaultValueFactory = _ => Path.Combine("..", "shared", "data") };
         var output = new Option<string>("--output") { Description = "Predictions in the CLUE submission format", Required = true };
-        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output, data };
+        var limit = new Option<int?>("--limit") { Description = "Predict only the first N records (a quick look)" };
+        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output, data, limit };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var run = ClueRuns.Get(r.GetValue(task)!);
-            run.Predict(r.GetValue(model)!, r.GetValue(input) ?? run.DefaultInput(r.GetValue(data)!), r.GetValue(output)!, Console.WriteLine);
+            run.Predict(r.GetValue(model)!, r.GetValue(input) ?? run.DefaultInput(r.GetValue(data)!), r.GetValue(output)!, Console.WriteLine, r.GetValue(limit));
             return CliErrors.Ok;
         }));
         return cmd;

@@ -126,13 +126,13 @@ public sealed class C3Runs : IClueRun
 
     /// <summary>Predicts a C3-format file (answers may be absent); writes JSON lines <c>{"id": question index in file order, "label": choice index}</c>, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
     {
         var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task);
         var d = ClueReaders.C3(input);
         ChoiceRun.Report(d, log);
         var pieces = new Dictionary<string, int[]>();
-        var items = d.Records.Select((r, i) => ToItem(r, i, "", tokenizer, task.MaxLength, pieces)).ToList();
+        var items = d.Records.Take(limit ?? int.MaxValue).Select((r, i) => ToItem(r, i, "", tokenizer, task.MaxLength, pieces)).ToList();
         var predicted = model.Predict([.. items.Select(x => x.Question)], tokenizer.PaddingId, DefaultBatchSize);
         ClueRun.WriteJsonLines(output, items.Select((x, i) => (object)new { id = x.Id, label = predicted[i] }));
         log($"{items.Count:N0} questions → {output}");
@@ -198,12 +198,12 @@ public sealed class ChidRuns : IClueRun
 
     /// <summary>Predicts a CHID (FewCLUE) file (answers may be absent); writes JSON lines <c>{"id": …, "answer": candidate index}</c>, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
     {
         var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task);
         var d = ClueReaders.Chid(input);
         ChoiceRun.Report(d, log);
-        var items = d.Records.Select((r, i) => ToItem(r, i, tokenizer, task.MaxLength)).ToList();
+        var items = d.Records.Take(limit ?? int.MaxValue).Select((r, i) => ToItem(r, i, tokenizer, task.MaxLength)).ToList();
         var predicted = model.Predict([.. items.Select(x => x.Question)], tokenizer.PaddingId, DefaultBatchSize);
         ClueRun.WriteJsonLines(output, items.Select((x, i) => (object)new { id = x.Id, answer = predicted[i] }));
         log($"{items.Count:N0} blanks → {output}");

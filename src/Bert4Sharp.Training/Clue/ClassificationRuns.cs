@@ -144,10 +144,10 @@ public sealed class ClassificationRun : IClueRun
     }
 
     /// <inheritdoc/>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
     {
         using var classifier = TextClassifier.Load(modelDirectory, Task);
-        var records = Read(input, ClueReadOptions.Default, log);
+        var records = ClueRun.Take(Read(input, ClueReadOptions.Default, log), limit);
         var predicted = classifier.Predict(records);
         WritePredictions(output, records, predicted);
         log($"{records.Count:N0} examples → {output} ({string.Join(", ", predicted.GroupBy(p => p.Label).OrderByDescending(g => g.Count()).Take(5).Select(g => $"'{g.Key}'×{g.Count()}"))})");

@@ -91,8 +91,11 @@ public interface IClueRun
     /// <summary>The file <c>predict</c> reads when no input is given: the task's unlabelled test split when staged, else its dev split.</summary>
     string DefaultInput(string dataDirectory);
 
-    /// <summary>Predicts a file in the task's input format with a model <see cref="Train"/> saved; writes the submission format atomically; returns the records predicted.</summary>
-    int Predict(string modelDirectory, string input, string output, Action<string> log);
+    /// <summary>
+    /// Predicts a file in the task's input format with a model <see cref="Train"/> saved; writes the submission format
+    /// atomically; returns the records predicted (the first <paramref name="limit"/> when given).
+    /// </summary>
+    int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null);
 }
 
 /// <summary>What every CLUE run shares: the encoder (pretrained or random), the training loop with dev evaluation and the return to the best weights, and the saved task model.</summary>
@@ -160,7 +163,10 @@ public static class ClueRun
     }
 
     /// <summary>The first <see cref="ClueRunOptions.Limit"/> records (all without a limit).</summary>
-    public static List<T> Take<T>(IEnumerable<T> records, ClueRunOptions o) => [.. o.Limit is int n ? records.Take(n) : records];
+    public static List<T> Take<T>(IEnumerable<T> records, ClueRunOptions o) => Take(records, o.Limit);
+
+    /// <summary>The first <paramref name="limit"/> records (all when null).</summary>
+    public static List<T> Take<T>(IEnumerable<T> records, int? limit) => [.. limit is int n ? records.Take(n) : records];
 
     /// <summary>"best dev F1 (step 800 (epoch 2 of 10), chosen on dev)" or, when no evaluation ran, "dev F1 after training".</summary>
     public static string DescribeResult(EvaluationCallback evaluation, string metricName) =>

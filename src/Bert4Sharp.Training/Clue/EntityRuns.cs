@@ -64,10 +64,10 @@ public sealed class EntityRuns : IClueRun
     /// <c>{"id": …, "label": {type: {entity: [[start, end]]}}}</c> (inclusive character offsets), atomically.
     /// </summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
     {
         var (model, tokenizer, task) = Load(modelDirectory);
-        var records = Read(input, log);
+        var records = ClueRun.Take(Read(input, log), limit);
         var predicted = model.Predict(tokenizer, records.Select(r => r.Text).ToList(), task.MaxLength);
         WritePredictions(output, records.Select(r => (r.Id, r.Text)).ToList(), predicted);
         log($"{records.Count:N0} texts, {predicted.Sum(p => p.Count):N0} entities → {output}");

@@ -99,10 +99,10 @@ public sealed class MrcRuns : IClueRun
 
     /// <summary>Predicts a CMRC2018-format file (SQuAD JSON); writes <c>{question id: answer text}</c> atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
     {
         var (model, tokenizer, _) = Load(modelDirectory);
-        var records = Read(input, log);
+        var records = ClueRun.Take(Read(input, log), limit);
         var answers = model.Predict(tokenizer, records.Select(r => new SpanExample(r.Question, r.Context)).ToList());
         var predictions = new Dictionary<string, string>();
         for (int i = 0; i < records.Count; i++) predictions[records[i].Id] = answers[i].Text;

@@ -40,7 +40,7 @@ public sealed class ClueRunTests
             Assert.True(File.Exists(Path.Combine(model, "task.json")), $"{task}: no task.json in {model}");
 
             string predictions = Path.Combine(dir, "predictions.json");
-            int count = run.Predict(model, run.DefaultInput(data), predictions, lines.Add);
+            int count = run.Predict(model, run.DefaultInput(data), predictions, lines.Add, limit: 40);
             Assert.True(count > 0, $"{task}: nothing predicted");
             string text = File.ReadAllText(predictions);
             Assert.False(string.IsNullOrWhiteSpace(text), $"{task}: empty predictions file");
@@ -50,7 +50,7 @@ public sealed class ClueRunTests
                 JsonDocument.Parse(text).Dispose();
 
             if (ClueRuns.All.FirstOrDefault(r => r.Task != task) is not { } other) return;
-            var e = Assert.Throws<InvalidDataException>(() => other.Predict(model, other.DefaultInput(data), Path.Combine(dir, "other.json"), lines.Add));
+            var e = Assert.Throws<InvalidDataException>(() => other.Predict(model, other.DefaultInput(data), Path.Combine(dir, "other.json"), lines.Add, limit: 1));
             Assert.Contains($"'{task}'", e.Message);
         }
         finally { Directory.Delete(dir, recursive: true); }
