@@ -231,7 +231,7 @@ public static class ClueRun
 public static class ClueRuns
 {
     /// <summary>Every task, in CLUE order.</summary>
-    public static IReadOnlyList<IClueRun> All { get; } = [new EntityRuns()];
+    public static IReadOnlyList<IClueRun> All { get; } = [new EntityRuns(), new DuieRun(), new DueeRun()];
 
     /// <summary>The run of <paramref name="task"/> (<c>cluener2020</c> is also accepted for <c>cluener</c>).</summary>
     /// <exception cref="ArgumentException">Unknown task.</exception>
