@@ -92,7 +92,7 @@ public sealed class DuieRun : IClueRun
         var texts = records.Select(r => r.Text).ToList();
         var predicted = model.Predict(tokenizer, texts, task.MaxLength, out int capped);
         WritePredictions(output, texts, predicted);
-        log($"{records.Count:N0} texts, {predicted.Sum(p => p.Count):N0} triples → {output}{(capped > 0 ? $" ({capped:N0} texts had more candidate entities than the decoder keeps)" : "")}");
+        log($"{records.Count:N0} texts, {predicted.Sum(p => p.Count):N0} triples → {output}{(capped > 0 ? $" ({capped:N0} texts had more candidate entities or triples than the decoder keeps)" : "")}");
         return records.Count;
     }
 
@@ -128,7 +128,7 @@ public sealed class DuieRun : IClueRun
         BertWordPieceTokenizer tokenizer, IReadOnlyList<DuieRecord> dev, int maxLength, Action<string> log)
     {
         var predicted = model.Predict(tokenizer, dev.Select(r => r.Text).ToList(), maxLength, out int capped);
-        if (capped > 0) log($"decoding: {capped:N0} of {dev.Count:N0} dev texts had more candidate entities than the decoder keeps ({model.Options.MaxSpans} per type, best first)");
+        if (capped > 0) log($"decoding: {capped:N0} of {dev.Count:N0} dev texts had more candidate entities or triples than the decoder keeps ({model.Options.MaxSpans} entities per type, best first; {model.Options.MaxSpans} triples)");
         var score = ClueMetrics.SpoF1(dev.Select(r => (IEnumerable<SpoTriple>)r.Spos.Select(s => s.Triple).ToList()).ToList(),
             dev.Select((r, i) => (IEnumerable<SpoTriple>)predicted[i].Select(p => Triple(r.Text, p)).ToList()).ToList());
         return (new Dictionary<string, double> { ["f1"] = score.F1, ["precision"] = score.Precision, ["recall"] = score.Recall }, predicted);

@@ -158,7 +158,8 @@ public sealed class GpLinkerEventExtractor : nn.Module
     {
         bool wasTraining = training;
         eval();
-        var result = new List<IReadOnlyList<IReadOnlyList<EventSpan>>>(texts.Count);
+        var result = new IReadOnlyList<IReadOnlyList<EventSpan>>[texts.Count];
+        var order = Enumerable.Range(0, texts.Count).OrderBy(i => texts[i].Length).ToArray();   // batches of similar lengths pad less
         capped = 0;
         try
         {
@@ -166,15 +167,17 @@ public sealed class GpLinkerEventExtractor : nn.Module
             {
                 using var scope = torch.NewDisposeScope();
                 using var g = torch.no_grad();
-                using var batch = Prepare(tokenizer, texts.Skip(b).Take(batchSize).Select(t => new EventExample(t, [])).ToList(), maxLength);
+                var ids = order.Skip(b).Take(batchSize).ToArray();
+                using var batch = Prepare(tokenizer, ids.Select(k => new EventExample(texts[k], [])).ToList(), maxLength);
                 var (a, h, t) = Scores(batch.Ids, batch.Mask);
-                int n = (int)a.shape[0], len = (int)a.shape[2], labels = Labels.Count, tt = len * len;
-                float[] aa = GpLinkerRelationExtractor.Host(a), ha = GpLinkerRelationExtractor.Host(h), ta = GpLinkerRelationExtractor.Host(t);
+                int n = (int)a.shape[0], len = (int)a.shape[2], tt = len * len;
+                float[] ha = GpLinkerRelationExtractor.Host(h), ta = GpLinkerRelationExtractor.Host(t);
                 for (int i = 0; i < n; i++)
                 {
                     var offsets = batch.Items[i].Offsets;
-                    var events = GpLinkerEventDecoding.Decode(aa.AsSpan(i * labels * tt, labels * tt), ha.AsSpan(i * tt, tt), ta.AsSpan(i * tt, tt),
-                        len, offsets.Count, labelType, labelTrigger, out bool cut, maxArguments: Options.MaxSpans);
+                    var candidates = Candidates(a[i], offsets.Count, Options.MaxSpans + 1);   // one more than kept: tells whether the cap cut
+                    var events = GpLinkerEventDecoding.Decode(candidates, ha.AsSpan(i * tt, tt), ta.AsSpan(i * tt, tt),
+                        len, labelType, labelTrigger, out bool cut, maxArguments: Options.MaxSpans);
                     if (cut) capped++;
                     var list = new List<IReadOnlyList<EventSpan>>();
                     foreach (var ev in events)
@@ -185,12 +188,33 @@ public sealed class GpLinkerEventExtractor : nn.Module
                                 spans.Add(new EventSpan(Labels[x.Label].EventType, Labels[x.Label].Role, c.Start, c.End));
                         list.Add(spans);
                     }
-                    result.Add(list);
+                    result[ids[i]] = list;
                 }
             }
         }
         finally { train(wasTraining); }
         return result;
+    }
+
+    /// <summary>
+    /// The <paramref name="k"/> best argument cells of one text's scores (labels, T, T) above 0, inside tokens
+    /// 1..<paramref name="tokens"/> − 2, found on the scores' device (copying labels·T² values to the host per text was the
+    /// bottleneck of prediction).
+    /// </summary>
+    static List<(TokenArgument Argument, float Score)> Candidates(Tensor scores, int tokens, int k)
+    {
+        using var scope = torch.NewDisposeScope();
+        long labels = scores.shape[0], len = scores.shape[1];
+        if (tokens < 3) return [];
+        var inner = scores[.., 1..(tokens - 1), 1..(tokens - 1)].reshape(-1);                 // (labels·m·m), m = tokens − 2
+        long m = tokens - 2;
+        var (values, indices) = inner.topk((int)Math.Min(k, inner.shape[0]));
+        float[] v = values.to(ScalarType.Float32, CPU).data<float>().ToArray();
+        long[] ix = indices.cpu().data<long>().ToArray();
+        var found = new List<(TokenArgument, float)>();
+        for (int c = 0; c < v.Length; c++)
+            if (v[c] > 0) found.Add((new TokenArgument((int)(ix[c] / (m * m)), (int)(ix[c] / m % m) + 1, (int)(ix[c] % m) + 1), v[c]));
+        return found;
     }
 }
 
@@ -232,9 +256,20 @@ public static class GpLinkerEventDecoding
                     float v = arguments[l * tt + i * length + j];
                     if (v > threshold) found.Add((new TokenArgument(l, i, j), v));
                 }
+        return Decode(found, heads, tails, length, labelType, labelTrigger, out capped, threshold, maxArguments);
+    }
+
+    /// <summary>
+    /// <see cref="Decode(ReadOnlySpan{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, int, int, IReadOnlyList{int}, IReadOnlyList{bool}, out bool, float, int)"/>
+    /// from the argument cells already found (above the threshold, off [CLS]/[SEP]/padding) with their scores.
+    /// </summary>
+    public static List<List<TokenArgument>> Decode(IReadOnlyList<(TokenArgument Argument, float Score)> found, ReadOnlySpan<float> heads, ReadOnlySpan<float> tails, int length,
+        IReadOnlyList<int> labelType, IReadOnlyList<bool> labelTrigger, out bool capped, float threshold = 0, int maxArguments = int.MaxValue)
+    {
+        if (heads.Length != length * length || tails.Length != length * length)
+            throw new ArgumentException($"link scores must hold T² = {length * length} values; got {heads.Length}, {tails.Length}");
         capped = found.Count > maxArguments;
-        if (capped) found = [.. found.OrderByDescending(x => x.Score).Take(maxArguments)];
-        var argus = found.Select(x => x.Argument).Order().ToList();
+        var argus = (capped ? found.OrderByDescending(x => x.Score).Take(maxArguments) : found).Select(x => x.Argument).Order().ToList();
         var links = new HashSet<(int, int, int, int)>();
         for (int x = 0; x < argus.Count; x++)
             for (int y = x + 1; y < argus.Count; y++)

@@ -15,9 +15,10 @@ public sealed record GpLinkerOptions
     /// <summary>Dropout on the encoder output (training only).</summary>
     public double Dropout { get; init; } = 0.1;
     /// <summary>
-    /// Decoding keeps at most this many spans per type (relations) or per text (events), the highest scores first: a
-    /// guard for barely trained models whose score matrices are half positive (the pairing and the clique search would
-    /// otherwise take hours). A trained model stays far below it.
+    /// Decoding keeps at most this many spans per type (relations) or per text (events), the highest scores first, and
+    /// at most this many triples per text (the first in subject order): a guard for barely trained models whose score
+    /// matrices are half positive (the pairing, the clique search and the output would otherwise take hours and
+    /// gigabytes). A trained model stays far below it.
     /// </summary>
     public int MaxSpans { get; init; } = 64;
 }
@@ -175,7 +176,8 @@ public sealed class GpLinkerRelationExtractor : nn.Module
     {
         bool wasTraining = training;
         eval();
-        var result = new List<IReadOnlyList<RelationSpan>>(texts.Count);
+        var result = new IReadOnlyList<RelationSpan>[texts.Count];
+        var order = Enumerable.Range(0, texts.Count).OrderBy(i => texts[i].Length).ToArray();   // batches of similar lengths pad less
         capped = 0;
         try
         {
@@ -183,7 +185,8 @@ public sealed class GpLinkerRelationExtractor : nn.Module
             {
                 using var scope = torch.NewDisposeScope();
                 using var g = torch.no_grad();
-                using var batch = Prepare(tokenizer, texts.Skip(b).Take(batchSize).Select(t => new RelationExample(t, [])).ToList(), maxLength);
+                var ids = order.Skip(b).Take(batchSize).ToArray();
+                using var batch = Prepare(tokenizer, ids.Select(k => new RelationExample(texts[k], [])).ToList(), maxLength);
                 var (e, h, t) = Scores(batch.Ids, batch.Mask);
                 int n = (int)e.shape[0], len = (int)e.shape[2], p = Predicates.Count;
                 float[] ea = Host(e), ha = Host(h), ta = Host(t);
@@ -191,7 +194,7 @@ public sealed class GpLinkerRelationExtractor : nn.Module
                 {
                     var offsets = batch.Items[i].Offsets;
                     var triples = GpLinkerRelationDecoding.Decode(ea.AsSpan(i * 2 * len * len, 2 * len * len), ha.AsSpan(i * p * len * len, p * len * len),
-                        ta.AsSpan(i * p * len * len, p * len * len), p, len, offsets.Count, out bool cut, maxEntities: Options.MaxSpans);
+                        ta.AsSpan(i * p * len * len, p * len * len), p, len, offsets.Count, out bool cut, maxEntities: Options.MaxSpans, maxTriples: Options.MaxSpans);
                     if (cut) capped++;
                     var spans = new List<RelationSpan>();
                     foreach (var x in triples)
@@ -200,7 +203,7 @@ public sealed class GpLinkerRelationExtractor : nn.Module
                         var o = TokenSpans.ToCharacters(offsets, new EntitySpan(x.ObjectStart, x.ObjectEnd + 1, ""));
                         if (s is { } sv && o is { } ov) spans.Add(new RelationSpan(sv.Start, sv.End, Predicates[x.Predicate], ov.Start, ov.End));
                     }
-                    result.Add(spans.Distinct().ToList());
+                    result[ids[i]] = spans.Distinct().ToList();
                 }
             }
         }
@@ -235,10 +238,11 @@ public static class GpLinkerRelationDecoding
     /// <param name="capped">True when more than <paramref name="maxEntities"/> subjects or objects scored above the threshold (the best were kept).</param>
     /// <param name="threshold">The score threshold (0 for the multilabel cross-entropy).</param>
     /// <param name="maxEntities">Subjects and objects kept at most, each (highest scores first).</param>
+    /// <param name="maxTriples">Triples returned at most (the first in the sorted order); more sets <paramref name="capped"/>.</param>
     public static List<TokenRelation> Decode(ReadOnlySpan<float> entity, ReadOnlySpan<float> heads, ReadOnlySpan<float> tails, int predicates, int length, int tokens,
-        out bool capped, float threshold = 0, int maxEntities = int.MaxValue)
+        out bool capped, float threshold = 0, int maxEntities = int.MaxValue, int maxTriples = int.MaxValue)
     {
-        if (predicates < 1 || length < 0 || tokens < 0 || tokens > length || maxEntities < 1)
+        if (predicates < 1 || length < 0 || tokens < 0 || tokens > length || maxEntities < 1 || maxTriples < 1)
             throw new ArgumentOutOfRangeException(nameof(predicates), $"need predicates ≥ 1, 0 ≤ tokens ≤ length, maxEntities ≥ 1; got {predicates}, {tokens}, {length}, {maxEntities}");
         long tt = (long)length * length;
         if (entity.Length != 2 * tt || heads.Length != predicates * tt || tails.Length != predicates * tt)
@@ -253,6 +257,11 @@ public static class GpLinkerRelationDecoding
                     if (heads[(int)(p * tt + sh * length + oh)] > threshold && tails[(int)(p * tt + st * length + ot)] > threshold)
                         result.Add(new TokenRelation(sh, st, p, oh, ot));
         result.Sort((a, b) => (a.SubjectStart, a.SubjectEnd, a.Predicate, a.ObjectStart, a.ObjectEnd).CompareTo((b.SubjectStart, b.SubjectEnd, b.Predicate, b.ObjectStart, b.ObjectEnd)));
+        if (result.Count > maxTriples)
+        {
+            capped = true;
+            result.RemoveRange(maxTriples, result.Count - maxTriples);
+        }
         return result;
     }
 
