@@ -237,7 +237,7 @@ public static class ClueRun
 public static class ClueRuns
 {
     /// <summary>Every task, in CLUE order.</summary>
-    public static IReadOnlyList<IClueRun> All { get; } = [.. ClassificationRun.All, new EntityRuns(), new MrcRuns(), new C3Runs(), new ChidRuns()];
+    public static IReadOnlyList<IClueRun> All { get; } = [.. ClassificationRun.All, new EntityRuns(), new MrcRuns(), new C3Runs(), new ChidRuns(), new DuieRun(), new DueeRun()];
 
     /// <summary>The run of <paramref name="task"/> (<c>cluener2020</c> is also accepted for <c>cluener</c>).</summary>
     /// <exception cref="ArgumentException">Unknown task.</exception>
