@@ -15,7 +15,7 @@ using Microsoft.ML.Transforms.Text;
 /// would see a whole sentence as one "word") and a maximum-entropy classifier (SDCA and/or L-BFGS), next to the majority
 /// class of train, scored on dev.
 ///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- clue-baselines [--data DIR] [--output results.json]
-///       [--trainer sdca|lbfgs|both] [--tasks afqmc,tnews,...] [--threads N]
+///       [--trainer lbfgs|sdca|both] [--tasks afqmc,tnews,...] [--threads N] [--lbfgs-iterations N] [--sdca-iterations N] [--l1 X] [--l2 X]
 /// Inputs: a sentence pair is "sentence1 ‖ sentence2" (one bag, so the model cannot compare the two sides: a known
 /// weakness of this baseline on matching tasks); CSL is "abstract ‖ keywords"; CLUEWSC2020 is
 /// "span1 ‖ span2 ‖ text"; TNEWS is the title only (not DataCLUE's keywords). CMNLI has only its dev staged: it is
@@ -51,7 +51,11 @@ static class ClueBaselines
     /// <param name="Threads">ML.NET trainer threads (SDCA with more than one thread is not bit-reproducible).</param>
     /// <param name="Seed">MLContext seed.</param>
     /// <param name="SdcaIterations">SDCA's passes over the data (null: ML.NET's heuristic).</param>
-    public sealed record Options(Trainer Trainer = Trainer.Sdca, int Threads = 1, int Seed = 1, int? SdcaIterations = null);
+    /// <param name="LbfgsIterations">L-BFGS iterations at most (ML.NET's default is unbounded, with tolerance 1e-7: many minutes on AFQMC).</param>
+    /// <param name="L1">L1 weight of both trainers (ML.NET's L-BFGS default 1 left CSL and CLUEWSC at the majority class).</param>
+    /// <param name="L2">L2 weight of both trainers.</param>
+    public sealed record Options(Trainer Trainer = Trainer.Lbfgs, int Threads = 1, int Seed = 1, int? SdcaIterations = null, int LbfgsIterations = 100,
+        double L1 = 0, double L2 = 1e-3);
 
     public static int Run(string[] args)
     {
@@ -67,6 +71,9 @@ static class ClueBaselines
                 case "--output": output = Next(); break;
                 case "--tasks": tasks = [.. Next().Split(',', StringSplitOptions.RemoveEmptyEntries)]; break;
                 case "--sdca-iterations": options = options with { SdcaIterations = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+                case "--lbfgs-iterations": options = options with { LbfgsIterations = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+                case "--l1": options = options with { L1 = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
+                case "--l2": options = options with { L2 = double.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--threads": options = options with { Threads = int.Parse(Next(), CultureInfo.InvariantCulture) }; break;
                 case "--trainer":
                     options = options with
@@ -78,7 +85,7 @@ static class ClueBaselines
                         },
                     };
                     break;
-                default: throw new ArgumentException($"unknown option {args[i]} (clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] [--threads N])");
+                default: throw new ArgumentException($"unknown option {args[i]} (clue-baselines [--data DIR] [--output FILE] [--trainer lbfgs|sdca|both] [--tasks a,b] [--threads N] [--lbfgs-iterations N] [--sdca-iterations N] [--l1 X] [--l2 X])");
             }
         }
         foreach (var t in tasks)
@@ -105,6 +112,10 @@ static class ClueBaselines
                 cpu = CpuModel(),
                 processors = Environment.ProcessorCount,
                 trainer_threads = options.Threads,
+                lbfgs_iterations = options.LbfgsIterations,
+                sdca_iterations = options.SdcaIterations,
+                l1 = options.L1,
+                l2 = options.L2,
                 results,
             };
             Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(output))!);
@@ -246,10 +257,13 @@ static class ClueBaselines
             {
                 LabelColumnName = "LabelKey", FeatureColumnName = "Features", NumberOfThreads = options.Threads,
                 MaximumNumberOfIterations = options.SdcaIterations,
+                L1Regularization = (float)options.L1, L2Regularization = (float)options.L2,
             })
             : ctx.MulticlassClassification.Trainers.LbfgsMaximumEntropy(new LbfgsMaximumEntropyMulticlassTrainer.Options
             {
                 LabelColumnName = "LabelKey", FeatureColumnName = "Features", NumberOfThreads = options.Threads,
+                MaximumNumberOfIterations = options.LbfgsIterations,
+                L1Regularization = (float)options.L1, L2Regularization = (float)options.L2,
             });
         var pipeline = ctx.Transforms.Conversion.MapValueToKey("LabelKey", nameof(Row.Label))
             .Append(ctx.Transforms.Text.FeaturizeText("Features", featurize, nameof(Row.Text)))
