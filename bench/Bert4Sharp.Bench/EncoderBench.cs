@@ -93,7 +93,8 @@ public static class EncoderBench
         return 0;
     }
 
-    static double Flops(TransformerConfig c, int b, int t)
+    /// <summary>Forward FLOPs of the encoder on a (b, t) batch: 2 × multiply-adds of the dense layers (4H² + 2HI per token and layer) and of attention (2TH).</summary>
+    internal static double Flops(TransformerConfig c, int b, int t)
     {
         double h = c.HiddenSize, i = c.IntermediateSize;
         // per token per layer: QKV + output (4H²) and FFN (2HI) multiply-adds, attention scores and mixing (2TH)

@@ -2,6 +2,8 @@ using Bert4Sharp.Bench;
 
 // Bert4Sharp benchmarks. Every target is a ratio against a peer measured in the same run.
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- checkpoint-load [--keep] [--rounds N]
+//   dotnet run -c Release --project bench/Bert4Sharp.Bench -- clue-baselines [--data DIR] [--output results.json]   (ML.NET peers)
+//   dotnet run -c Release --project bench/Bert4Sharp.Bench -- tasks [--quick]   (classifier fine-tuning and task prediction throughput)
 string which = args.Length > 0 ? args[0] : "checkpoint-load";
 return which switch
 {
@@ -12,6 +14,8 @@ return which switch
     "training" => TrainingBench.Run(args[1..]),
     "gemm" => GemmBench.Run(args[1..]),
     "peak" => Peak(),
+    "clue-baselines" => ClueBaselines.Run(args[1..]),
+    "tasks" => TaskBench.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -30,6 +34,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick]");
     return 2;
 }
