@@ -19,7 +19,7 @@ using Microsoft.ML.Transforms.Text;
 /// Inputs: a sentence pair is "sentence1 ‖ sentence2" (one bag, so the model cannot compare the two sides: a known
 /// weakness of this baseline on matching tasks); CSL is "abstract ‖ keywords"; CLUEWSC2020 is
 /// "span1 ‖ span2 ‖ text"; TNEWS is the title only (not DataCLUE's keywords). CMNLI has only its dev staged: it is
-/// carved 80/20 by <see cref="ClueSplits.CarveDev{T}"/> on the text pair (no held-out pair text in train). OCNLI's
+/// carved 80/20 by <see cref="ClueSplits.CarveByPremise{T}"/> exactly as `b4s clue train cmnli` carves it (no held-out sentence in train). OCNLI's
 /// label "-" rows are dropped and counted.
 /// </summary>
 static class ClueBaselines
@@ -188,7 +188,7 @@ static class ClueBaselines
             case "cmnli":
             {
                 var all = ClueReaders.CmnliTsv(F("dev"), drop);
-                var carve = ClueSplits.CarveDev(all.Records, ClueSplits.PairKey, 0.2);
+                var carve = ClueSplits.CarveByPremise(all.Records, r => r.Sentence1, r => r.Sentence2);
                 return new(task, [.. carve.Train.Select(r => Ex(Pair(r), r.Label))], [.. carve.Dev.Select(r => Ex(Pair(r), r.Label))],
                     $"only dev staged: carved 80/20 by SHA-256 of the text pair ({all.Records.Count} rows, {all.Report.DroppedUnknownLabel} dropped for unknown labels; " +
                     $"{carve.DuplicateKeys} repeated pairs kept on their first's side; {carve.CrossSideRemoved} held-out pairs in train)");

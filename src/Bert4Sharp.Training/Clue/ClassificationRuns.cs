@@ -118,9 +118,9 @@ public sealed class ClassificationRun : IClueRun
         else
         {
             var all = Read(devFile(o.DataDirectory), readOptions, log);
-            var split = ClueClassificationData.SplitByFirstText(all, 0.2);
-            log($"{Task}: only dev is staged; carved by a hash of the normalised first sentence (seed-independent, the same premise never on both sides): " +
-                $"{split.Train.Count:N0} train, {split.Dev.Count:N0} dev; {split.Removed:N0} training pairs removed because one of their sentences occurs in dev");
+            var split = ClueSplits.CarveByPremise(all, x => x.Text, x => x.Pair);
+            log($"{Task}: only dev is staged; carved 80/20 by a SHA-256 hash of the normalised premise (seed-independent, the same premise never on both sides): " +
+                $"{split.Train.Count:N0} train, {split.Dev.Count:N0} dev; {split.CrossSideRemoved:N0} training pairs removed because one of their sentences occurs in dev");
             train = ClueRun.Take(split.Train, o);
             dev = ClueRun.Take(split.Dev, o);
         }
@@ -180,7 +180,7 @@ public sealed class ClassificationRun : IClueRun
         ClueRun.WriteJsonLines(path, examples.Select((x, i) => (object)new { id = ClueRun.SubmissionId(x.Id, i), label = predicted[i].Label }));
 }
 
-/// <summary>The data preparation of the classification runs that is more than reading: CLUEWSC span marking and the CMNLI split.</summary>
+/// <summary>The data preparation of the classification runs that is more than reading: CLUEWSC span marking (the CMNLI split is <see cref="ClueSplits.CarveByPremise{T}"/>).</summary>
 public static class ClueClassificationData
 {
     /// <summary>Opens a marked span.</summary>
@@ -207,34 +207,5 @@ public static class ClueClassificationData
         if (a.Start > b.Start) (a, b) = (b, a);
         if (a.End > b.Start) throw new ArgumentException($"span1 and span2 overlap in '{text}'");
         return string.Concat(text[..a.Start], Open, text[a.Start..a.End], Close, text[a.End..b.Start], Open, text[b.Start..b.End], Close, text[b.End..]);
-    }
-
-    /// <summary>
-    /// A deterministic train/dev split of labelled pairs that depends on nothing but the data: an example goes to dev when
-    /// the 64-bit FNV-1a hash (with a final bit mix) of its normalised first text (<see cref="HeldOutSplit.Normalize"/>) falls in the first
-    /// <paramref name="devShare"/> of the range, so every pair of one premise lands on the same side. Training pairs
-    /// whose first or second text (normalised) also occurs in dev are then removed and counted.
-    /// </summary>
-    public static (List<TextExample> Train, List<TextExample> Dev, int Removed) SplitByFirstText(IEnumerable<TextExample> examples, double devShare)
-    {
-        ArgumentOutOfRangeException.ThrowIfNegative(devShare);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(devShare, 1);
-        var train = new List<TextExample>();
-        var dev = new List<TextExample>();
-        foreach (var x in examples)
-            (Bucket(HeldOutSplit.Normalize(x.Text)) < devShare ? dev : train).Add(x);
-        var devTexts = dev.SelectMany(x => x.Pair is null ? [x.Text] : new[] { x.Text, x.Pair }).Select(HeldOutSplit.Normalize).ToHashSet(StringComparer.Ordinal);
-        int before = train.Count;
-        train.RemoveAll(x => devTexts.Contains(HeldOutSplit.Normalize(x.Text)) || x.Pair is not null && devTexts.Contains(HeldOutSplit.Normalize(x.Pair)));
-        return (train, dev, before - train.Count);
-    }
-
-    /// <summary>Where <paramref name="key"/> falls in [0, 1): FNV-1a (64 bit) of its UTF-8 bytes, mixed, scaled.</summary>
-    static double Bucket(string key)
-    {
-        ulong h = 14695981039346656037UL;
-        foreach (byte b in Encoding.UTF8.GetBytes(key)) { h ^= b; h *= 1099511628211UL; }
-        h ^= h >> 33; h *= 0xff51afd7ed558ccdUL; h ^= h >> 33;                                     // spread every byte into the high bits
-        return (h >> 11) / 9007199254740992.0;                                                     // top 53 bits / 2^53
     }
 }

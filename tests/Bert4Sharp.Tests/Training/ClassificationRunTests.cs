@@ -42,11 +42,11 @@ public sealed class ClassificationRunTests
     public void Cmnli_split_is_deterministic_and_keeps_each_premise_on_one_side()
     {
         var data = Pairs(1000);
-        var a = ClueClassificationData.SplitByFirstText(data, 0.2);
-        var b = ClueClassificationData.SplitByFirstText(Enumerable.Reverse(data), 0.2);
+        var a = ClueSplits.CarveByPremise(data, x => x.Text, x => x.Pair);
+        var b = ClueSplits.CarveByPremise([.. Enumerable.Reverse(data)], x => x.Text, x => x.Pair);
         Assert.Equal(a.Dev.Select(x => x.Pair).Order(), b.Dev.Select(x => x.Pair).Order());
         Assert.Equal(data.Count, a.Train.Count + a.Dev.Count);
-        Assert.Equal(0, a.Removed);
+        Assert.Equal(0, a.CrossSideRemoved);
         Assert.InRange(a.Dev.Count, 450, 750);                     // 20% of 3,000 give or take the hash's spread
         Assert.Equal(0, a.Dev.Count % 3);                          // a premise's three pairs go together
         var devPremises = a.Dev.Select(x => x.Text).ToHashSet();
@@ -57,13 +57,13 @@ public sealed class ClassificationRunTests
     public void Cmnli_split_removes_training_pairs_that_share_a_sentence_with_dev()
     {
         var data = Pairs(200);
-        var first = ClueClassificationData.SplitByFirstText(data, 0.2);
+        var first = ClueSplits.CarveByPremise(data, x => x.Text, x => x.Pair);
         var devHypothesis = first.Dev[0].Pair!;
         var trainPremise = first.Train[0].Text;
         // A training-side premise paired with a dev hypothesis (differing only in width and spacing, which normalisation folds).
         var leak = new TextExample(trainPremise, "  " + devHypothesis.Replace("hypothesis", "ｈｙｐｏｔｈｅｓｉｓ", StringComparison.Ordinal) + " ", "neutral");
-        var split = ClueClassificationData.SplitByFirstText([.. data, leak], 0.2);
-        Assert.Equal(1, split.Removed);
+        var split = ClueSplits.CarveByPremise([.. data, leak], x => x.Text, x => x.Pair);
+        Assert.Equal(1, split.CrossSideRemoved);
         Assert.DoesNotContain(leak, split.Train);
         Assert.Equal(first.Dev.Count, split.Dev.Count);
     }

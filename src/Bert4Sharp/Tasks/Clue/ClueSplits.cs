@@ -10,8 +10,8 @@ using System.Text;
 /// <param name="Dev">The records held out, in input order.</param>
 /// <param name="DuplicateKeys">Records whose key equals an earlier record's key. They share its side, so no held-out key
 /// occurs in training; they are kept (not dropped), and counted so a run can report them.</param>
-/// <param name="CrossSideRemoved">Training records removed because their key also occurs among the held-out ones: always 0
-/// for a carve by key hash (equal keys hash alike), checked and reported all the same.</param>
+/// <param name="CrossSideRemoved">Training records removed because their key, or one of their texts, also occurs among the
+/// held-out ones (equal keys hash alike, so only shared texts remove anything).</param>
 public sealed record ClueCarve<T>(IReadOnlyList<T> Train, IReadOnlyList<T> Dev, int DuplicateKeys, int CrossSideRemoved);
 
 /// <summary>Deterministic splits of CLUE records, shared by the runs and baselines that have to carve their own held-out data.</summary>
@@ -28,7 +28,9 @@ public static class ClueSplits
     /// <param name="records">The labelled records (e.g. the whole CMNLI dev).</param>
     /// <param name="key">The text that identifies a record (what must not leak from dev into train).</param>
     /// <param name="fraction">Expected share held out, in (0, 1), e.g. 0.2.</param>
-    public static ClueCarve<T> CarveDev<T>(IReadOnlyList<T> records, Func<T, string> key, double fraction)
+    /// <param name="texts">The texts of a record that must not leak either (e.g. both sentences of a pair when the key is
+    /// the premise): a training record with any of them among the held-out records' texts is removed and counted.</param>
+    public static ClueCarve<T> CarveDev<T>(IReadOnlyList<T> records, Func<T, string> key, double fraction, Func<T, IEnumerable<string>>? texts = null)
     {
         ArgumentNullException.ThrowIfNull(records);
         ArgumentNullException.ThrowIfNull(key);
@@ -47,10 +49,20 @@ public static class ClueSplits
             if (Hash(k) < cut) { dev.Add(r); devKeys.Add(k); }
             else train.Add(r);
         }
+        var devTexts = texts is null ? [] : dev.SelectMany(texts).ToHashSet(StringComparer.Ordinal);
         int before = train.Count;
-        train.RemoveAll(r => devKeys.Contains(key(r)));
+        train.RemoveAll(r => devKeys.Contains(key(r)) || texts is not null && texts(r).Any(devTexts.Contains));
         return new ClueCarve<T>(train, dev, duplicates, before - train.Count);
     }
+
+    /// <summary>
+    /// The split of a sentence-pair file carved by premise, as the CMNLI runs and baselines use it: the key is the
+    /// normalised first sentence (<see cref="Data.HeldOutSplit.Normalize"/>), so every hypothesis of one premise lands on
+    /// the same side, and training pairs sharing either sentence (normalised) with a held-out pair are removed.
+    /// </summary>
+    public static ClueCarve<T> CarveByPremise<T>(IReadOnlyList<T> records, Func<T, string> premise, Func<T, string?> hypothesis, double fraction = 0.2) =>
+        CarveDev(records, r => Data.HeldOutSplit.Normalize(premise(r)), fraction,
+            r => hypothesis(r) is { } h ? [Data.HeldOutSplit.Normalize(premise(r)), Data.HeldOutSplit.Normalize(h)] : [Data.HeldOutSplit.Normalize(premise(r))]);
 
     /// <summary>The key of a sentence pair: both sentences joined by a tab (neither CLUE pair file has tabs inside a sentence).</summary>
     public static string PairKey(SentencePairRecord r) => r.Sentence1 + "\t" + r.Sentence2;
