@@ -190,8 +190,8 @@ static class ClueBaselines
                 var all = ClueReaders.CmnliTsv(F("dev"), drop);
                 var carve = ClueSplits.CarveByPremise(all.Records, r => r.Sentence1, r => r.Sentence2);
                 return new(task, [.. carve.Train.Select(r => Ex(Pair(r), r.Label))], [.. carve.Dev.Select(r => Ex(Pair(r), r.Label))],
-                    $"only dev staged: carved 80/20 by SHA-256 of the text pair ({all.Records.Count} rows, {all.Report.DroppedUnknownLabel} dropped for unknown labels; " +
-                    $"{carve.DuplicateKeys} repeated pairs kept on their first's side; {carve.CrossSideRemoved} held-out pairs in train)");
+                    $"only dev staged: carved 80/20 by SHA-256 of the normalised premise, as b4s clue train cmnli ({all.Records.Count} rows, {all.Report.DroppedUnknownLabel} dropped for unknown labels; " +
+                    $"{carve.CrossSideRemoved} training pairs removed for sharing a sentence with the held-out ones)");
             }
             case "csl":
                 static string Csl(CslRecord r) => r.Abstract + Separator + string.Join("，", r.Keywords);

@@ -2,20 +2,21 @@
 # Trains every `b4s clue` task from scratch, one after another (so each has the CPU to itself), predicts its default
 # input from the saved model, and prints the markdown table of docs/tasks.md from each run's result.json.
 #   bash bench/scripts/clue_table.sh                 # all tasks with the budgets below
-#   TASKS="afqmc:4 csl:1" bash bench/scripts/clue_table.sh
+#   TASKS="afqmc:4 csl:1 c3:4:--max-length,128" bash bench/scripts/clue_table.sh   (task:minutes[:flags, commas for spaces])
 # Environment: OUT (runs/clue), DATA (../shared/data), EXTRA (more `b4s clue train` flags for every task).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/clue}
 DATA=${DATA:-../shared/data}
-TASKS=${TASKS:-"afqmc:4 tnews:4 iflytek:3 ocnli:4 cmnli:4 csl:1 cluewsc2020:2 cluener:8 cmrc2018:6 c3:6 chid:2 duie:4 duee:4"}
+TASKS=${TASKS:-"afqmc:3 tnews:3 iflytek:2 ocnli:3 cmnli:3 csl:1 cluewsc2020:1 cluener:8 cmrc2018:4:--eval-every,100000 c3:4:--max-length,128,--eval-every,100000 chid:1 duie:3 duee:3"}
 dotnet build -c Release src/Bert4Sharp.Cli -v q -nologo > /dev/null
 B4S="dotnet src/Bert4Sharp.Cli/bin/Release/net10.0/b4s.dll"
 mkdir -p "$OUT"
 for spec in $TASKS; do
-  task=${spec%%:*}; minutes=${spec##*:}
+  IFS=: read -r task minutes flags <<< "$spec"
+  flags=${flags//,/ }
   echo "== $task ($minutes min)"
-  $B4S clue train "$task" --data "$DATA" --minutes "$minutes" --output "$OUT/$task" --overwrite ${EXTRA:-} > "$OUT/$task.log" 2>&1 \
+  $B4S clue train "$task" --data "$DATA" --minutes "$minutes" --output "$OUT/$task" --overwrite $flags ${EXTRA:-} > "$OUT/$task.log" 2>&1 \
     || { echo "$task failed: see $OUT/$task.log"; tail -5 "$OUT/$task.log"; continue; }
   tail -2 "$OUT/$task.log"
   $B4S clue predict "$task" --data "$DATA" --model "$OUT/$task/model" --output "$OUT/$task/predictions.json" >> "$OUT/$task.log" 2>&1 \

@@ -39,8 +39,8 @@ public sealed class MrcRuns : IClueRun
             MaxLength = o.MaxLength ?? DefaultMaxLength, DocStride = DefaultDocStride, MaxQuestionLength = DefaultMaxQuestionLength, MaxAnswerLength = DefaultMaxAnswerLength,
         };
         string data = Path.Combine(o.DataDirectory, "cmrc2018");
-        var trial = Read(Path.Combine(data, "cmrc2018_trial.json"), log);
-        var devAll = Read(Path.Combine(data, "cmrc2018_dev.json"), log);
+        var trial = Labelled(Read(Path.Combine(data, "cmrc2018_trial.json"), log), "cmrc2018_trial.json", log);
+        var devAll = Labelled(Read(Path.Combine(data, "cmrc2018_dev.json"), log), "cmrc2018_dev.json", log);
 
         // Held-out hygiene: no training question whose paragraph or question text is also in dev.
         var devContexts = devAll.Select(r => r.Context).ToHashSet(StringComparer.Ordinal);
@@ -136,6 +136,14 @@ public sealed class MrcRuns : IClueRun
         string v = task.Setting(name, Str(fallback));
         return int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) && n > 0
             ? n : throw new InvalidDataException($"task.json setting {name} is '{v}', not a positive integer");
+    }
+
+    /// <summary>The questions with a gold answer (training and scoring need one); the others are counted in the log.</summary>
+    static List<CmrcRecord> Labelled(List<CmrcRecord> records, string file, Action<string> log)
+    {
+        var labelled = records.Where(r => r.Answers.Count > 0).ToList();
+        if (labelled.Count < records.Count) log($"{file}: {records.Count - labelled.Count:N0} questions without a gold answer left out");
+        return labelled;
     }
 
     static List<CmrcRecord> Read(string path, Action<string> log)

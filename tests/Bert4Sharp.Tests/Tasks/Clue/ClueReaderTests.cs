@@ -76,6 +76,10 @@ public class ClueReaderTests
         var d = ClueReaders.Cmrc2018(cmrc, new ClueReadOptions(MalformedPolicy.SkipAndCount));
         Assert.Single(d.Records);
         Assert.Equal(1, d.Report.Notes["answer_start mismatch"]);
+        // An unlabelled (test-format) question has no answers at all: kept with none, and counted.
+        var test = ClueReaders.Cmrc2018(Temp("test.json", "{\"data\": [{\"paragraphs\": [{\"id\": \"P\", \"context\": \"北京是首都\", \"qas\": [{\"question\": \"首都?\", \"id\": \"T1\"}]}]}]}"));
+        Assert.Empty(Assert.Single(test.Records).Answers);
+        Assert.Equal(1, test.Report.Notes["unlabelled question"]);
         var bad = Assert.Throws<ClueFormatException>(() => ClueReaders.Cmrc2018(Temp("x.json", "{\"data\": [\n{\"paragraphs\": [}\n]}")));
         Assert.Equal(2, bad.Issue.Line);
 
