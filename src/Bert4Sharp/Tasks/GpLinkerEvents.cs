@@ -20,97 +20,59 @@ public readonly record struct TokenArgument(int Label, int Start, int End) : ICo
     public int CompareTo(TokenArgument other) => (Label, Start, End).CompareTo((other.Label, other.Start, other.End));
 }
 
-/// <summary>A padded batch of <see cref="EventExample"/>s with the gold cells of the three pointers.</summary>
-public sealed class EventBatch : IDisposable
-{
-    internal EventBatch(Tensor ids, Tensor mask, IReadOnlyList<EncodedText> items, List<GlobalPointerSpan>[] arguments,
-        List<GlobalPointerSpan>[] heads, List<GlobalPointerSpan>[] tails, int dropped)
-    {
-        Ids = ids; Mask = mask; Items = items; Arguments = arguments; Heads = heads; Tails = tails; Dropped = dropped;
-    }
-
-    /// <summary>Token ids (B, T).</summary>
-    public Tensor Ids { get; }
-    /// <summary>1 at real tokens (B, T).</summary>
-    public Tensor Mask { get; }
-    /// <summary>The encodings (tokens and character offsets).</summary>
-    public IReadOnlyList<EncodedText> Items { get; }
-    /// <summary>Gold argument cells: type = label, (start, end) inclusive tokens.</summary>
-    public IReadOnlyList<IReadOnlyList<GlobalPointerSpan>> Arguments { get; }
-    /// <summary>Gold head links (type 0): (min start, max start) of two arguments of one event.</summary>
-    public IReadOnlyList<IReadOnlyList<GlobalPointerSpan>> Heads { get; }
-    /// <summary>Gold tail links (type 0): (min end, max end) of two arguments of one event.</summary>
-    public IReadOnlyList<IReadOnlyList<GlobalPointerSpan>> Tails { get; }
-    /// <summary>Arguments left out because they are off token boundaries or truncated away.</summary>
-    public int Dropped { get; }
-
-    /// <inheritdoc/>
-    public void Dispose() { Ids.Dispose(); Mask.Dispose(); }
-}
-
 /// <summary>
 /// GPLinker for event extraction (Su, kexue.fm/archives/8926): an encoder and three pointers — arguments with one
 /// type per (event type, role), the trigger being a role; head links and tail links with one type (no RoPE; cell
 /// (min, max) of the two arguments' starts, resp. ends, links two arguments of one event). Sparse multilabel
 /// cross-entropy on each; decoding groups the arguments of each event type into events by the complete-subgraph
-/// search of <see cref="GpLinkerEventDecoding"/>. Parameters <c>encoder.*</c>, <c>argument.*</c>, <c>head.*</c>, <c>tail.*</c>.
+/// search of <see cref="GpLinkerEventDecoding"/>. Parameters <c>encoder.*</c>, <c>nodes.*</c> (arguments), <c>head.*</c>, <c>tail.*</c>.
 /// </summary>
-public sealed class GpLinkerEventExtractor : nn.Module
+public sealed class GpLinkerEventExtractor : GpLinkerModel
 {
-    static readonly GlobalPointerLossOptions LossOptions = new() { Form = GlobalPointerLossForm.Sparse, Reduction = GlobalPointerReduction.SumTypesMeanBatch };
     readonly Dictionary<(string, string), int> labelIndex;
     readonly int[] labelType;
     readonly bool[] labelTrigger;
-#pragma warning disable IDE0044
-    TransformerModel encoder;
-    GlobalPointerHead argument;
-    GlobalPointerHead head;
-    GlobalPointerHead tail;
-#pragma warning restore IDE0044
 
     /// <summary>
     /// Puts the three pointers on <paramref name="encoder"/>. <paramref name="labels"/> are the (event type, role)
     /// pairs, the triggers among them with role <paramref name="triggerRole"/>; they are kept in ordinal order.
     /// </summary>
-    public GpLinkerEventExtractor(TransformerModel encoder, IEnumerable<(string EventType, string Role)> labels, string triggerRole, GpLinkerOptions? options = null) : base("gplinker_events")
+    public GpLinkerEventExtractor(TransformerModel encoder, IEnumerable<(string EventType, string Role)> labels, string triggerRole, GpLinkerOptions? options = null)
+        : this(encoder, Sorted(labels), triggerRole, options) { }
+
+    GpLinkerEventExtractor(TransformerModel encoder, List<(string EventType, string Role)> labels, string triggerRole, GpLinkerOptions? options)
+        : base("gplinker_events", encoder, nodeTypes: labels.Count, linkTypes: 1, linkTrilMask: true, options)
     {
-        if (encoder.Application != Application.Encoder) throw new ArgumentException($"the encoder must be built with Application.Encoder, got {encoder.Application}");
-        Labels = [.. labels.Distinct().OrderBy(l => l.EventType, StringComparer.Ordinal).ThenBy(l => l.Role, StringComparer.Ordinal)];
-        if (Labels.Count == 0) throw new ArgumentException("an event extractor needs at least one (event type, role) label", nameof(labels));
+        Labels = labels;
         TriggerRole = triggerRole;
-        Options = options ??= new();
-        this.encoder = encoder;
         labelIndex = Labels.Select((l, i) => (l, i)).ToDictionary(x => x.l, x => x.i);
         var types = Labels.Select(l => l.EventType).Distinct().ToList();
         labelType = [.. Labels.Select(l => types.IndexOf(l.EventType))];
         labelTrigger = [.. Labels.Select(l => l.Role == triggerRole)];
-        int h = encoder.HiddenSize;
-        argument = GpLinkerRelationExtractor.Pointer(h, new GlobalPointerOptions { Types = Labels.Count, HeadSize = options.HeadSize }, options.Efficient);
-        head = GpLinkerRelationExtractor.Pointer(h, new GlobalPointerOptions { Types = 1, HeadSize = options.HeadSize, Rope = false }, options.Efficient);
-        tail = GpLinkerRelationExtractor.Pointer(h, new GlobalPointerOptions { Types = 1, HeadSize = options.HeadSize, Rope = false }, options.Efficient);
-        RegisterComponents();
-        GpLinkerRelationExtractor.InitializeHeads(this, encoder);
+    }
+
+    static List<(string EventType, string Role)> Sorted(IEnumerable<(string EventType, string Role)> labels)
+    {
+        List<(string EventType, string Role)> sorted = [.. labels.Distinct().OrderBy(l => l.EventType, StringComparer.Ordinal).ThenBy(l => l.Role, StringComparer.Ordinal)];
+        return sorted.Count > 0 ? sorted : throw new ArgumentException("an event extractor needs at least one (event type, role) label", nameof(labels));
     }
 
     /// <summary>The (event type, role) labels in type order (ordinal).</summary>
     public IReadOnlyList<(string EventType, string Role)> Labels { get; }
     /// <summary>The role name of triggers.</summary>
     public string TriggerRole { get; }
-    /// <summary>The options.</summary>
-    public GpLinkerOptions Options { get; }
 
-    /// <summary>Tokenizes and pads examples (truncated to <paramref name="maxLength"/> tokens) and maps their events to pointer cells.</summary>
+    /// <summary>
+    /// Tokenizes and pads examples (truncated to <paramref name="maxLength"/> tokens) and maps their events to pointer
+    /// cells: each argument (label, start, end), and for every two arguments of one event a head link (min start, max
+    /// start) and a tail link (min end, max end).
+    /// </summary>
     /// <exception cref="ArgumentException">An (event type, role) outside <see cref="Labels"/>.</exception>
-    public EventBatch Prepare(BertWordPieceTokenizer tokenizer, IReadOnlyList<EventExample> examples, int maxLength)
-    {
-        var items = examples.Select(e => tokenizer.Encode(e.Text, maxLength: maxLength)).ToList();
-        var arguments = new List<GlobalPointerSpan>[examples.Count];
-        var heads = new List<GlobalPointerSpan>[examples.Count];
-        var tails = new List<GlobalPointerSpan>[examples.Count];
-        int dropped = 0;
-        for (int i = 0; i < examples.Count; i++)
+    public GpLinkerBatch Prepare(BertWordPieceTokenizer tokenizer, IReadOnlyList<EventExample> examples, int maxLength) =>
+        Batch(tokenizer, [.. examples.Select(e => e.Text)], maxLength, (i, item) =>
         {
-            arguments[i] = []; heads[i] = []; tails[i] = [];
+            List<GlobalPointerSpan> arguments = [], heads = [], tails = [];
+            int dropped = 0;
             foreach (var ev in examples[i].Events)
             {
                 var kept = new List<(int Start, int End)>();
@@ -118,83 +80,39 @@ public sealed class GpLinkerEventExtractor : nn.Module
                 {
                     if (!labelIndex.TryGetValue((a.EventType, a.Role), out int l))
                         throw new ArgumentException($"(event type '{a.EventType}', role '{a.Role}') of text {i} is not one of this model's {Labels.Count} labels");
-                    if (GpLinkerRelationExtractor.TokenSpan(items[i].Offsets, a.Start, a.End) is not { } s) { dropped++; continue; }
-                    arguments[i].Add(new GlobalPointerSpan(l, s.Start, s.End));
+                    if (TokenSpan(item.Offsets, a.Start, a.End) is not { } s) { dropped++; continue; }
+                    arguments.Add(new GlobalPointerSpan(l, s.Start, s.End));
                     kept.Add(s);
                 }
                 for (int x = 0; x < kept.Count; x++)
                     for (int y = x + 1; y < kept.Count; y++)
                     {
-                        heads[i].Add(new GlobalPointerSpan(0, Math.Min(kept[x].Start, kept[y].Start), Math.Max(kept[x].Start, kept[y].Start)));
-                        tails[i].Add(new GlobalPointerSpan(0, Math.Min(kept[x].End, kept[y].End), Math.Max(kept[x].End, kept[y].End)));
+                        heads.Add(new GlobalPointerSpan(0, Math.Min(kept[x].Start, kept[y].Start), Math.Max(kept[x].Start, kept[y].Start)));
+                        tails.Add(new GlobalPointerSpan(0, Math.Min(kept[x].End, kept[y].End), Math.Max(kept[x].End, kept[y].End)));
                     }
             }
-        }
-        var (ids, mask) = SequencePadding.Pad(items.Select(e => e.Ids).ToList(), tokenizer.PaddingId, encoder.Device);
-        return new EventBatch(ids, mask, items, arguments, heads, tails, dropped);
-    }
-
-    /// <summary>The three score tensors: arguments (B, labels, T, T), head links (B, 1, T, T), tail links (B, 1, T, T).</summary>
-    public (Tensor Argument, Tensor Head, Tensor Tail) Scores(Tensor ids, Tensor mask)
-    {
-        using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, null, mask);
-        var x = output.LastHiddenState;                                                   // (B, T, H)
-        if (training && Options.Dropout > 0) x = nn.functional.dropout(x, Options.Dropout, true);
-        return (argument.forward(x, mask).MoveToOuterDisposeScope(), head.forward(x, mask).MoveToOuterDisposeScope(), tail.forward(x, mask).MoveToOuterDisposeScope());
-    }
-
-    /// <summary>The training loss: the sparse multilabel cross-entropy of each pointer (summed over types, mean over the batch), summed.</summary>
-    public Tensor Loss(EventBatch batch)
-    {
-        using var scope = torch.NewDisposeScope();
-        var (a, h, t) = Scores(batch.Ids, batch.Mask);
-        var loss = GlobalPointerLoss.Compute(a, batch.Arguments, LossOptions) + GlobalPointerLoss.Compute(h, batch.Heads, LossOptions) + GlobalPointerLoss.Compute(t, batch.Tails, LossOptions);
-        return loss.MoveToOuterDisposeScope();
-    }
+            return (arguments, heads, tails, dropped);
+        });
 
     /// <summary>Events of each text as character spans (evaluation mode, no gradients); <paramref name="capped"/> counts texts where <see cref="GpLinkerOptions.MaxSpans"/> cut candidates.</summary>
-    public IReadOnlyList<IReadOnlyList<IReadOnlyList<EventSpan>>> Predict(BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxLength, out int capped, int batchSize = 16)
-    {
-        bool wasTraining = training;
-        eval();
-        var result = new IReadOnlyList<IReadOnlyList<EventSpan>>[texts.Count];
-        var order = Enumerable.Range(0, texts.Count).OrderBy(i => texts[i].Length).ToArray();   // batches of similar lengths pad less
-        capped = 0;
-        try
+    public IReadOnlyList<IReadOnlyList<IReadOnlyList<EventSpan>>> Predict(BertWordPieceTokenizer tokenizer, IReadOnlyList<string> texts, int maxLength, out int capped, int batchSize = 16) =>
+        PredictBatches<IReadOnlyList<IReadOnlyList<EventSpan>>>(tokenizer, texts, maxLength, batchSize, (i, item, scores) =>
         {
-            for (int b = 0; b < texts.Count; b += batchSize)
+            int len = (int)scores.Nodes.shape[2];
+            var offsets = item.Offsets;
+            var candidates = Candidates(scores.Nodes[i], offsets.Count, Options.MaxSpans + 1);   // one more than kept: tells whether the cap cut
+            var events = GpLinkerEventDecoding.Decode(candidates, Host(scores.Head[i]), Host(scores.Tail[i]), len, labelType, labelTrigger, out bool cut, maxArguments: Options.MaxSpans);
+            var list = new List<IReadOnlyList<EventSpan>>();
+            foreach (var ev in events)
             {
-                using var scope = torch.NewDisposeScope();
-                using var g = torch.no_grad();
-                var ids = order.Skip(b).Take(batchSize).ToArray();
-                using var batch = Prepare(tokenizer, ids.Select(k => new EventExample(texts[k], [])).ToList(), maxLength);
-                var (a, h, t) = Scores(batch.Ids, batch.Mask);
-                int n = (int)a.shape[0], len = (int)a.shape[2], tt = len * len;
-                float[] ha = GpLinkerRelationExtractor.Host(h), ta = GpLinkerRelationExtractor.Host(t);
-                for (int i = 0; i < n; i++)
-                {
-                    var offsets = batch.Items[i].Offsets;
-                    var candidates = Candidates(a[i], offsets.Count, Options.MaxSpans + 1);   // one more than kept: tells whether the cap cut
-                    var events = GpLinkerEventDecoding.Decode(candidates, ha.AsSpan(i * tt, tt), ta.AsSpan(i * tt, tt),
-                        len, labelType, labelTrigger, out bool cut, maxArguments: Options.MaxSpans);
-                    if (cut) capped++;
-                    var list = new List<IReadOnlyList<EventSpan>>();
-                    foreach (var ev in events)
-                    {
-                        var spans = new List<EventSpan>();
-                        foreach (var x in ev)
-                            if (TokenSpans.ToCharacters(offsets, new EntitySpan(x.Start, x.End + 1, "")) is { } c)
-                                spans.Add(new EventSpan(Labels[x.Label].EventType, Labels[x.Label].Role, c.Start, c.End));
-                        list.Add(spans);
-                    }
-                    result[ids[i]] = list;
-                }
+                var spans = new List<EventSpan>();
+                foreach (var x in ev)
+                    if (TokenSpans.ToCharacters(offsets, new EntitySpan(x.Start, x.End + 1, "")) is { } c)
+                        spans.Add(new EventSpan(Labels[x.Label].EventType, Labels[x.Label].Role, c.Start, c.End));
+                list.Add(spans);
             }
-        }
-        finally { train(wasTraining); }
-        return result;
-    }
+            return (list, cut);
+        }, out capped);
 
     /// <summary>
     /// The <paramref name="k"/> best argument cells of one text's scores (labels, T, T) above 0, inside tokens

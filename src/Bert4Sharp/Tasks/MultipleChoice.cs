@@ -73,17 +73,11 @@ public sealed class MultipleChoice : nn.Module
     /// <summary>Puts a new one-score head on <paramref name="encoder"/> (built with <see cref="Application.Encoder"/>).</summary>
     public MultipleChoice(TransformerModel encoder, MultipleChoiceOptions? options = null) : base("multiple_choice")
     {
-        if (encoder.Application != Application.Encoder) throw new ArgumentException($"the encoder must be built with Application.Encoder, got {encoder.Application}");
         this.options = options ?? new();
-        this.encoder = encoder;
+        this.encoder = TaskHeads.RequireEncoder(encoder);
         scorer = nn.Linear(encoder.HiddenSize, 1);
         RegisterComponents();
-        using (torch.no_grad())
-        {
-            scorer.weight!.normal_(0, encoder.Config.InitializerRange);                  // BERT's dense initialisation
-            scorer.bias!.zero_();
-        }
-        this.to(encoder.Device);
+        TaskHeads.Initialize(this, encoder);
     }
 
     /// <summary>The options.</summary>

@@ -23,17 +23,12 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     {
         this.pooling = pooling;
         if (labels < 2) throw new ArgumentOutOfRangeException(nameof(labels), $"a classifier needs at least 2 labels, got {labels}");
-        if (encoder.Application != Application.Encoder) throw new ArgumentException($"the encoder must be built with Application.Encoder, got {encoder.Application}");
-        this.encoder = encoder;
+        this.encoder = TaskHeads.RequireEncoder(encoder);
         this.dropout = dropout;
         Labels = labels;
         classifier = nn.Linear(encoder.Config.HiddenSize, labels);
-        using (torch.no_grad())
-        {
-            nn.init.normal_(classifier.weight!, 0, encoder.Config.InitializerRange);
-            nn.init.zeros_(classifier.bias!);
-        }
         RegisterComponents();
+        TaskHeads.Initialize(this, encoder);
     }
 
     /// <summary>Number of labels.</summary>

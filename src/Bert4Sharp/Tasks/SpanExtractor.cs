@@ -234,17 +234,11 @@ public sealed class SpanExtractor : nn.Module
     /// <summary>Puts a new start/end head on <paramref name="encoder"/> (built with <see cref="Application.Encoder"/>).</summary>
     public SpanExtractor(TransformerModel encoder, SpanExtractorOptions? options = null) : base("span_extractor")
     {
-        if (encoder.Application != Application.Encoder) throw new ArgumentException($"the encoder must be built with Application.Encoder, got {encoder.Application}");
         this.options = options ?? new();
-        this.encoder = encoder;
+        this.encoder = TaskHeads.RequireEncoder(encoder);
         span = nn.Linear(encoder.HiddenSize, 2);
         RegisterComponents();
-        using (torch.no_grad())
-        {
-            nn.init.normal_(span.weight!, 0, encoder.Config.InitializerRange);   // as BERT's dense layers
-            nn.init.zeros_(span.bias!);
-        }
-        this.to(encoder.Device);
+        TaskHeads.Initialize(this, encoder);
     }
 
     /// <summary>The options.</summary>

@@ -104,7 +104,7 @@ public class GpLinkerTests
         Assert.Equal(2, batch.Dropped);
         using var full = model.Prepare(tokenizer, [Relations[0]], 32);
         Assert.Equal(0, full.Dropped);
-        Assert.Equal([new GlobalPointerSpan(0, 1, 2), new GlobalPointerSpan(1, 4, 5), new GlobalPointerSpan(0, 1, 2), new GlobalPointerSpan(1, 7, 7)], full.Entities[0]);
+        Assert.Equal([new GlobalPointerSpan(0, 1, 2), new GlobalPointerSpan(1, 4, 5), new GlobalPointerSpan(0, 1, 2), new GlobalPointerSpan(1, 7, 7)], full.Nodes[0]);
         Assert.Equal([new GlobalPointerSpan(0, 1, 4), new GlobalPointerSpan(1, 1, 7)], full.Heads[0]);
         Assert.Equal([new GlobalPointerSpan(0, 2, 5), new GlobalPointerSpan(1, 2, 7)], full.Tails[0]);
         Assert.Throws<ArgumentException>(() => model.Prepare(tokenizer, [new RelationExample("丁七", [new(0, 1, "p9", 1, 2)])], 32));
