@@ -33,6 +33,6 @@ for spec in sys.argv[2:]:
     if not os.path.exists(path):
         print(f"| {task} | (no result) | | | |"); continue
     r = json.load(open(path))
-    metrics = ", ".join(f"{k} {v * 100:.2f}" if abs(v) <= 1 else f"{k} {v:.2f}" for k, v in r["metrics"].items())
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in r["metrics"].items())   # as the run reports them (CMRC EM/F1 in percent, the others fractions)
     print(f"| {task} | {metrics} | {r['steps']} | {r['training_minutes']:.1f} | `{r['command']}` |")
 PY
