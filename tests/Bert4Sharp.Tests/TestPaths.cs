@@ -35,6 +35,18 @@ public static class TestPaths
         File.WriteAllLines(path, vocab);
     }
 
+    /// <summary>The tiny HF BERT fixture as an encoder on the CPU, with a tokenizer over <see cref="WriteSyntheticVocabulary"/> (one token per CJK character).</summary>
+    public static (Bert4Sharp.Models.TransformerModel Encoder, Bert4Sharp.Tokenization.BertWordPieceTokenizer Tokenizer) TinyBertEncoder()
+    {
+        string vocab = Path.Combine(Path.GetTempPath(), $"b4s-tiny-vocab-{Guid.NewGuid():N}.txt");
+        WriteSyntheticVocabulary(vocab);
+        var tokenizer = Bert4Sharp.Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Bert4Sharp.Tokenization.BertWordPieceOptions());
+        File.Delete(vocab);
+        var encoder = Bert4Sharp.Models.TransformerModels.Build(Fixture("hf", "bert", "config.json"), Fixture("hf", "bert", "model.safetensors"), "bert",
+            Bert4Sharp.Models.Application.Encoder, new Bert4Sharp.Models.BuildOptions { Device = TorchSharp.torch.CPU });
+        return (encoder, tokenizer);
+    }
+
     static string FindRepoRoot()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);

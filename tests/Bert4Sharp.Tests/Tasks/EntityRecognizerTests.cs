@@ -8,16 +8,7 @@ namespace Bert4Sharp.Tests.Tasks;
 /// <summary>NER end to end on a tiny BERT: both heads fit a few examples and predict character spans of the original texts.</summary>
 public class EntityRecognizerTests
 {
-    static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) Tiny()
-    {
-        string vocab = Path.Combine(Path.GetTempPath(), $"b4s-ner-vocab-{Guid.NewGuid():N}.txt");
-        TestPaths.WriteSyntheticVocabulary(vocab);
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions());
-        File.Delete(vocab);
-        var encoder = TransformerModels.Build(TestPaths.Fixture("hf", "bert", "config.json"), TestPaths.Fixture("hf", "bert", "model.safetensors"), "bert",
-            Application.Encoder, new BuildOptions { Device = torch.CPU });
-        return (encoder, tokenizer);
-    }
+    static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) Tiny() => TestPaths.TinyBertEncoder();
 
     // Characters from the synthetic vocabulary (U+4E00…); entities at known character offsets, incl. a space and a Latin word.
     static readonly EntityExample[] Examples =

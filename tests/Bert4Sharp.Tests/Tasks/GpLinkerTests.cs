@@ -76,16 +76,7 @@ public class GpLinkerTests
         Assert.Contains(events, e => e.SequenceEqual([s, y, t2]));
     }
 
-    static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) Tiny()
-    {
-        string vocab = Path.Combine(Path.GetTempPath(), $"b4s-gplinker-vocab-{Guid.NewGuid():N}.txt");
-        TestPaths.WriteSyntheticVocabulary(vocab);
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions());
-        File.Delete(vocab);
-        var encoder = TransformerModels.Build(TestPaths.Fixture("hf", "bert", "config.json"), TestPaths.Fixture("hf", "bert", "model.safetensors"), "bert",
-            Application.Encoder, new BuildOptions { Device = torch.CPU });
-        return (encoder, tokenizer);
-    }
+    static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) Tiny() => TestPaths.TinyBertEncoder();
 
     // Characters of the synthetic vocabulary (U+4E00…), one token each; [CLS] is token 0, so character i is token i + 1.
     static readonly RelationExample[] Relations =
