@@ -3,14 +3,17 @@
 # input from the saved model, and prints the markdown table of docs/tasks.md from each run's result.json.
 #   bash bench/scripts/clue_table.sh                 # all tasks with the budgets below
 #   TASKS="afqmc:4 csl:1 c3:4:--max-length,128" bash bench/scripts/clue_table.sh   (task:minutes[:flags, commas for spaces])
-# Environment: OUT (runs/clue), DATA (../shared/data), EXTRA (more `b4s clue train` flags for every task).
+# Environment: OUT (runs/clue), DATA (../shared/data), EXTRA (more `b4s clue train` flags for every task), B4S (a
+# command to run instead of building src/Bert4Sharp.Cli: a copy of the binaries keeps a long run safe from rebuilds).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-runs/clue}
 DATA=${DATA:-../shared/data}
 TASKS=${TASKS:-"afqmc:3 tnews:3 iflytek:2 ocnli:3 cmnli:3 csl:1 cluewsc2020:1 cluener:8 cmrc2018:4:--eval-every,100000 c3:4:--max-length,128,--eval-every,100000 chid:1 duie:3 duee:3"}
-dotnet build -c Release src/Bert4Sharp.Cli -v q -nologo > /dev/null
-B4S="dotnet src/Bert4Sharp.Cli/bin/Release/net10.0/b4s.dll"
+if [ -z "${B4S:-}" ]; then
+  dotnet build -c Release src/Bert4Sharp.Cli -v q -nologo > /dev/null
+  B4S="dotnet src/Bert4Sharp.Cli/bin/Release/net10.0/b4s.dll"
+fi
 mkdir -p "$OUT"
 for spec in $TASKS; do
   IFS=: read -r task minutes flags <<< "$spec"
