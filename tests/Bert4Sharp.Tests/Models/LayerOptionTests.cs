@@ -5,6 +5,8 @@ using static TorchSharp.torch;
 
 namespace Bert4Sharp.Tests.Models;
 
+using Embeddings = Bert4Sharp.Layers.Embeddings;   // not the namespace Bert4Sharp.Embeddings
+
 public class LayerOptionTests
 {
     [Fact]

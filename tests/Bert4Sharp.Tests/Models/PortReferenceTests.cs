@@ -6,6 +6,8 @@ using static TorchSharp.torch;
 
 namespace Bert4Sharp.Tests.Models;
 
+using Embeddings = Bert4Sharp.Layers.Embeddings;   // not the namespace Bert4Sharp.Embeddings
+
 /// <summary>Families Hugging Face lacks (ports of bert4keras, tests/reference/make_port_fixtures.py) and PyTorch's own block.</summary>
 public class PortReferenceTests
 {
