@@ -1,0 +1,174 @@
+namespace Bert4Sharp.Embeddings;
+
+using Bert4Sharp.Models;
+using Bert4Sharp.Tasks;
+using Bert4Sharp.Tokenization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>How <see cref="SentenceEncoder"/> turns texts into vectors.</summary>
+public sealed record SentenceEncoderOptions
+{
+    /// <summary>How token states become one vector (default: the mean over real tokens, what sentence-transformers and MLM-only encoders want).</summary>
+    public Pooling Pooling { get; init; } = Pooling.Mean;
+    /// <summary>Scale every vector to unit length (after whitening), so a dot product is the cosine.</summary>
+    public bool Normalize { get; init; } = true;
+    /// <summary>Texts per forward pass. Texts are sorted by length first, so a batch pads little.</summary>
+    public int BatchSize { get; init; } = 32;
+    /// <summary>
+    /// Tokens per text including [CLS] and [SEP] (null: the model's maximum). Longer texts are cut at the end and
+    /// counted in <see cref="EmbeddingResult.Truncated"/>; they are never refused.
+    /// </summary>
+    public int? MaxLength { get; init; }
+
+    /// <summary>Throws when a value cannot work.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A batch size or maximum length below what one text needs.</exception>
+    public void Validate()
+    {
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "the batch size must be at least 1");
+        if (MaxLength is < 3) throw new ArgumentOutOfRangeException(nameof(MaxLength), MaxLength, "the maximum length must leave room for [CLS], one token and [SEP] (at least 3)");
+    }
+}
+
+/// <summary>Vectors of <see cref="SentenceEncoder.Embed"/>, in the order of the texts.</summary>
+/// <param name="Vectors">One vector per text (<see cref="SentenceEncoder.Dimensions"/> values).</param>
+/// <param name="TokenCounts">Tokens each text was encoded with (after truncation, [CLS] and [SEP] included).</param>
+/// <param name="Truncated">How many texts were longer than the maximum length and cut.</param>
+public sealed record EmbeddingResult(float[][] Vectors, int[] TokenCounts, int Truncated);
+
+/// <summary>
+/// Sentence vectors from any encoder behind <see cref="IEncoder"/> (the TorchSharp model or ONNX Runtime): WordPiece
+/// tokens → hidden states → pooling → optional BERT-whitening → optional unit length. Texts are tokenised once, sorted
+/// by token count and encoded in batches that pad only to their longest member, then returned in input order.
+/// </summary>
+/// <remarks>
+/// Empty and whitespace-only texts are refused (their vector would be the [CLS] [SEP] pair's, the same for every empty
+/// input, which a search index should never hold silently). Texts longer than the maximum length are cut at the end and
+/// counted.
+/// </remarks>
+public sealed class SentenceEncoder
+{
+    /// <summary>Wraps an encoder and its tokenizer.</summary>
+    /// <param name="encoder">Any engine.</param>
+    /// <param name="tokenizer">The encoder's WordPiece tokenizer.</param>
+    /// <param name="options">Pooling, normalisation, batching, truncation.</param>
+    /// <param name="whitening">A fitted whitening of this encoder's pooled vectors, or null.</param>
+    /// <exception cref="ArgumentException">The whitening was fitted on vectors of another width.</exception>
+    public SentenceEncoder(IEncoder encoder, BertWordPieceTokenizer tokenizer, SentenceEncoderOptions? options = null, Whitening? whitening = null)
+    {
+        Encoder = encoder ?? throw new ArgumentNullException(nameof(encoder));
+        Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        Options = options ?? new();
+        Options.Validate();
+        if (whitening is not null && whitening.InputDimensions != encoder.HiddenSize)
+            throw new ArgumentException($"the whitening was fitted on {whitening.InputDimensions}-dimensional vectors but this encoder's hidden size is {encoder.HiddenSize}: fit it again on this model");
+        Whitening = whitening;
+    }
+
+    /// <summary>
+    /// Loads a model directory through <see cref="AutoModel"/> (TorchSharp engine); a <c>whitening.safetensors</c> in the
+    /// directory (<see cref="Whitening.FileName"/>) is applied unless <paramref name="whitening"/> is false.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No vocab.txt (sentence vectors need the WordPiece tokenizer).</exception>
+    public static SentenceEncoder Load(string path, SentenceEncoderOptions? options = null, bool whitening = true)
+    {
+        var loaded = AutoModel.Load(path, new AutoModelOptions { Application = Application.Encoder });
+        loaded.Model.eval();
+        var tokenizer = loaded.WordPiece ?? throw new FileNotFoundException($"{path}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary");
+        string file = Path.Combine(Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!, Whitening.FileName);
+        return new SentenceEncoder(loaded.Model, tokenizer, options, whitening && File.Exists(file) ? Whitening.Load(file, loaded.Model.Config.HiddenSize) : null);
+    }
+
+    /// <summary>The encoder.</summary>
+    public IEncoder Encoder { get; }
+    /// <summary>The tokenizer.</summary>
+    public BertWordPieceTokenizer Tokenizer { get; }
+    /// <summary>The options.</summary>
+    public SentenceEncoderOptions Options { get; }
+    /// <summary>The whitening applied after pooling, or null.</summary>
+    public Whitening? Whitening { get; }
+    /// <summary>Values per vector: the whitening's kept dimensions, else the encoder's hidden size.</summary>
+    public int Dimensions => Whitening?.Dimensions ?? Encoder.HiddenSize;
+    /// <summary>Tokens per text this encoder keeps.</summary>
+    public int MaxLength => (int)Math.Min(Options.MaxLength ?? long.MaxValue, Math.Min(Encoder.MaxLength, int.MaxValue));
+
+    /// <summary>The same encoder with other options (whitening kept).</summary>
+    public SentenceEncoder With(SentenceEncoderOptions options) => new(Encoder, Tokenizer, options, Whitening);
+
+    /// <summary>The same encoder with another whitening (null: none).</summary>
+    public SentenceEncoder With(Whitening? whitening) => new(Encoder, Tokenizer, Options, whitening);
+
+    /// <summary>Vectors of <paramref name="texts"/>, in order.</summary>
+    /// <param name="texts">Non-empty texts.</param>
+    /// <param name="progress">Receives the number of texts done after each batch.</param>
+    /// <param name="cancellation">Checked between batches.</param>
+    /// <exception cref="ArgumentException">No texts, or an empty / whitespace-only text (its index named).</exception>
+    public EmbeddingResult Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(texts);
+        if (texts.Count == 0) throw new ArgumentException("no texts to embed", nameof(texts));
+        int limit = MaxLength;
+        var encoded = new EncodedText[texts.Count];
+        int truncated = 0;
+        for (int i = 0; i < texts.Count; i++)
+        {
+            if (string.IsNullOrWhiteSpace(texts[i]))
+                throw new ArgumentException($"text {i} is {(texts[i] is null ? "null" : "empty")}: every input needs at least one non-space character", nameof(texts));
+            encoded[i] = Tokenizer.Encode(texts[i]);
+            if (encoded[i].Count > limit) { truncated++; encoded[i] = Tokenizer.Encode(texts[i], null, limit); }
+        }
+        // Longest first, so the first batch shows the memory peak at once and every batch pads only a little.
+        var order = Enumerable.Range(0, texts.Count).OrderByDescending(i => encoded[i].Count).ThenBy(i => i).ToArray();
+        var vectors = new float[texts.Count][];
+        int done = 0;
+        for (int b = 0; b < order.Length; b += Options.BatchSize)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var rows = order.AsSpan(b, Math.Min(Options.BatchSize, order.Length - b)).ToArray();
+            using var scope = torch.NewDisposeScope();
+            using var noGrad = torch.no_grad();
+            var pooled = Forward(rows.Select(i => encoded[i]).ToList());
+            var values = Finish(pooled).cpu().contiguous().data<float>().ToArray();   // (B·D)
+            int d = Dimensions;
+            for (int r = 0; r < rows.Length; r++) vectors[rows[r]] = values.AsSpan(r * d, d).ToArray();
+            done += rows.Length;
+            progress?.Report(done);
+        }
+        return new EmbeddingResult(vectors, encoded.Select(e => e.Count).ToArray(), truncated);
+    }
+
+    /// <summary>Vectors of <paramref name="texts"/> (see <see cref="Embed"/>).</summary>
+    public float[][] Encode(IReadOnlyList<string> texts) => Embed(texts).Vectors;
+
+    /// <summary>
+    /// Pooled vectors (B, H) of already tokenised texts, padded here, before whitening and normalisation: the
+    /// differentiable path training objectives use (call it in training mode with gradients on).
+    /// </summary>
+    public Tensor Forward(IReadOnlyList<EncodedText> texts)
+    {
+        using var scope = torch.NewDisposeScope();
+        var (ids, mask) = SequencePadding.Pad(texts.Select(e => e.Ids).ToList(), Tokenizer.PaddingId, Encoder.Device);   // (B, T)
+        var segments = SequencePadding.PadValues(texts.Select(e => e.SegmentIds).ToList(), 0, Encoder.Device);
+        using var output = Encoder.Encode(ids, segments, mask, Pool.NeedsHiddenStates(Options.Pooling));
+        return Pool.Apply(Options.Pooling, output, mask).MoveToOuterDisposeScope();                                      // (B, H)
+    }
+
+    /// <summary>Whitening (when fitted) then unit length (when asked): pooled (B, H) → (B, <see cref="Dimensions"/>).</summary>
+    public Tensor Finish(Tensor pooled)
+    {
+        using var scope = torch.NewDisposeScope();
+        var v = Whitening?.Apply(pooled) ?? pooled;
+        if (Options.Normalize) v = nn.functional.normalize(v, p: 2, dim: -1);
+        return v.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Cosine similarity of two vectors (0 when either is zero).</summary>
+    /// <exception cref="ArgumentException">Different lengths.</exception>
+    public static double Cosine(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        if (a.Length != b.Length) throw new ArgumentException($"vectors of different lengths ({a.Length} and {b.Length})");
+        double dot = 0, na = 0, nb = 0;
+        for (int i = 0; i < a.Length; i++) { dot += a[i] * (double)b[i]; na += a[i] * (double)a[i]; nb += b[i] * (double)b[i]; }
+        return na == 0 || nb == 0 ? 0 : dot / Math.Sqrt(na * nb);
+    }
+}
