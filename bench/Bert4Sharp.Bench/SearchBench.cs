@@ -14,12 +14,13 @@ static class SearchBench
     {
         int count = Arg(args, "--count", 100_000), queries = Arg(args, "--queries", 200), dims = Arg(args, "--dims", 384);
         int connectivity = Arg(args, "--connectivity", 16), expansionAdd = Arg(args, "--expansion-add", 128);
+        float noise = float.Parse(Value(args, "--noise") ?? "0.05", System.Globalization.CultureInfo.InvariantCulture);
         var efs = (Value(args, "--ef") ?? "32,64,128,256").Split(',').Select(int.Parse).ToArray();
         const int k = 10;
 
         var sw = Stopwatch.StartNew();
-        var data = ClusteredVectors.Make(count + queries, dims, clusters: Math.Max(10, count / 200), noise: 0.05f, seed: 1);
-        Console.WriteLine($"{count} vectors + {queries} queries, d = {dims}, clustered (noise 0.05), made in {sw.Elapsed.TotalSeconds:F1} s");
+        var data = ClusteredVectors.Make(count + queries, dims, clusters: Math.Max(10, count / 200), noise: noise, seed: 1);
+        Console.WriteLine($"{count} vectors + {queries} queries, d = {dims}, clustered (noise {noise}), made in {sw.Elapsed.TotalSeconds:F1} s");
 
         string dir = Directory.CreateTempSubdirectory("b4s-search-bench").FullName;
         try
