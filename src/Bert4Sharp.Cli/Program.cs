@@ -18,4 +18,5 @@ root.Subcommands.Add(TrainCommands.Train());
 root.Subcommands.Add(ClueCommand.Create());
 root.Subcommands.Add(SearchCommands.Index());
 root.Subcommands.Add(SearchCommands.Search());
+root.Subcommands.Add(StsCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

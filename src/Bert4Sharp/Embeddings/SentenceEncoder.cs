@@ -21,6 +21,39 @@ public sealed record SentenceEncoderOptions
     /// </summary>
     public int? MaxLength { get; init; }
 
+    /// <summary>The file beside a model that records how it was trained to be pooled (<see cref="Save"/>, read by <see cref="SentenceEncoder.Load"/>).</summary>
+    public const string FileName = "sentence_encoder.json";
+
+    /// <summary>Writes pooling, normalisation and maximum length as <c>sentence_encoder.json</c> in <paramref name="directory"/>.</summary>
+    public void Save(string directory) => Bert4Sharp.Checkpoints.AtomicFile.WriteAllText(Path.Combine(directory, FileName),
+        System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object?>
+        {
+            ["pooling"] = StsBenchmark.PoolingName(Pooling), ["normalize"] = Normalize, ["max_length"] = MaxLength,
+        }, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+
+    /// <summary>Reads <c>sentence_encoder.json</c> from <paramref name="directory"/>, or null when there is none.</summary>
+    /// <exception cref="InvalidDataException">The file is not valid (file and field named).</exception>
+    public static SentenceEncoderOptions? Read(string directory)
+    {
+        string path = Path.Combine(directory, FileName);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path));
+            var root = doc.RootElement;
+            var o = new SentenceEncoderOptions();
+            if (root.TryGetProperty("pooling", out var p)) o = o with { Pooling = StsBenchmark.ParsePooling(p.GetString() ?? "") };
+            if (root.TryGetProperty("normalize", out var n)) o = o with { Normalize = n.GetBoolean() };
+            if (root.TryGetProperty("max_length", out var m) && m.ValueKind == System.Text.Json.JsonValueKind.Number) o = o with { MaxLength = m.GetInt32() };
+            o.Validate();
+            return o;
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException or ArgumentException)
+        {
+            throw new InvalidDataException($"{path}: {e.Message} (expected {{\"pooling\": \"mean\", \"normalize\": true, \"max_length\": null}})", e);
+        }
+    }
+
     /// <summary>Throws when a value cannot work.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A batch size or maximum length below what one text needs.</exception>
     public void Validate()
@@ -67,7 +100,9 @@ public sealed class SentenceEncoder
 
     /// <summary>
     /// Loads a model directory through <see cref="AutoModel"/> (TorchSharp engine); a <c>whitening.safetensors</c> in the
-    /// directory (<see cref="Whitening.FileName"/>) is applied unless <paramref name="whitening"/> is false.
+    /// directory (<see cref="Whitening.FileName"/>) is applied unless <paramref name="whitening"/> is false, and without
+    /// <paramref name="options"/> the directory's <c>sentence_encoder.json</c> (<see cref="SentenceEncoderOptions.FileName"/>)
+    /// says how to pool, else the defaults.
     /// </summary>
     /// <exception cref="FileNotFoundException">No vocab.txt (sentence vectors need the WordPiece tokenizer).</exception>
     public static SentenceEncoder Load(string path, SentenceEncoderOptions? options = null, bool whitening = true)
@@ -75,8 +110,10 @@ public sealed class SentenceEncoder
         var loaded = AutoModel.Load(path, new AutoModelOptions { Application = Application.Encoder });
         loaded.Model.eval();
         var tokenizer = loaded.WordPiece ?? throw new FileNotFoundException($"{path}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary");
-        string file = Path.Combine(Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!, Whitening.FileName);
-        return new SentenceEncoder(loaded.Model, tokenizer, options, whitening && File.Exists(file) ? Whitening.Load(file, loaded.Model.Config.HiddenSize) : null);
+        string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
+        string file = Path.Combine(dir, Whitening.FileName);
+        return new SentenceEncoder(loaded.Model, tokenizer, options ?? SentenceEncoderOptions.Read(dir),
+            whitening && File.Exists(file) ? Whitening.Load(file, loaded.Model.Config.HiddenSize) : null);
     }
 
     /// <summary>The encoder.</summary>
@@ -105,11 +142,70 @@ public sealed class SentenceEncoder
     /// <exception cref="ArgumentException">No texts, or an empty / whitespace-only text (its index named).</exception>
     public EmbeddingResult Embed(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellation = default)
     {
+        var vectors = new float[texts?.Count ?? 0][];
+        var (counts, truncated) = ForEachBatch(texts!, Pool.NeedsHiddenStates(Options.Pooling), (rows, output, mask) =>
+        {
+            var values = Finish(Pool.Apply(Options.Pooling, output, mask)).cpu().contiguous().data<float>().ToArray();   // (B·D)
+            int d = Dimensions;
+            for (int r = 0; r < rows.Length; r++) vectors[rows[r]] = values.AsSpan(r * d, d).ToArray();
+        }, progress, cancellation);
+        return new EmbeddingResult(vectors, counts, truncated);
+    }
+
+    /// <summary>
+    /// Pooled vectors for several poolings from one forward pass per batch, before whitening and normalisation
+    /// (what fitting a whitening or comparing poolings needs).
+    /// </summary>
+    /// <exception cref="ArgumentException">No texts, an empty text, or no pooling.</exception>
+    public IReadOnlyDictionary<Pooling, float[][]> EmbedPooled(IReadOnlyList<string> texts, IReadOnlyList<Pooling> poolings,
+        IProgress<int>? progress = null, CancellationToken cancellation = default)
+    {
+        if (poolings.Count == 0) throw new ArgumentException("give at least one pooling", nameof(poolings));
+        var result = poolings.Distinct().ToDictionary(p => p, _ => new float[texts?.Count ?? 0][]);
+        ForEachBatch(texts!, result.Keys.Any(Pool.NeedsHiddenStates), (rows, output, mask) =>
+        {
+            foreach (var (pooling, vectors) in result)
+            {
+                var values = Pool.Apply(pooling, output, mask).cpu().contiguous().data<float>().ToArray();              // (B·H)
+                int h = Encoder.HiddenSize;
+                for (int r = 0; r < rows.Length; r++) vectors[rows[r]] = values.AsSpan(r * h, h).ToArray();
+            }
+        }, progress, cancellation);
+        return result;
+    }
+
+    /// <summary>
+    /// The final hidden state of every token of every text, [CLS], [SEP] and padding left out: the word vectors that
+    /// <see cref="WordMoverDistance"/> compares. A text whose only tokens are special gets no vectors.
+    /// </summary>
+    public float[][][] TokenVectors(IReadOnlyList<string> texts, IProgress<int>? progress = null, CancellationToken cancellation = default)
+    {
+        var vectors = new float[texts?.Count ?? 0][][];
+        ForEachBatch(texts!, false, (rows, output, mask) =>
+        {
+            var h = output.LastHiddenState.cpu().contiguous();                                                         // (B, T, H)
+            var lengths = mask.sum(1).cpu().data<long>().ToArray();
+            var values = h.data<float>().ToArray();
+            long t = h.shape[1], d = h.shape[2];
+            for (int r = 0; r < rows.Length; r++)
+                vectors[rows[r]] = [.. Enumerable.Range(1, (int)Math.Max(0, lengths[r] - 2))                               // positions 1 … n−2: no [CLS], no [SEP]
+                    .Select(i => values.AsSpan((int)((r * t + i) * d), (int)d).ToArray())];
+        }, progress, cancellation);
+        return vectors;
+    }
+
+    /// <summary>
+    /// Tokenises (cutting at <see cref="MaxLength"/>), sorts by token count (longest first: the memory peak shows at once
+    /// and every batch pads little), and calls <paramref name="use"/> with each batch's input rows, output and mask
+    /// inside a dispose scope with gradients off.
+    /// </summary>
+    (int[] Counts, int Truncated) ForEachBatch(IReadOnlyList<string> texts, bool hiddenStates, Action<int[], ModelOutput, Tensor> use,
+        IProgress<int>? progress, CancellationToken cancellation)
+    {
         ArgumentNullException.ThrowIfNull(texts);
         if (texts.Count == 0) throw new ArgumentException("no texts to embed", nameof(texts));
-        int limit = MaxLength;
+        int limit = MaxLength, truncated = 0;
         var encoded = new EncodedText[texts.Count];
-        int truncated = 0;
         for (int i = 0; i < texts.Count; i++)
         {
             if (string.IsNullOrWhiteSpace(texts[i]))
@@ -117,24 +213,20 @@ public sealed class SentenceEncoder
             encoded[i] = Tokenizer.Encode(texts[i]);
             if (encoded[i].Count > limit) { truncated++; encoded[i] = Tokenizer.Encode(texts[i], null, limit); }
         }
-        // Longest first, so the first batch shows the memory peak at once and every batch pads only a little.
         var order = Enumerable.Range(0, texts.Count).OrderByDescending(i => encoded[i].Count).ThenBy(i => i).ToArray();
-        var vectors = new float[texts.Count][];
         int done = 0;
         for (int b = 0; b < order.Length; b += Options.BatchSize)
         {
             cancellation.ThrowIfCancellationRequested();
-            var rows = order.AsSpan(b, Math.Min(Options.BatchSize, order.Length - b)).ToArray();
+            var rows = order[b..Math.Min(order.Length, b + Options.BatchSize)];
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
-            var pooled = Forward(rows.Select(i => encoded[i]).ToList());
-            var values = Finish(pooled).cpu().contiguous().data<float>().ToArray();   // (B·D)
-            int d = Dimensions;
-            for (int r = 0; r < rows.Length; r++) vectors[rows[r]] = values.AsSpan(r * d, d).ToArray();
+            var (output, mask) = Run(rows.Select(i => encoded[i]).ToList(), hiddenStates);
+            using (output) use(rows, output, mask);
             done += rows.Length;
             progress?.Report(done);
         }
-        return new EmbeddingResult(vectors, encoded.Select(e => e.Count).ToArray(), truncated);
+        return (encoded.Select(e => e.Count).ToArray(), truncated);
     }
 
     /// <summary>Vectors of <paramref name="texts"/> (see <see cref="Embed"/>).</summary>
@@ -147,10 +239,16 @@ public sealed class SentenceEncoder
     public Tensor Forward(IReadOnlyList<EncodedText> texts)
     {
         using var scope = torch.NewDisposeScope();
+        var (output, mask) = Run(texts, Pool.NeedsHiddenStates(Options.Pooling));
+        using (output) return Pool.Apply(Options.Pooling, output, mask).MoveToOuterDisposeScope();                       // (B, H)
+    }
+
+    /// <summary>Pads tokenised texts into (B, T) ids, segments and mask and runs the encoder.</summary>
+    (ModelOutput Output, Tensor Mask) Run(IReadOnlyList<EncodedText> texts, bool hiddenStates)
+    {
         var (ids, mask) = SequencePadding.Pad(texts.Select(e => e.Ids).ToList(), Tokenizer.PaddingId, Encoder.Device);   // (B, T)
         var segments = SequencePadding.PadValues(texts.Select(e => e.SegmentIds).ToList(), 0, Encoder.Device);
-        using var output = Encoder.Encode(ids, segments, mask, Pool.NeedsHiddenStates(Options.Pooling));
-        return Pool.Apply(Options.Pooling, output, mask).MoveToOuterDisposeScope();                                      // (B, H)
+        return (Encoder.Encode(ids, segments, mask, hiddenStates), mask);
     }
 
     /// <summary>Whitening (when fitted) then unit length (when asked): pooled (B, H) → (B, <see cref="Dimensions"/>).</summary>

@@ -1,0 +1,121 @@
+namespace Bert4Sharp.Embeddings;
+
+using System.Globalization;
+using System.Text;
+using Bert4Sharp.Tasks;
+
+/// <summary>What <see cref="StsBenchmark.Run"/> evaluates.</summary>
+public sealed record StsBenchmarkOptions
+{
+    /// <summary>The poolings compared (one row each, times the whitening settings).</summary>
+    public IReadOnlyList<Pooling> Poolings { get; init; } = [Pooling.Cls, Pooling.Mean, Pooling.FirstLastAverage];
+    /// <summary>Whitening settings: 0 = none, k = BERT-whitening keeping k dimensions, fitted on each task's own sentences.</summary>
+    public IReadOnlyList<int> Whitening { get; init; } = [0];
+    /// <summary>Also score pairs by Word Rotator's Distance over the final token states (exact transport; slower).</summary>
+    public bool WordRotatorsDistance { get; init; }
+    /// <summary>The tasks (columns).</summary>
+    public IReadOnlyList<StsTask> Tasks { get; init; } = StsTask.All;
+    /// <summary>The split evaluated.</summary>
+    public string Split { get; init; } = "valid";
+    /// <summary>Only the first this many pairs of each task (null: all).</summary>
+    public int? Limit { get; init; }
+}
+
+/// <summary>One row of the table: a method and its Spearman ρ (× 100) per task.</summary>
+/// <param name="Method">Pooling, whitening, or WRD.</param>
+/// <param name="Scores">Task name → Spearman × 100.</param>
+public sealed record StsRow(string Method, IReadOnlyDictionary<string, double> Scores)
+{
+    /// <summary>The mean over the row's tasks.</summary>
+    public double Average => Scores.Values.Average();
+}
+
+/// <summary>
+/// The SimCSE post's evaluation table: for each task, every distinct sentence is encoded once (all poolings from one
+/// forward pass), each pair is scored by the cosine of its vectors, optionally after BERT-whitening fitted on that
+/// task's own sentences (unsupervised: no labels are read for the fit, as in "你可能不需要BERT-flow"), and correlated with
+/// the gold scores by Spearman's ρ.
+/// </summary>
+public static class StsBenchmark
+{
+    /// <summary>Runs the table for one encoder; <paramref name="log"/> hears what was read and how long each task took.</summary>
+    public static IReadOnlyList<StsRow> Run(SentenceEncoder encoder, string dataDirectory, StsBenchmarkOptions options, Action<string>? log = null,
+        CancellationToken cancellation = default)
+    {
+        if (options.Poolings.Count == 0 && !options.WordRotatorsDistance) throw new ArgumentException("nothing to evaluate: give a pooling or WRD");
+        var rows = new Dictionary<string, Dictionary<string, double>>();
+        void Add(string method, string task, double rho) => (rows.TryGetValue(method, out var r) ? r : rows[method] = [])[task] = 100 * rho;
+        foreach (var task in options.Tasks)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var all = task.Read(dataDirectory, options.Split);
+            var pairs = options.Limit is int n ? all.Take(n).ToList() : all;
+            var sentences = StsData.Sentences(pairs);
+            var index = sentences.Select((s, i) => (s, i)).ToDictionary(x => x.s, x => x.i, StringComparer.Ordinal);
+            if (options.Poolings.Count > 0)
+            {
+                var pooled = encoder.EmbedPooled(sentences, options.Poolings, cancellation: cancellation);
+                foreach (var pooling in options.Poolings)
+                    foreach (int k in options.Whitening)
+                    {
+                        var vectors = pooled[pooling];
+                        if (k > 0)
+                        {
+                            var w = Whitening.Fit(vectors, Math.Min(k, encoder.Encoder.HiddenSize));
+                            vectors = [.. vectors.Select(v => w.Apply(v))];
+                        }
+                        var result = SimilarityEvaluation.Score(pairs, p => SentenceEncoder.Cosine(vectors[index[p.First]], vectors[index[p.Second]]));
+                        Add(MethodName(pooling, k), task.Name, result.Spearman);
+                    }
+            }
+            if (options.WordRotatorsDistance)
+            {
+                var tokens = encoder.TokenVectors(sentences, cancellation: cancellation);
+                var result = SimilarityEvaluation.Score(pairs, p =>
+                {
+                    var (a, b) = (tokens[index[p.First]], tokens[index[p.Second]]);
+                    return a.Length == 0 || b.Length == 0 ? 0 : WordMoverDistance.WrdSimilarity(a, b);
+                });
+                Add("WRD (final token states)", task.Name, result.Spearman);
+            }
+            log?.Invoke($"{task.Name}: {pairs.Count:N0} pairs{(pairs.Count < all.Count ? $" (first {pairs.Count:N0} of {all.Count:N0})" : "")}, " +
+                $"{sentences.Count:N0} distinct sentences, {clock.Elapsed.TotalSeconds:F1} s");
+        }
+        return [.. rows.Select(r => new StsRow(r.Key, r.Value))];
+    }
+
+    /// <summary>The row name of a pooling and whitening setting, e.g. <c>mean + whitening-128</c>.</summary>
+    public static string MethodName(Pooling pooling, int whitening) =>
+        PoolingName(pooling) + (whitening > 0 ? $" + whitening-{whitening}" : "");
+
+    /// <summary>The command-line spelling of a pooling.</summary>
+    public static string PoolingName(Pooling pooling) => pooling switch
+    {
+        Pooling.FirstLastAverage => "first-last-avg",
+        _ => pooling.ToString().ToLowerInvariant(),
+    };
+
+    /// <summary>A pooling from its command-line spelling (<c>first</c>, <c>cls</c>, <c>mean</c>, <c>max</c>, <c>first-last-avg</c>).</summary>
+    /// <exception cref="ArgumentException">Unknown spelling.</exception>
+    public static Pooling ParsePooling(string name) => name.Trim().ToLowerInvariant() switch
+    {
+        "first" or "pooler" => Pooling.First,
+        "cls" => Pooling.Cls,
+        "mean" or "avg" => Pooling.Mean,
+        "max" => Pooling.Max,
+        "first-last-avg" or "firstlastaverage" => Pooling.FirstLastAverage,
+        _ => throw new ArgumentException($"unknown pooling '{name}': use first (pooler, else [CLS]), cls, mean, max or first-last-avg"),
+    };
+
+    /// <summary>The rows as a markdown table (Spearman × 100, two decimals), columns in task order, then the average.</summary>
+    public static string Markdown(IReadOnlyList<StsRow> rows, IReadOnlyList<StsTask> tasks, string firstColumn = "method")
+    {
+        var sb = new StringBuilder();
+        sb.AppendLine($"| {firstColumn} | {string.Join(" | ", tasks.Select(t => t.Name))} | avg |");
+        sb.AppendLine("|---|" + string.Concat(Enumerable.Repeat("---:|", tasks.Count + 1)));
+        foreach (var r in rows)
+            sb.AppendLine($"| {r.Method} | {string.Join(" | ", tasks.Select(t => r.Scores.TryGetValue(t.Name, out var v) ? v.ToString("F2", CultureInfo.InvariantCulture) : "—"))} | " +
+                $"{r.Average.ToString("F2", CultureInfo.InvariantCulture)} |");
+        return sb.ToString();
+    }
+}
