@@ -77,7 +77,7 @@ internal static class StsCommand
             var kind = r.GetValue(objective)!.ToLowerInvariant() switch
             {
                 "simcse" => EmbeddingObjective.SimCse, "sup-simcse" => EmbeddingObjective.SupervisedSimCse, "cosent" => EmbeddingObjective.CoSent,
-                var o => throw new ArgumentException($"--objective: unknown '{o}' (simcse, sup-simcse or cosent)"),
+                var other => throw new ArgumentException($"--objective: unknown '{other}' (simcse, sup-simcse or cosent)"),
             };
             string dataDir = r.GetValue(data)!, outDir = Path.GetFullPath(r.GetValue(output)!);
             var encoder = SentenceEncoder.Load(r.GetValue(model)!, new SentenceEncoderOptions { Pooling = StsBenchmark.ParsePooling(r.GetValue(pooling)!), MaxLength = r.GetValue(maxLength) }, whitening: false);

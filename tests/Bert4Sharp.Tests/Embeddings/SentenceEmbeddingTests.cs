@@ -116,7 +116,7 @@ public class SentenceEmbeddingTests
         encoder.eval();
         string Text(int n, int start) => new([.. Enumerable.Range(0, n).Select(i => (char)(0x4E00 + 200 + (start + i) % 700))]);
         string[] texts = [Text(5, 0), Text(40, 10), Text(1, 20), Text(100, 30), Text(12, 40), Text(7, 50)];
-        var batched = new SentenceEncoder(encoder, tokenizer, new SentenceEncoderOptions { BatchSize = 4 }).Embed(texts);
+        var batched = new SentenceEncoder(encoder, tokenizer, new SentenceEncoderOptions { BatchSize = 4 }).Embed(texts, cancellation: TestContext.Current.CancellationToken);
         var single = new SentenceEncoder(encoder, tokenizer, new SentenceEncoderOptions { BatchSize = 1 });
         for (int i = 0; i < texts.Length; i++)
             Close.Assert(batched.Vectors[i], single.Encode([texts[i]])[0], $"text {i}: sorted, padded batch vs alone");
@@ -132,9 +132,9 @@ public class SentenceEmbeddingTests
             using var output = encoder.Encode(batch.InputIds, batch.SegmentIds, batch.AttentionMask);
             Close.Assert(raw, Pool.Apply(Pooling.Mean, output, batch.AttentionMask)[0].data<float>().ToArray(), "mean pooling");
         }
-        var empty = Assert.Throws<ArgumentException>(() => single.Embed([texts[0], "  "]));
+        var empty = Assert.Throws<ArgumentException>(() => single.Embed([texts[0], "  "], cancellation: TestContext.Current.CancellationToken));
         Assert.Contains("text 1 is empty", empty.Message);
-        Assert.Throws<ArgumentException>(() => single.Embed([]));
+        Assert.Throws<ArgumentException>(() => single.Embed([], cancellation: TestContext.Current.CancellationToken));
         var wrong = Whitening.Fit([.. Enumerable.Range(0, 10).Select(i => new float[] { i, i * i % 7, 1 })]);
         Assert.Contains("hidden size is 64", Assert.Throws<ArgumentException>(() => single.With(wrong)).Message);
     }
