@@ -10,7 +10,7 @@ public class CliTests
     internal static (int Code, string Out, string Err) B4s(params string[] args) => B4sWith(null, args);
 
     /// <summary>b4s with environment variables set for it (PATH resolved here, so dotnet itself is always found).</summary>
-    static (int Code, string Out, string Err) B4sWith(IReadOnlyDictionary<string, string>? environment, params string[] args)
+    internal static (int Code, string Out, string Err) B4sWith(IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
         string dll = Path.Combine(AppContext.BaseDirectory, "b4s.dll");
         string dotnet = (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Select(d => Path.Combine(d, "dotnet")).FirstOrDefault(File.Exists) ?? "dotnet";

