@@ -144,7 +144,17 @@ public static class EmbeddingBench
         long Padded(IEnumerable<int> order, int batch) => order.Chunk(batch).Sum(c => (long)c.Length * c.Max(i => n[i]));
         var sorted = Enumerable.Range(0, n.Length).OrderByDescending(i => n[i]).ToArray();
         Console.WriteLine($"tokens computed: real {n.Sum()}; input order, batch {o.Batch}: {Padded(Enumerable.Range(0, n.Length), o.Batch)}; " +
-            $"whole corpus in one batch: {(long)n.Length * n.Max()}; length-sorted, batch {o.Batch}: {Padded(sorted, o.Batch)}");
+            $"whole corpus in one batch: {(long)n.Length * n.Max()}; length-sorted, batch {o.Batch}: {Padded(sorted, o.Batch)}; " +
+            string.Join("; ", new[] { 0.7, 0.8, 0.9 }.Select(r => $"and a new batch below {r:P0} of its longest: {Cut(r).Sum(c => (long)c.Count * n[c[0]])} in {Cut(r).Count} batches")));
+        if (Environment.GetEnvironmentVariable("B4S_SWEEP_PADDING_ONLY") == "1") return;
+        List<List<int>> Cut(double ratio)
+        {
+            var batches = new List<List<int>>();
+            foreach (int i in sorted)
+                if (batches.Count == 0 || batches[^1].Count == o.Batch || n[i] < ratio * n[batches[^1][0]]) batches.Add([i]);
+                else batches[^1].Add(i);
+            return batches;
+        }
         Console.WriteLine($"peer, Encode per {o.Batch}: {Rate(() => { for (int b = 0; b < texts.Length; b += o.Batch) peer.Encode(texts[b..Math.Min(texts.Length, b + o.Batch)]); }):F1}/s");
         foreach (int batch in new[] { 8, 16, 32, 64, 128 })
             Console.WriteLine($"batch {batch}: TorchSharp engine {Rate(() => torchEncoder.With(torchEncoder.Options with { BatchSize = batch }).Encode(texts)):F1}/s, " +

@@ -121,4 +121,32 @@ public sealed class MiniLmEmbeddingTests : IDisposable
             }
         }
     }
+
+    sealed class Reports : IProgress<int>
+    {
+        public List<int> Done { get; } = [];
+        public void Report(int value) => Done.Add(value);
+    }
+
+    [Fact]
+    public void NoBatchPadsATextByMoreThanMaxPadding()
+    {
+        var counts = Texts.Select(t => Tokenizer.Encode(t).Count).OrderDescending().ToArray();   // the order Embed encodes in
+        var encoder = new SentenceEncoder(ort, Tokenizer, new SentenceEncoderOptions { BatchSize = 32, MaxPadding = 0.2 });
+        var progress = new Reports();
+        var vectors = encoder.Embed(Texts, progress, TestContext.Current.CancellationToken).Vectors;
+        Assert.True(progress.Done.Count > 1, $"lengths {string.Join(", ", counts)} in one batch");
+        for (int b = 0, start = 0; b < progress.Done.Count; start = progress.Done[b++])
+        {
+            int longest = counts[start], shortest = counts[progress.Done[b] - 1];
+            Assert.True(shortest >= 0.8 * longest, $"batch {b} pads a {shortest}-token text to {longest}");
+        }
+        // 1: batches by count alone (all seven texts in one), the same vectors.
+        var byCount = new Reports();
+        var same = encoder.With(encoder.Options with { MaxPadding = 1 }).Embed(Texts, byCount, TestContext.Current.CancellationToken).Vectors;
+        Assert.Equal([Texts.Length], byCount.Done);
+        for (int i = 0; i < Texts.Length; i++) Close.Assert(same[i], vectors[i], $"text {i}: one padded batch vs batches by padding");
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => encoder.With(new SentenceEncoderOptions { MaxPadding = 1.5 }));
+        Assert.Equal("MaxPadding", e.ParamName);
+    }
 }
