@@ -35,7 +35,7 @@ public static class EmbeddingBench
           "layer_norm_eps": 1e-12, "initializer_range": 0.02, "pad_token_id": 0 }
         """;
 
-    sealed record Options(int Count = 1000, int Threads = 2, int Rounds = 5, int Warmup = 1, int Batch = 32, string? Corpus = null, bool PeerWhole = true, bool Sweep = false);
+    sealed record Options(int Count = 512, int Threads = 2, int Rounds = 5, int Warmup = 1, int Batch = 32, string? Corpus = null, bool PeerWhole = true, bool Sweep = false, bool PaddingOnly = false);
 
     public static int Run(string[] args)
     {
@@ -54,8 +54,9 @@ public static class EmbeddingBench
                 "--corpus" => o with { Corpus = Next() },
                 "--no-peer-whole" => o with { PeerWhole = false },
                 "--sweep" => o with { Sweep = true },
+                "--padding-only" => o with { Sweep = true, PaddingOnly = true },
                 "--quick" => o with { Count = 256, Rounds = 3 },
-                _ => throw new ArgumentException($"unknown option {args[i]} (embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick])"),
+                _ => throw new ArgumentException($"unknown option {args[i]} (embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only])"),
             };
         }
         torch.set_num_threads(o.Threads);
@@ -154,7 +155,7 @@ public static class EmbeddingBench
         Console.WriteLine($"tokens computed: real {n.Sum()}; input order, batch {o.Batch}: {Padded(Enumerable.Range(0, n.Length), o.Batch)}; " +
             $"whole corpus in one batch: {(long)n.Length * n.Max()}; length-sorted, batch {o.Batch}: {Padded(sorted, o.Batch)}; " +
             string.Join("; ", new[] { 0.7, 0.8, 0.9 }.Select(r => $"and a new batch below {r:P0} of its longest: {Cut(r).Sum(c => (long)c.Count * n[c[0]])} in {Cut(r).Count} batches")));
-        if (Environment.GetEnvironmentVariable("B4S_SWEEP_PADDING_ONLY") == "1") return;
+        if (o.PaddingOnly) return;
         List<List<int>> Cut(double ratio)
         {
             var batches = new List<List<int>>();
