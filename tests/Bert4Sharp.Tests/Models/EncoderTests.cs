@@ -167,11 +167,17 @@ public class EncoderLeakTests
         var ids = torch.tensor(new long[] { 1, 17, 250, 3, 999, 42, 2 }).unsqueeze(0);
         void Step() { using var s = torch.NewDisposeScope(); using var g = torch.no_grad(); model.forward(ids, null, null); }
         for (int i = 0; i < 10; i++) Step();
-        // Let earlier tests' undisposed tensors be finalized first, so only this loop is counted.
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        long before = Tensor.TotalCount;
+        // Let earlier tests' undisposed tensors be finalized first, so only this loop is counted: until the count is
+        // stable, since a finalized object can release tensors that only the next collection finalizes.
+        long before = -1;
+        for (int round = 0; round < 10 && before != Tensor.TotalCount; round++)
+        {
+            before = Tensor.TotalCount;
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+            GC.Collect();
+        }
+        before = Tensor.TotalCount;
         for (int i = 0; i < 1000; i++) Step();
         Assert.Equal(before, Tensor.TotalCount);
     }
