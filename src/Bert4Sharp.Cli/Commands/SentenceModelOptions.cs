@@ -65,11 +65,7 @@ internal sealed class SentenceModelOptions
         int batch = r.GetValue(BatchSize);
         var options = new SentenceEncoderOptions
         {
-            Pooling = r.GetValue(Pooling) switch
-            {
-                "first" => Tasks.Pooling.First, "cls" => Tasks.Pooling.Cls, "max" => Tasks.Pooling.Max,
-                "first-last-avg" => Tasks.Pooling.FirstLastAverage, _ => Tasks.Pooling.Mean,
-            },
+            Pooling = StsBenchmark.ParsePooling(r.GetValue(Pooling)!),
             Normalize = !r.GetValue(NoNormalize),
             BatchSize = batch > 0 ? batch : throw new ArgumentException($"--batch-size must be at least 1, got {batch}"),
             MaxLength = r.GetValue(MaxLength) is int m ? (m >= 3 ? m : throw new ArgumentException($"--max-length must be at least 3 ([CLS], one token, [SEP]), got {m}")) : null,

@@ -21,7 +21,7 @@ internal static class StsCommand
         var data = DataOption();
         var pooling = new Option<string>("--pooling") { Description = "Poolings, comma-separated: first (pooler, else [CLS]), cls, mean, max, first-last-avg", DefaultValueFactory = _ => "cls,mean,first-last-avg" };
         var whitening = new Option<string>("--whitening") { Description = "Whitening settings, comma-separated: 0 = none, k = BERT-whitening keeping k dimensions (fitted on each task's own sentences)", DefaultValueFactory = _ => "0" };
-        var wrd = new Option<bool>("--wrd") { Description = "Also score pairs by Word Rotator's Distance over the final token states" };
+        var wrd = new Option<bool>("--wrd") { Description = "Also score pairs by Word Mover's and Word Rotator's Distance over the final token states (exact transport)" };
         var tasks = new Option<string>("--tasks") { Description = "Tasks, comma-separated", DefaultValueFactory = _ => string.Join(",", StsTask.All.Select(t => t.Name.ToLowerInvariant())) };
         var limit = new Option<int?>("--limit") { Description = "Only the first N pairs of each task (a quick look)" };
         var maxLength = new Option<int>("--max-length") { Description = "Tokens per sentence", DefaultValueFactory = _ => 64 };
@@ -38,7 +38,7 @@ internal static class StsCommand
                 Poolings = [.. Split(r.GetValue(pooling)!).Select(StsBenchmark.ParsePooling)],
                 Whitening = [.. Split(r.GetValue(whitening)!).Select(w => int.TryParse(w, CultureInfo.InvariantCulture, out int k) && k >= 0 ? k
                     : throw new ArgumentException($"--whitening: '{w}' is not a number of dimensions (0 = no whitening)"))],
-                WordRotatorsDistance = r.GetValue(wrd), Tasks = [.. Split(r.GetValue(tasks)!).Select(StsTask.Get)], Limit = r.GetValue(limit),
+                WordMover = r.GetValue(wrd), Tasks = [.. Split(r.GetValue(tasks)!).Select(StsTask.Get)], Limit = r.GetValue(limit),
             };
             string dataDir = RequireData(r.GetValue(data)!);
             var encoder = SentenceEncoder.Load(r.GetValue(model)!, new SentenceEncoderOptions { MaxLength = r.GetValue(maxLength), BatchSize = r.GetValue(batch) }, whitening: false);

@@ -11,8 +11,8 @@ public sealed record StsBenchmarkOptions
     public IReadOnlyList<Pooling> Poolings { get; init; } = [Pooling.Cls, Pooling.Mean, Pooling.FirstLastAverage];
     /// <summary>Whitening settings: 0 = none, k = BERT-whitening keeping k dimensions, fitted on each task's own sentences.</summary>
     public IReadOnlyList<int> Whitening { get; init; } = [0];
-    /// <summary>Also score pairs by Word Rotator's Distance over the final token states (exact transport; slower).</summary>
-    public bool WordRotatorsDistance { get; init; }
+    /// <summary>Also score pairs by Word Mover's and Word Rotator's Distance over the final token states (exact transport; slower).</summary>
+    public bool WordMover { get; init; }
     /// <summary>The tasks (columns).</summary>
     public IReadOnlyList<StsTask> Tasks { get; init; } = StsTask.All;
     /// <summary>The split evaluated.</summary>
@@ -42,7 +42,7 @@ public static class StsBenchmark
     public static IReadOnlyList<StsRow> Run(SentenceEncoder encoder, string dataDirectory, StsBenchmarkOptions options, Action<string>? log = null,
         CancellationToken cancellation = default)
     {
-        if (options.Poolings.Count == 0 && !options.WordRotatorsDistance) throw new ArgumentException("nothing to evaluate: give a pooling or WRD");
+        if (options.Poolings.Count == 0 && !options.WordMover) throw new ArgumentException("nothing to evaluate: give a pooling or WMD/WRD");
         var rows = new Dictionary<string, Dictionary<string, double>>();
         void Add(string method, string task, double rho) => (rows.TryGetValue(method, out var r) ? r : rows[method] = [])[task] = 100 * rho;
         foreach (var task in options.Tasks)
@@ -68,15 +68,14 @@ public static class StsBenchmark
                         Add(MethodName(pooling, k), task.Name, result.Spearman);
                     }
             }
-            if (options.WordRotatorsDistance)
+            if (options.WordMover)
             {
+                // WMD: uniform weights over the tokens, Euclidean cost, similarity = −distance; WRD: norm weights, cosine cost.
                 var tokens = encoder.TokenVectors(sentences, cancellation: cancellation);
-                var result = SimilarityEvaluation.Score(pairs, p =>
-                {
-                    var (a, b) = (tokens[index[p.First]], tokens[index[p.Second]]);
-                    return a.Length == 0 || b.Length == 0 ? 0 : WordMoverDistance.WrdSimilarity(a, b);
-                });
-                Add("WRD (final token states)", task.Name, result.Spearman);
+                double Pair(StsPair p, Func<float[][], float[][], double> score) =>
+                    tokens[index[p.First]] is { Length: > 0 } a && tokens[index[p.Second]] is { Length: > 0 } b ? score(a, b) : double.NegativeInfinity;
+                Add("WMD (final token states)", task.Name, SimilarityEvaluation.Score(pairs, p => Pair(p, (a, b) => -WordMoverDistance.Wmd(a, b).Distance)).Spearman);
+                Add("WRD (final token states)", task.Name, SimilarityEvaluation.Score(pairs, p => Pair(p, (a, b) => WordMoverDistance.WrdSimilarity(a, b))).Spearman);
             }
             log?.Invoke($"{task.Name}: {pairs.Count:N0} pairs{(pairs.Count < all.Count ? $" (first {pairs.Count:N0} of {all.Count:N0})" : "")}, " +
                 $"{sentences.Count:N0} distinct sentences, {clock.Elapsed.TotalSeconds:F1} s");
