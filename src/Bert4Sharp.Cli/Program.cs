@@ -20,4 +20,5 @@ root.Subcommands.Add(EmbedCommand.Create());
 root.Subcommands.Add(SearchCommands.Index());
 root.Subcommands.Add(SearchCommands.Search());
 root.Subcommands.Add(StsCommand.Create());
+root.Subcommands.Add(EmbedCommand.Whiten());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -98,7 +98,7 @@ public sealed class SentenceEmbeddingGenerator : IEmbeddingGenerator<string, Emb
         if (dimensions is not int k || k == encoder.Dimensions) return encoder;
         if (k < 1) throw new ArgumentOutOfRangeException(nameof(EmbeddingGenerationOptions.Dimensions), k, "EmbeddingGenerationOptions.Dimensions must be at least 1");
         if (encoder.Whitening is null)
-            throw new NotSupportedException($"EmbeddingGenerationOptions.Dimensions = {k}, but '{Metadata.DefaultModelId}' gives {encoder.Dimensions}-dimensional vectors and has no whitening to reduce them: fit a BERT-whitening (b4s sts --whitening) or leave Dimensions unset");
+            throw new NotSupportedException($"EmbeddingGenerationOptions.Dimensions = {k}, but '{Metadata.DefaultModelId}' gives {encoder.Dimensions}-dimensional vectors and has no whitening to reduce them: fit a BERT-whitening (b4s whiten) or leave Dimensions unset");
         if (k > encoder.Whitening.Dimensions)
             throw new ArgumentOutOfRangeException(nameof(EmbeddingGenerationOptions.Dimensions), k, $"'{Metadata.DefaultModelId}' gives at most {encoder.Whitening.Dimensions} dimensions (its whitening keeps {encoder.Whitening.Dimensions}); ask for 1 to {encoder.Whitening.Dimensions}");
         return truncated.GetOrAdd(k, n => encoder.With(encoder.Whitening.Truncate(n)));

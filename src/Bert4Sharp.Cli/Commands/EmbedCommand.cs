@@ -40,38 +40,61 @@ internal static class EmbedCommand
         return cmd;
     }
 
-    /// <summary>One JSON line per text: the id as the input wrote it (else the line number), then the vector. Temp file, then rename.</summary>
+    /// <summary>
+    /// <c>b4s whiten</c>: fits BERT-whitening on the model's pooled vectors of a corpus and writes it as
+    /// <c>whitening.safetensors</c> (default: into the model directory, where every command then applies it).
+    /// </summary>
+    public static Command Whiten()
+    {
+        var m = new SentenceModelOptions();
+        var input = new Option<string>("--input") { Description = "The corpus to fit on: one text per line, or JSON lines (--field)", Required = true };
+        var format = new Option<string>("--format") { Description = "auto (by extension), lines or jsonl", DefaultValueFactory = _ => "auto" };
+        format.AcceptOnlyFromAmong("auto", "lines", "jsonl");
+        var field = new Option<string>("--field") { Description = "JSON lines: the field holding the text", DefaultValueFactory = _ => "text" };
+        var dimensions = new Option<int?>("--dimensions") { Description = "Dimensions kept, k (default: all the corpus determines, up to the model's width)" };
+        var output = new Option<string?>("--output") { Description = $"The whitening file (default: {Embeddings.Whitening.FileName} in --model's directory)" };
+        var cmd = new Command("whiten", "Fit BERT-whitening (μ, W = UΛ^-1/2, first k columns) on a corpus's sentence vectors and save it beside the model") { input, format, field, dimensions, output };
+        m.AddTo(cmd);
+        cmd.SetAction(CliErrors.Wrap(r =>
+        {
+            string inputPath = r.GetValue(input)!;
+            var entries = SearchCommands.ReadInput(inputPath, r.GetValue(format)!, r.GetValue(field)!);
+            var (loaded, modelName) = m.Load(r);
+            var encoder = loaded.With((Embeddings.Whitening?)null).With(loaded.Options with { Normalize = false });   // fitted on raw pooled vectors
+            string target = r.GetValue(output) ?? Path.Combine(m.ModelDirectory(r).Directory, Embeddings.Whitening.FileName);
+            var vectors = SentenceModelOptions.Embed(encoder, entries.Select(e => e.Text).ToList(), SentenceModelOptions.Interactive(false)).Vectors;
+            var whitening = Embeddings.Whitening.Fit(vectors, r.GetValue(dimensions));
+            whitening.Save(target);
+            AnsiConsole.MarkupLine($"whitening of {Markup.Escape(modelName)} ({Markup.Escape(Embeddings.StsBenchmark.PoolingName(encoder.Options.Pooling))} pooling) fitted on {vectors.Length} texts, " +
+                $"{whitening.InputDimensions} → {whitening.Dimensions} dimensions, written to {Markup.Escape(target)}");
+            return CliErrors.Ok;
+        }));
+        return cmd;
+    }
+
+    /// <summary>One JSON line per text: the id as the input wrote it (else the line number), then the vector; written atomically.</summary>
     static void Write(string path, IReadOnlyList<SearchCommands.InputEntry> entries, float[][] vectors)
     {
         string full = Path.GetFullPath(path);
         string dir = Path.GetDirectoryName(full)!;
         if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{path}: the output's directory {dir} does not exist");
-        string temp = Path.Combine(dir, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
+        Checkpoints.AtomicFile.Write(full, stream =>
         {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+            using var writer = new Utf8JsonWriter(stream);
+            for (int i = 0; i < entries.Count; i++)
             {
-                var writer = new Utf8JsonWriter(stream);
-                for (int i = 0; i < entries.Count; i++)
-                {
-                    writer.WriteStartObject();
-                    writer.WritePropertyName("id");
-                    if (entries[i].Id is { } id) id.WriteTo(writer);
-                    else writer.WriteNumberValue(entries[i].Line);
-                    writer.WriteStartArray("embedding");
-                    foreach (float v in vectors[i]) writer.WriteNumberValue(v);
-                    writer.WriteEndArray();
-                    writer.WriteEndObject();
-                    writer.Flush();
-                    stream.WriteByte((byte)'\n');
-                    writer.Reset();
-                }
+                writer.WriteStartObject();
+                writer.WritePropertyName("id");
+                if (entries[i].Id is { } id) id.WriteTo(writer);
+                else writer.WriteNumberValue(entries[i].Line);
+                writer.WriteStartArray("embedding");
+                foreach (float v in vectors[i]) writer.WriteNumberValue(v);
+                writer.WriteEndArray();
+                writer.WriteEndObject();
+                writer.Flush();
+                stream.WriteByte((byte)'\n');
+                writer.Reset();
             }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+        });
     }
 }

@@ -21,13 +21,13 @@ internal sealed class SentenceModelOptions
     {
         Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx). Default: onnx for the embedded model, torch for --model",
     };
-    public Option<string> Pooling { get; } = new("--pooling")
+    public Option<string?> Pooling { get; } = new("--pooling")
     {
-        Description = "mean (default), first (pooler, else [CLS]), cls, max, first-last-avg", DefaultValueFactory = _ => "mean",
+        Description = "mean, first (pooler, else [CLS]), cls, max, first-last-avg. Default: the model's sentence_encoder.json (b4s sts train writes it), else mean",
     };
     public Option<string?> Whitening { get; } = new("--whitening")
     {
-        Description = "A whitening file (whitening.safetensors from b4s sts); default: the model directory's whitening.safetensors when present",
+        Description = "A whitening file (b4s whiten writes one); default: the model directory's whitening.safetensors when present",
     };
     public Option<bool> NoNormalize { get; } = new("--no-normalize") { Description = "Keep the raw lengths (default: unit vectors, dot = cosine)" };
     public Option<int?> MaxLength { get; } = new("--max-length") { Description = "Tokens per text including [CLS] and [SEP] (default: the model's 512); longer texts are cut and counted" };
@@ -63,14 +63,15 @@ internal sealed class SentenceModelOptions
     public (SentenceEncoder Encoder, string ModelName) Load(ParseResult r)
     {
         int batch = r.GetValue(BatchSize);
+        var (dir, name, isDefault) = ModelDirectory(r);
+        var saved = SentenceEncoderOptions.Read(dir);                    // how the model was trained to be pooled, when it says
         var options = new SentenceEncoderOptions
         {
-            Pooling = StsBenchmark.ParsePooling(r.GetValue(Pooling)!),
-            Normalize = !r.GetValue(NoNormalize),
+            Pooling = r.GetValue(Pooling) is string p ? StsBenchmark.ParsePooling(p) : saved?.Pooling ?? Tasks.Pooling.Mean,
+            Normalize = !r.GetValue(NoNormalize) && (saved?.Normalize ?? true),
             BatchSize = batch > 0 ? batch : throw new ArgumentException($"--batch-size must be at least 1, got {batch}"),
-            MaxLength = r.GetValue(MaxLength) is int m ? (m >= 3 ? m : throw new ArgumentException($"--max-length must be at least 3 ([CLS], one token, [SEP]), got {m}")) : null,
+            MaxLength = r.GetValue(MaxLength) is int m ? (m >= 3 ? m : throw new ArgumentException($"--max-length must be at least 3 ([CLS], one token, [SEP]), got {m}")) : saved?.MaxLength,
         };
-        var (dir, name, isDefault) = ModelDirectory(r);
         string engine = r.GetValue(Engine) ?? (isDefault ? "onnx" : "torch");
         int? threads = r.GetValue(Threads) is int t ? (t > 0 ? t : throw new ArgumentException($"--threads must be at least 1, got {t}")) : null;
         string? whiteningFile = r.GetValue(Whitening);
@@ -96,7 +97,7 @@ internal sealed class SentenceModelOptions
         {
             var w = Embeddings.Whitening.Load(whiteningFile);
             if (w.InputDimensions != encoder.Encoder.HiddenSize)
-                throw new ArgumentException($"{whiteningFile}: the whitening was fitted on {w.InputDimensions}-dimensional vectors but {name} gives {encoder.Encoder.HiddenSize}: fit it again on this model (b4s sts --whitening)");
+                throw new ArgumentException($"{whiteningFile}: the whitening was fitted on {w.InputDimensions}-dimensional vectors but {name} gives {encoder.Encoder.HiddenSize}: fit it again on this model (b4s whiten)");
             encoder = encoder.With(w);
         }
         return (encoder, name);

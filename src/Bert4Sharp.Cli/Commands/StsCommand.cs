@@ -47,8 +47,10 @@ internal static class StsCommand
             if (r.GetValue(label) is string prefix) rows = [.. rows.Select(x => x with { Method = $"{prefix}, {x.Method}" })];
             Console.WriteLine();
             Console.Write(StsBenchmark.Markdown(rows, options.Tasks));
+            static double? Finite(double v) => double.IsFinite(v) ? v : null;   // ρ is NaN when a side is constant (e.g. --limit over one label)
             if (r.GetValue(json) is string path)
-                ClueRun.WriteJson(path, new { model = r.GetValue(model), split = options.Split, limit = options.Limit, rows = rows.Select(x => new { method = x.Method, scores = x.Scores, average = x.Average }) });
+                ClueRun.WriteJson(path, new { model = r.GetValue(model), split = options.Split, limit = options.Limit,
+                    rows = rows.Select(x => new { method = x.Method, scores = x.Scores.ToDictionary(kv => kv.Key, kv => Finite(kv.Value)), average = Finite(x.Average) }) });
             return CliErrors.Ok;
         }));
         return cmd;
@@ -79,7 +81,9 @@ internal static class StsCommand
                 "simcse" => EmbeddingObjective.SimCse, "sup-simcse" => EmbeddingObjective.SupervisedSimCse, "cosent" => EmbeddingObjective.CoSent,
                 var other => throw new ArgumentException($"--objective: unknown '{other}' (simcse, sup-simcse or cosent)"),
             };
-            string dataDir = r.GetValue(data)!, outDir = Path.GetFullPath(r.GetValue(output)!);
+            string dataDir = RequireData(r.GetValue(data)!), outDir = Path.GetFullPath(r.GetValue(output)!);
+            if (kind == EmbeddingObjective.SupervisedSimCse && r.GetValue(input) is not null)
+                throw new ArgumentException("--input is not read by sup-simcse: its triples come from OCNLI train and CMNLI under --data");
             var encoder = SentenceEncoder.Load(r.GetValue(model)!, new SentenceEncoderOptions { Pooling = StsBenchmark.ParsePooling(r.GetValue(pooling)!), MaxLength = r.GetValue(maxLength) }, whitening: false);
             var o = new EmbeddingTrainingOptions
             {
@@ -96,7 +100,7 @@ internal static class StsCommand
             };
             string saved = Path.Combine(outDir, "model");
             TransformerPipeline.Create(encoder.Encoder, encoder.Tokenizer).SavePretrained(saved);
-            encoder.Options.Save(saved);
+            (encoder.Options with { MaxLength = null }).Save(saved);        // the training length is not an inference limit
             Console.WriteLine($"{result.Steps} steps in {result.Elapsed.TotalMinutes:F1} min ({result.StopReason}); final loss {result.Losses.TakeLast(25).DefaultIfEmpty(double.NaN).Average():F4} (mean of the last 25 steps); model → {saved}");
             return CliErrors.Ok;
         }));

@@ -17,7 +17,8 @@ public static class EmbeddingTrainingData
         foreach (var task in StsTask.All)
         {
             string path = task.PathOf(dataDirectory);
-            if (!File.Exists(path)) { log?.Invoke($"{path} is missing: its sentences cannot be kept out of training"); continue; }
+            if (!File.Exists(path))
+                throw new FileNotFoundException($"{path} is missing: its sentences could not be kept out of training. Pass --data with the staged datasets (../shared/data) holding all five STS valid splits", path);
             foreach (var p in StsData.Read(path)) { held.Add(p.First.Trim()); held.Add(p.Second.Trim()); }
         }
         return held;

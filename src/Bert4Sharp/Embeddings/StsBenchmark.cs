@@ -59,13 +59,15 @@ public static class StsBenchmark
                     foreach (int k in options.Whitening)
                     {
                         var vectors = pooled[pooling];
+                        // k beyond the width or beyond what the task's sentences determine (N − 1) is cut, and the row says so.
+                        int kept = Math.Min(k, Math.Min(encoder.Encoder.HiddenSize, vectors.Length - 1));
                         if (k > 0)
                         {
-                            var w = Whitening.Fit(vectors, Math.Min(k, encoder.Encoder.HiddenSize));
+                            var w = Whitening.Fit(vectors, kept);
                             vectors = [.. vectors.Select(v => w.Apply(v))];
                         }
                         var result = SimilarityEvaluation.Score(pairs, p => SentenceEncoder.Cosine(vectors[index[p.First]], vectors[index[p.Second]]));
-                        Add(MethodName(pooling, k), task.Name, result.Spearman);
+                        Add(MethodName(pooling, k) + (k > 0 && kept < k ? $" (kept {kept} in {task.Name})" : ""), task.Name, result.Spearman);
                     }
             }
             if (options.WordMover)

@@ -134,10 +134,10 @@ public sealed class Whitening
     {
         using var ck = Checkpoint.Open(path);
         if (!ck.TryGetEntry("mean", out _) || !ck.TryGetEntry("kernel", out _))
-            throw new InvalidDataException($"{path} is not a whitening file: it needs the tensors 'mean' (H) and 'kernel' (H, K) (write one with b4s sts --whitening K --save-whitening)");
+            throw new InvalidDataException($"{path} is not a whitening file: it needs the tensors 'mean' (H) and 'kernel' (H, K) (write one with b4s whiten or Whitening.Fit(…).Save(path))");
+        using var scope = torch.NewDisposeScope();
         var mean = ck.ReadTensor("mean").to(ScalarType.Float32);
         var kernel = ck.ReadTensor("kernel").to(ScalarType.Float32);
-        using (mean) using (kernel)
         {
             if (mean.dim() != 1 || kernel.dim() != 2 || kernel.shape[0] != mean.shape[0])
                 throw new InvalidDataException($"{path}: 'mean' is [{string.Join(", ", mean.shape)}] and 'kernel' [{string.Join(", ", kernel.shape)}]; expected (H) and (H, K)");
