@@ -103,13 +103,13 @@ internal sealed class EntryStore : IDisposable
     {
         lock (_lock)
         {
-        if (_slots is not null) return _slots.TryGetValue(key, out slot);
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT slot FROM entries WHERE key = $key";
-        cmd.Parameters.Add(new DuckDBParameter("key", key));
-        var value = cmd.ExecuteScalar();
-        slot = value is null or DBNull ? 0 : Convert.ToUInt64(value, System.Globalization.CultureInfo.InvariantCulture);
-        return value is not null and not DBNull;
+            if (_slots is not null) return _slots.TryGetValue(key, out slot);
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = "SELECT slot FROM entries WHERE key = $key";
+            cmd.Parameters.Add(new DuckDBParameter("key", key));
+            var value = cmd.ExecuteScalar();
+            slot = value is null or DBNull ? 0 : Convert.ToUInt64(value, System.Globalization.CultureInfo.InvariantCulture);
+            return value is not null and not DBNull;
         }
     }
 
@@ -117,10 +117,10 @@ internal sealed class EntryStore : IDisposable
     {
         lock (_lock)
         {
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = $"DELETE FROM entries WHERE slot = {slot}";
-        cmd.ExecuteNonQuery();
-        _slots?.Remove(key);
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = $"DELETE FROM entries WHERE slot = {slot}";
+            cmd.ExecuteNonQuery();
+            _slots?.Remove(key);
         }
     }
 
@@ -128,18 +128,18 @@ internal sealed class EntryStore : IDisposable
     {
         lock (_lock)
         {
-        using (var appender = _db.CreateAppender("entries"))
-        {
-            for (int i = 0; i < entries.Count; i++)
+            using (var appender = _db.CreateAppender("entries"))
             {
-                var row = appender.CreateRow().AppendValue(slots[i]).AppendValue(entries[i].Key);
-                row = entries[i].Text is null ? row.AppendNullValue() : row.AppendValue(entries[i].Text);
-                row = entries[i].Metadata is null ? row.AppendNullValue() : row.AppendValue(entries[i].Metadata);
-                row.EndRow();
+                for (int i = 0; i < entries.Count; i++)
+                {
+                    var row = appender.CreateRow().AppendValue(slots[i]).AppendValue(entries[i].Key);
+                    row = entries[i].Text is null ? row.AppendNullValue() : row.AppendValue(entries[i].Text);
+                    row = entries[i].Metadata is null ? row.AppendNullValue() : row.AppendValue(entries[i].Metadata);
+                    row.EndRow();
+                }
             }
-        }
-        if (_slots is not null)
-            for (int i = 0; i < entries.Count; i++) _slots[entries[i].Key] = slots[i];
+            if (_slots is not null)
+                for (int i = 0; i < entries.Count; i++) _slots[entries[i].Key] = slots[i];
         }
     }
 
@@ -159,12 +159,12 @@ internal sealed class EntryStore : IDisposable
     {
         lock (_lock)
         {
-        var slots = new List<ulong>();
-        using var cmd = _db.CreateCommand();
-        cmd.CommandText = "SELECT slot FROM entries ORDER BY slot";
-        using var reader = cmd.ExecuteReader();
-        while (reader.Read()) slots.Add(reader.GetFieldValue<ulong>(0));
-        return slots.ToArray();
+            var slots = new List<ulong>();
+            using var cmd = _db.CreateCommand();
+            cmd.CommandText = "SELECT slot FROM entries ORDER BY slot";
+            using var reader = cmd.ExecuteReader();
+            while (reader.Read()) slots.Add(reader.GetFieldValue<ulong>(0));
+            return slots.ToArray();
         }
     }
 
