@@ -86,7 +86,9 @@ internal static class DefaultModel
                 if (got != bytes) throw new InvalidDataException($"{dll}: resource {file} has {got} bytes, expected {bytes}: not the assembly b4s expects");
             }
             File.WriteAllText(Path.Combine(temp, "config.json"), ConfigJson);
-            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);   // incomplete (IsComplete said no)
+            // Another process may have finished while this one extracted: use its directory, drop this copy.
+            if (IsComplete(dir)) return dir;
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);   // incomplete, checked just now
             try { Directory.Move(temp, dir); }
             catch (IOException) when (IsComplete(dir)) { }                       // another process won the race
         }

@@ -77,6 +77,7 @@ public sealed class SentenceEmbeddingGenerator : IEmbeddingGenerator<string, Emb
         EmbeddingResult result;
         try
         {
+            ObjectDisposedException.ThrowIf(disposed, this); // disposed while this call waited
             result = await Task.Run(() => target.Embed(texts, null, cancellationToken), cancellationToken).ConfigureAwait(false);
         }
         finally
@@ -116,12 +117,25 @@ public sealed class SentenceEmbeddingGenerator : IEmbeddingGenerator<string, Emb
         return null;
     }
 
-    /// <summary>Releases the gate, and the encoder's engine when this generator owns it.</summary>
+    /// <summary>
+    /// Waits for a call in flight to finish, then disposes the encoder's engine when this generator owns it; calls
+    /// still waiting then throw <see cref="ObjectDisposedException"/>.
+    /// </summary>
     public void Dispose()
     {
         if (disposed) return;
-        disposed = true;
-        if (ownsEncoder && encoder.Encoder is IDisposable d) d.Dispose();
-        gate.Dispose();
+        // The gate is taken, never disposed: a SemaphoreSlim without its wait handle holds nothing to free, and
+        // disposing it under a waiting call would make that call's Release throw.
+        gate.Wait();
+        try
+        {
+            if (disposed) return;
+            disposed = true;
+            if (ownsEncoder && encoder.Encoder is IDisposable d) d.Dispose();
+        }
+        finally
+        {
+            gate.Release();
+        }
     }
 }

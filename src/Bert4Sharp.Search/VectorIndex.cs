@@ -10,7 +10,8 @@ namespace Bert4Sharp.Search;
 /// memory-mapped when opened read-only), <c>store.duckdb</c> (keys, texts, metadata JSON) and <c>manifest.json</c>
 /// (model, dimensions, metric, count). Vectors are L2-normalised on the way in, so the cosine similarity of a hit is
 /// the dot product and <see cref="SearchExact"/> (brute force over the stored vectors) is the exact answer that
-/// <see cref="Search"/> (HNSW) approximates. Not thread-safe for writes; concurrent searches on a read-only index are fine.
+/// <see cref="Search"/> (HNSW) approximates. Not thread-safe for writes (serialise <see cref="Add"/>, <see cref="Remove"/>
+/// and <see cref="Save"/> yourself); concurrent searches are fine.
 /// </summary>
 public sealed class VectorIndex : IDisposable
 {
@@ -28,6 +29,7 @@ public sealed class VectorIndex : IDisposable
     private ulong _nextSlot;
     private float[]? _exactMatrix; // [count, dimensions] row-major, rebuilt after a change
     private ulong[]? _exactSlots;  // [count]
+    private readonly Lock _exactLock = new(); // guards _exactMatrix/_exactSlots
     private bool _dirty;
 
     private VectorIndex(string directory, USearchIndex hnsw, EntryStore store, IndexManifest manifest, bool readOnly)
@@ -138,6 +140,11 @@ public sealed class VectorIndex : IDisposable
         {
             if ((long)hnsw.Dimensions() != manifest.Dimensions)
                 throw new InvalidDataException($"{vectorsPath}: {hnsw.Dimensions()} dimensions, the manifest says {manifest.Dimensions}.");
+            if (manifest.SaveId is not null && (store.SaveId != manifest.SaveId
+                    || (manifest.VectorsBytes > 0 && new FileInfo(vectorsPath).Length != manifest.VectorsBytes)))
+                throw new InvalidDataException($"The index at '{directory}' was interrupted while saving: its files come from different saves " +
+                    $"({ManifestFile} save {manifest.SaveId}, {StoreFile} save {store.SaveId ?? "none"}, {VectorsFile} " +
+                    $"{new FileInfo(vectorsPath).Length} bytes where the manifest says {manifest.VectorsBytes}); rebuild it.");
             if ((long)hnsw.Size() != manifest.Count || store.Count != manifest.Count)
                 throw new InvalidDataException($"Vector index '{directory}' is inconsistent: manifest {manifest.Count} entries, " +
                     $"{VectorsFile} {hnsw.Size()}, {StoreFile} {store.Count} (a save was interrupted: rebuild the index).");
@@ -253,8 +260,10 @@ public sealed class VectorIndex : IDisposable
     }
 
     /// <summary>
-    /// Writes the index to its directory atomically per file: each file goes to a temporary name and is moved into
-    /// place, the manifest last; <see cref="Open"/> refuses a directory whose files disagree with the manifest.
+    /// Writes the index to its directory atomically per file: each file goes to a temporary name, is flushed to disk
+    /// and moved into place, the manifest last. Each save has a new id, written to the manifest and to the DuckDB
+    /// file's <c>meta</c> table (with the USearch file's length in the manifest), so <see cref="Open"/> refuses a
+    /// directory whose files come from different saves (a crash between the renames).
     /// </summary>
     public void Save()
     {
@@ -263,21 +272,27 @@ public sealed class VectorIndex : IDisposable
         string tag = $".tmp-{Environment.ProcessId}-{Guid.NewGuid():N}";
         var vectorsTmp = Path.Combine(_directory, VectorsFile + tag);
         var storeTmp = Path.Combine(_directory, StoreFile + tag);
-        var manifestTmp = Path.Combine(_directory, ManifestFile + tag);
         try
         {
+            string saveId = Guid.NewGuid().ToString("N");
             _hnsw.Save(vectorsTmp);
-            _store.SaveTo(storeTmp);
-            _manifest = _manifest with { Count = Count, NextSlot = _nextSlot, ExpansionSearch = ExpansionSearch };
-            File.WriteAllText(manifestTmp, JsonSerializer.Serialize(_manifest, IndexManifest.Json));
+            _store.SaveTo(storeTmp, saveId);
+            FlushToDisk(vectorsTmp);
+            FlushToDisk(storeTmp);
+            var manifest = _manifest with
+            {
+                Count = Count, NextSlot = _nextSlot, ExpansionSearch = ExpansionSearch,
+                SaveId = saveId, VectorsBytes = new FileInfo(vectorsTmp).Length,
+            };
             File.Move(vectorsTmp, Path.Combine(_directory, VectorsFile), overwrite: true);
             File.Move(storeTmp, Path.Combine(_directory, StoreFile), overwrite: true);
-            File.Move(manifestTmp, Path.Combine(_directory, ManifestFile), overwrite: true);
+            Bert4Sharp.Checkpoints.AtomicFile.WriteAllText(Path.Combine(_directory, ManifestFile), JsonSerializer.Serialize(manifest, IndexManifest.Json));
+            _manifest = manifest;
             _dirty = false;
         }
         finally
         {
-            foreach (var p in new[] { vectorsTmp, storeTmp, manifestTmp })
+            foreach (var p in new[] { vectorsTmp, storeTmp })
                 if (File.Exists(p)) File.Delete(p);
         }
     }
@@ -295,14 +310,28 @@ public sealed class VectorIndex : IDisposable
         _store.Dispose();
     }
 
+    private static void FlushToDisk(string path)
+    {
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        fs.Flush(flushToDisk: true);
+    }
+
     private void Changed()
     {
-        _exactMatrix = null;
-        _exactSlots = null;
+        lock (_exactLock)
+        {
+            _exactMatrix = null;
+            _exactSlots = null;
+        }
         _dirty = true;
     }
 
     private (float[] Matrix, ulong[] Slots) ExactMatrix()
+    {
+        lock (_exactLock) return ExactMatrixLocked();
+    }
+
+    private (float[] Matrix, ulong[] Slots) ExactMatrixLocked()
     {
         if (_exactMatrix is not null && _exactSlots is not null) return (_exactMatrix, _exactSlots);
         // The vectors are read back from USearch (float32, stored normalised): one copy of them on disk.

@@ -47,6 +47,10 @@ internal sealed record IndexManifest
     [JsonPropertyName("connectivity")] public int Connectivity { get; init; }
     [JsonPropertyName("expansion_add")] public int ExpansionAdd { get; init; }
     [JsonPropertyName("expansion_search")] public int ExpansionSearch { get; init; }
+    /// <summary>Id of the save that wrote this manifest; the DuckDB file's <c>meta</c> table holds the same (null: written before ids).</summary>
+    [JsonPropertyName("save_id")] public string? SaveId { get; init; }
+    /// <summary>Byte length of vectors.usearch as this save wrote it (0: not recorded).</summary>
+    [JsonPropertyName("vectors_bytes")] public long VectorsBytes { get; init; }
 
     public static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 }

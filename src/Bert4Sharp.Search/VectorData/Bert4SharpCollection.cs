@@ -14,7 +14,8 @@ namespace Bert4Sharp.Search.VectorData;
 /// strings (ulong in decimal, Guid as "D"), data properties as one JSON object in DuckDB (by storage name), the vector
 /// in USearch (cosine; <c>IndexKind.Flat</c> searches exactly, anything else uses HNSW). A string vector property is
 /// embedded through the configured <see cref="IEmbeddingGenerator"/> and its text kept. Every upsert or delete call
-/// saves the index (atomically), so batch your upserts. Search filters are not supported (a server connector has them).
+/// saves the index (atomically), so batch your upserts. All collection objects of one name from one store share one
+/// open index and one gate, so they see each other's writes and calls from several threads are serialised. Search filters are not supported (a server connector has them).
 /// </summary>
 /// <typeparam name="TKey">string, ulong or Guid (object for dynamic collections).</typeparam>
 /// <typeparam name="TRecord">The record type (attributes or a <see cref="VectorStoreCollectionDefinition"/>).</typeparam>
@@ -22,16 +23,17 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
     where TKey : notnull
     where TRecord : class
 {
+    private readonly SharedIndex _shared;
     private readonly string _directory;
     private readonly Bert4SharpVectorStoreOptions _options;
     private readonly CollectionModel _model;
     private readonly VectorPropertyModel _vector;
-    private VectorIndex? _index;
 
-    internal Bert4SharpCollection(string directory, string name, Bert4SharpVectorStoreOptions options,
+    internal Bert4SharpCollection(SharedIndex shared, string name, Bert4SharpVectorStoreOptions options,
         VectorStoreCollectionDefinition? definition, bool dynamic = false)
     {
-        _directory = directory;
+        _shared = shared;
+        _directory = shared.Directory;
         Name = name;
         _options = options;
         var builder = new SearchModelBuilder();
@@ -39,7 +41,10 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
             ? builder.BuildDynamic(definition ?? throw new ArgumentNullException(nameof(definition)), options.EmbeddingGenerator)
             : builder.Build(typeof(TRecord), typeof(TKey), definition, options.EmbeddingGenerator);
         _vector = _model.VectorProperty;
-        if (_vector.DistanceFunction is not null and not DistanceFunction.CosineSimilarity and not DistanceFunction.CosineDistance)
+        if (_vector.DistanceFunction is DistanceFunction.CosineDistance)
+            throw new NotSupportedException($"Vector property '{_vector.ModelName}': distance function CosineDistance is not supported; " +
+                "this store returns cosine similarities as scores (higher is closer): use CosineSimilarity.");
+        if (_vector.DistanceFunction is not null and not DistanceFunction.CosineSimilarity)
             throw new NotSupportedException($"Vector property '{_vector.ModelName}': distance function {_vector.DistanceFunction} is not supported; this store uses cosine similarity.");
     }
 
@@ -51,31 +56,19 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         Task.FromResult(VectorIndex.Exists(_directory));
 
     /// <inheritdoc />
-    public override Task EnsureCollectionExistsAsync(CancellationToken cancellationToken = default)
-    {
-        if (_index is null && !VectorIndex.Exists(_directory))
-        {
-            _index = VectorIndex.Create(_directory, new VectorIndexOptions(_vector.Dimensions, _options.Model,
-                _options.Connectivity, _options.ExpansionAdd, _options.ExpansionSearch));
-            _index.Save();
-        }
-        return Task.CompletedTask;
-    }
+    public override Task EnsureCollectionExistsAsync(CancellationToken cancellationToken = default) =>
+        Locked(EnsureExists, cancellationToken);
 
     /// <inheritdoc />
-    public override Task EnsureCollectionDeletedAsync(CancellationToken cancellationToken = default)
-    {
-        _index?.Dispose();
-        _index = null;
-        if (Directory.Exists(_directory)) Directory.Delete(_directory, recursive: true);
-        return Task.CompletedTask;
-    }
+    public override Task EnsureCollectionDeletedAsync(CancellationToken cancellationToken = default) =>
+        _shared.DeleteAsync(cancellationToken);
 
     /// <inheritdoc />
-    public override Task<TRecord?> GetAsync(TKey key, RecordRetrievalOptions? options = null, CancellationToken cancellationToken = default)
+    public override async Task<TRecord?> GetAsync(TKey key, RecordRetrievalOptions? options = null, CancellationToken cancellationToken = default)
     {
-        var entry = Index().Get(KeyToString(key));
-        return Task.FromResult(entry is null ? null : ToRecord(entry.Key, entry.Text, entry.Metadata, options?.IncludeVectors == true ? entry.Vector : null));
+        var k = KeyToString(key);
+        var entry = await Locked(() => Index().Get(k), cancellationToken).ConfigureAwait(false);
+        return entry is null ? null : ToRecord(entry.Key, entry.Text, entry.Metadata, options?.IncludeVectors == true ? entry.Vector : null);
     }
 
     /// <inheritdoc />
@@ -85,14 +78,17 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         ArgumentNullException.ThrowIfNull(filter);
         ArgumentOutOfRangeException.ThrowIfLessThan(top, 1);
         if (options?.OrderBy is not null) throw new NotSupportedException("OrderBy is not supported by the Bert4Sharp embedded store.");
-        await Task.Yield();
         var predicate = filter.Compile();
-        var index = Index();
+        // Read a snapshot under the gate; filter and yield outside it.
+        var entries = await Locked(() =>
+        {
+            var index = Index();
+            return index.Keys().Select(key => index.Get(key)!).ToList();
+        }, cancellationToken).ConfigureAwait(false);
         int skip = options?.Skip ?? 0, returned = 0;
-        foreach (var key in index.Keys())
+        foreach (var entry in entries)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var entry = index.Get(key)!;
             var record = ToRecord(entry.Key, entry.Text, entry.Metadata, options?.IncludeVectors == true ? entry.Vector : null);
             if (!predicate(record)) continue;
             if (skip > 0) { skip--; continue; }
@@ -107,9 +103,13 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
     /// <inheritdoc />
     public override Task DeleteAsync(IEnumerable<TKey> keys, CancellationToken cancellationToken = default)
     {
-        var index = Index();
-        if (index.Remove(keys.Select(k => KeyToString(k))) > 0) index.Save();
-        return Task.CompletedTask;
+        ArgumentNullException.ThrowIfNull(keys);
+        var strings = keys.Select(k => KeyToString(k)).ToList();
+        return Locked(() =>
+        {
+            var index = Index();
+            if (index.Remove(strings) > 0) index.Save();
+        }, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -121,7 +121,6 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         ArgumentNullException.ThrowIfNull(records);
         var list = records.ToList();
         if (list.Count == 0) return;
-        await EnsureCollectionExistsAsync(cancellationToken).ConfigureAwait(false);
         var values = list.Select(r => _vector.GetValueAsObject(r)).ToList();
         var vectors = new ReadOnlyMemory<float>[list.Count];
         var texts = new string?[list.Count];
@@ -141,10 +140,14 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         }
         var entries = new VectorEntry[list.Count];
         for (int i = 0; i < list.Count; i++)
-            entries[i] = new VectorEntry(KeyToString(_model.KeyProperty.GetValueAsObject(list[i])!), texts[i], DataToJson(list[i]), vectors[i]);
-        var index = Index();
-        index.Add(entries);
-        index.Save();
+            entries[i] = new VectorEntry(KeyToString(_model.KeyProperty.GetValueAsObject(list[i]), i), texts[i], DataToJson(list[i]), vectors[i]);
+        await Locked(() =>
+        {
+            EnsureExists();
+            var index = Index();
+            index.Add(entries);
+            index.Save();
+        }, cancellationToken).ConfigureAwait(false);
     }
 
     /// <inheritdoc />
@@ -163,13 +166,19 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
                 throw new InvalidOperationException($"Searching with a {typeof(TInput).Name} needs an IEmbeddingGenerator (Bert4SharpVectorStoreOptions.EmbeddingGenerator); or pass a ReadOnlyMemory<float>.");
             query = ((Embedding<float>)await _vector.GenerateEmbeddingAsync(searchValue, cancellationToken).ConfigureAwait(false)).Vector;
         }
-        var index = Index();
         int k = top + options.Skip;
-        var hits = _vector.IndexKind == IndexKind.Flat ? index.SearchExact(query.Span, k) : index.Search(query.Span, k);
-        foreach (var hit in hits.Skip(options.Skip))
+        bool exact = _vector.IndexKind == IndexKind.Flat, includeVectors = options.IncludeVectors;
+        var found = await Locked(() =>
+        {
+            var index = Index();
+            var hits = exact ? index.SearchExact(query.Span, k) : index.Search(query.Span, k);
+            return hits.Skip(options.Skip)
+                .Select(hit => (Hit: hit, Vector: includeVectors ? index.Get(hit.Key)!.Vector : (ReadOnlyMemory<float>?)null))
+                .ToList();
+        }, cancellationToken).ConfigureAwait(false);
+        foreach (var (hit, vector) in found)
         {
             if (options.ScoreThreshold is { } threshold && hit.Score < threshold) continue;
-            var vector = options.IncludeVectors ? index.Get(hit.Key)!.Vector : (ReadOnlyMemory<float>?)null;
             yield return new VectorSearchResult<TRecord>(ToRecord(hit.Key, hit.Text, hit.Metadata, vector), hit.Score);
         }
     }
@@ -182,26 +191,56 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         : serviceType == typeof(VectorIndex) ? Index()
         : null;
 
-    /// <inheritdoc />
-    protected override void Dispose(bool disposing)
+    private async Task<T> Locked<T>(Func<T> action, CancellationToken cancellationToken)
     {
-        if (disposing) _index?.Dispose();
-        base.Dispose(disposing);
+        await _shared.Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return action();
+        }
+        finally
+        {
+            _shared.Gate.Release();
+        }
     }
 
+    private Task Locked(Action action, CancellationToken cancellationToken) =>
+        Locked(() => { action(); return true; }, cancellationToken);
+
+    // Under the gate.
+    private void EnsureExists()
+    {
+        if (_shared.Index is null && !VectorIndex.Exists(_directory))
+        {
+            var index = VectorIndex.Create(_directory, new VectorIndexOptions(_vector.Dimensions, _options.Model,
+                _options.Connectivity, _options.ExpansionAdd, _options.ExpansionSearch));
+            try
+            {
+                index.Save();
+            }
+            catch
+            {
+                index.Dispose();
+                throw;
+            }
+            _shared.Index = index;
+        }
+    }
+
+    // Under the gate (GetService reads it without: the caller then owns the synchronisation).
     private VectorIndex Index()
     {
-        if (_index is not null) return _index;
+        if (_shared.Index is { } open) return open;
         if (!VectorIndex.Exists(_directory))
             throw new VectorStoreException($"Collection '{Name}' does not exist at '{_directory}': call EnsureCollectionExistsAsync or upsert first.")
             { VectorStoreSystemName = Bert4SharpVectorStore.SystemName, CollectionName = Name };
-        var index = VectorIndex.Open(_directory, writable: true);
+        var index = VectorIndex.Open(_directory, writable: true, expectedModel: _options.Model.Length > 0 ? _options.Model : null);
         if (index.Dimensions != _vector.Dimensions)
         {
             index.Dispose();
             throw new VectorStoreException($"Collection '{Name}' holds {index.Dimensions}-dimensional vectors; the record type declares {_vector.Dimensions}.");
         }
-        return _index = index;
+        return _shared.Index = index;
     }
 
     private static bool TryVector(object? value, out ReadOnlyMemory<float> vector)
@@ -238,8 +277,10 @@ public sealed class Bert4SharpCollection<TKey, TRecord> : VectorStoreCollection<
         return record;
     }
 
-    private static string KeyToString(object key) => key switch
+    private string KeyToString(object? key, int record = -1) => key switch
     {
+        null => throw new ArgumentException((record >= 0 ? $"Record {record}: key" : "Key") +
+            $" property '{_model.KeyProperty.ModelName}' is null; every record needs a non-null key.", record >= 0 ? "records" : "key"),
         string s => s,
         ulong u => u.ToString(CultureInfo.InvariantCulture),
         Guid g => g.ToString("D"),

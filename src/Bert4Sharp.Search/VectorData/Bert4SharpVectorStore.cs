@@ -30,6 +30,9 @@ public sealed class Bert4SharpVectorStore : VectorStore
     internal const string SystemName = "bert4sharp-usearch";
     private readonly string _root;
     private readonly Bert4SharpVectorStoreOptions _options;
+    // One shared index state per collection directory: every collection object of a name uses it, so they see each
+    // other's writes and never save over each other.
+    private readonly Dictionary<string, SharedIndex> _shared = new(StringComparer.Ordinal);
 
     /// <summary>A store whose collections live under <paramref name="rootDirectory"/> (created when first needed).</summary>
     public Bert4SharpVectorStore(string rootDirectory, Bert4SharpVectorStoreOptions? options = null)
@@ -41,11 +44,11 @@ public sealed class Bert4SharpVectorStore : VectorStore
 
     /// <inheritdoc />
     public override VectorStoreCollection<TKey, TRecord> GetCollection<TKey, TRecord>(string name, VectorStoreCollectionDefinition? definition = null) =>
-        new Bert4SharpCollection<TKey, TRecord>(CollectionDirectory(name), name, _options, definition);
+        new Bert4SharpCollection<TKey, TRecord>(Shared(name), name, _options, definition);
 
     /// <inheritdoc />
     public override VectorStoreCollection<object, Dictionary<string, object?>> GetDynamicCollection(string name, VectorStoreCollectionDefinition definition) =>
-        new Bert4SharpCollection<object, Dictionary<string, object?>>(CollectionDirectory(name), name, _options, definition, dynamic: true);
+        new Bert4SharpCollection<object, Dictionary<string, object?>>(Shared(name), name, _options, definition, dynamic: true);
 
     /// <inheritdoc />
     public override async IAsyncEnumerable<string> ListCollectionNamesAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
@@ -61,11 +64,19 @@ public sealed class Bert4SharpVectorStore : VectorStore
         Task.FromResult(VectorIndex.Exists(CollectionDirectory(name)));
 
     /// <inheritdoc />
-    public override Task EnsureCollectionDeletedAsync(string name, CancellationToken cancellationToken = default)
+    public override Task EnsureCollectionDeletedAsync(string name, CancellationToken cancellationToken = default) =>
+        Shared(name).DeleteAsync(cancellationToken);
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
     {
-        var dir = CollectionDirectory(name);
-        if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
-        return Task.CompletedTask;
+        if (disposing)
+            lock (_shared)
+            {
+                foreach (var s in _shared.Values) s.Dispose();
+                _shared.Clear();
+            }
+        base.Dispose(disposing);
     }
 
     /// <inheritdoc />
@@ -74,12 +85,56 @@ public sealed class Bert4SharpVectorStore : VectorStore
             ? new VectorStoreMetadata { VectorStoreSystemName = SystemName, VectorStoreName = _root }
             : null;
 
+    private SharedIndex Shared(string name)
+    {
+        var dir = CollectionDirectory(name);
+        lock (_shared)
+        {
+            if (!_shared.TryGetValue(dir, out var shared)) _shared[dir] = shared = new SharedIndex(dir);
+            return shared;
+        }
+    }
+
     private string CollectionDirectory(string name)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         if (name.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || name is "." or "..")
             throw new ArgumentException($"Collection name '{name}' is not a valid directory name.", nameof(name));
         return Path.Combine(_root, name);
+    }
+}
+
+/// <summary>
+/// The index state of one collection directory, shared by every collection object of that name in one store: the
+/// open <see cref="VectorIndex"/> (null until first needed, and again after a delete) and the gate that every
+/// operation holds, since USearch adds and the DuckDB appender are not thread-safe.
+/// </summary>
+internal sealed class SharedIndex(string directory) : IDisposable
+{
+    public string Directory { get; } = directory;
+    public SemaphoreSlim Gate { get; } = new(1, 1);
+    public VectorIndex? Index { get; set; }
+
+    /// <summary>Closes the index and deletes the directory, under the gate.</summary>
+    public async Task DeleteAsync(CancellationToken cancellationToken)
+    {
+        await Gate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            Index?.Dispose();
+            Index = null;
+            if (System.IO.Directory.Exists(Directory)) System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        finally
+        {
+            Gate.Release();
+        }
+    }
+
+    public void Dispose()
+    {
+        Index?.Dispose();
+        Index = null;
     }
 }
 
