@@ -81,8 +81,7 @@ public sealed class TextClassifier : IDisposable
     public static TextClassifierTraining Train(IReadOnlyList<TextExample> train, IReadOnlyList<TextExample> dev, ClueRunOptions run, TextClassifierOptions options,
         Action<string> log, ProgressDisplay progress = ProgressDisplay.Lines, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(run.Output, run.Resume, run.Overwrite);
-        torch.manual_seed(run.Seed);
+        ClueRun.Begin(run);
         var labels = options.Labels ?? SortLabels(train.Select(x => x.Label ?? throw new ArgumentException($"training example '{x.Text}' has no label")));
         options = options with { Labels = labels };
         var trainSet = Indexed(train, labels, "training");

@@ -96,8 +96,7 @@ public sealed class C3Runs : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         int maxLength = o.MaxLength ?? DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "c3");
         var (encoder, tokenizer, source) = ClueRun.Encoder(o);
@@ -174,8 +173,7 @@ public sealed class ChidRuns : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         int maxLength = o.MaxLength ?? DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "chid");
         var (encoder, tokenizer, source) = ClueRun.Encoder(o);

@@ -101,6 +101,16 @@ public interface IClueRun
 /// <summary>What every CLUE run shares: the encoder (pretrained or random), the training loop with dev evaluation and the return to the best weights, and the saved task model.</summary>
 public static class ClueRun
 {
+    /// <summary>
+    /// What every run does first: refuses an output directory holding another run (unless resuming or overwriting) and
+    /// seeds torch, so initialisation, shuffling and dropout repeat.
+    /// </summary>
+    public static void Begin(ClueRunOptions o)
+    {
+        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
+        torch.manual_seed(o.Seed);
+    }
+
     /// <summary>The encoder and its tokenizer: pretrained weights from <see cref="ClueRunOptions.Model"/>, or a random one from <see cref="ClueRunOptions.Config"/>.</summary>
     /// <returns>The encoder, the tokenizer and a description for the log.</returns>
     public static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer, string Source) Encoder(ClueRunOptions o)

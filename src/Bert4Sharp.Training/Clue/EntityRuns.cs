@@ -32,8 +32,7 @@ public sealed class EntityRuns : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         var head = ParseHead(o.Head);
         int maxLength = o.MaxLength ?? DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "cluener2020");

@@ -44,8 +44,7 @@ public sealed class DuieRun : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         bool efficient = GpLinkerRun.Efficient(Task, o.Head);
         int maxLength = o.MaxLength ?? GpLinkerRun.DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "duie");
@@ -164,8 +163,7 @@ public sealed class DueeRun : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         bool efficient = GpLinkerRun.Efficient(Task, o.Head);
         int maxLength = o.MaxLength ?? GpLinkerRun.DefaultMaxLength;
         string data = Path.Combine(o.DataDirectory, "duee");

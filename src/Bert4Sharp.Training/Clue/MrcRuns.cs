@@ -32,8 +32,7 @@ public sealed class MrcRuns : IClueRun
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
-        TrainingOutput.EnsureUsable(o.Output, o.Resume, o.Overwrite);
-        torch.manual_seed(o.Seed);
+        ClueRun.Begin(o);
         var options = new SpanExtractorOptions
         {
             MaxLength = o.MaxLength ?? DefaultMaxLength, DocStride = DefaultDocStride, MaxQuestionLength = DefaultMaxQuestionLength, MaxAnswerLength = DefaultMaxAnswerLength,

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Bert4Sharp.Embeddings;
 using Bert4Sharp.Tasks;
 
@@ -9,11 +8,7 @@ public class WhitenCliTests
 {
     static (int Code, string Out, string Err) B4s(params string[] args) => CliTests.B4sWith(MiniLm.CliEnvironment, args);
 
-    static float[][] Vectors(string path) => [.. File.ReadLines(path).Select(l =>
-    {
-        using var doc = JsonDocument.Parse(l);
-        return doc.RootElement.GetProperty("embedding").EnumerateArray().Select(v => v.GetSingle()).ToArray();
-    })];
+    static float[][] Vectors(string path) => [.. Search.EmbedCliTests.ReadOutput(path).Select(r => r.Vector)];
 
     [Fact]
     public void WhitenThenEmbedAppliesItAndTheSavedPoolingIsUsed()

@@ -11,7 +11,7 @@ public sealed class EmbedCliTests
 {
     static (int Code, string Out, string Err) B4s(params string[] args) => CliTests.B4sWith(MiniLm.CliEnvironment, args);
 
-    static List<(JsonElement Id, float[] Vector)> ReadOutput(string path) =>
+    internal static List<(JsonElement Id, float[] Vector)> ReadOutput(string path) =>
         File.ReadLines(path).Select(line =>
         {
             using var doc = JsonDocument.Parse(line);
