@@ -1,0 +1,140 @@
+namespace Bert4Sharp.Onnx.Export;
+
+using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Models;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>Options of <see cref="OnnxExport.Save"/>.</summary>
+public sealed record OnnxExportOptions
+{
+    /// <summary>Lowest opset every exporter path supports (LayerNormalization is opset 17).</summary>
+    public const int MinOpset = 17;
+    /// <summary>Highest opset written (ONNX Runtime 1.31 runs it).</summary>
+    public const int MaxOpset = 21;
+
+    /// <summary>The ai.onnx opset of the graph, <see cref="MinOpset"/>..<see cref="MaxOpset"/>.</summary>
+    public int Opset { get; init; } = MinOpset;
+    /// <summary>
+    /// Write ONNX Runtime's fused operators (com.microsoft Gelu / FastGelu) where the standard graph would spell
+    /// them out; such a graph runs on ONNX Runtime only. Default true.
+    /// </summary>
+    public bool Fused { get; init; } = true;
+    /// <summary>Quantise the dense weights to int8 after writing (<see cref="OnnxQuantization.QuantizeDynamic(string, string, int)"/>).</summary>
+    public bool Int8 { get; init; }
+}
+
+/// <summary>What <see cref="OnnxExport.Save"/> wrote.</summary>
+/// <param name="Path">The graph file.</param>
+/// <param name="Outputs">Graph outputs, in order (<c>last_hidden_state</c> first).</param>
+/// <param name="Operators">Nodes per operator.</param>
+/// <param name="Bytes">File size.</param>
+/// <param name="Quantization">What int8 quantisation changed, when asked.</param>
+public sealed record OnnxExportResult(string Path, IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, long Bytes, QuantizationReport? Quantization);
+
+/// <summary>How far an exported graph run by ONNX Runtime is from the TorchSharp model on the same inputs.</summary>
+/// <param name="Output">Graph output name.</param>
+/// <param name="MaxAbsDiff">Largest |ONNX Runtime − TorchSharp|.</param>
+/// <param name="MaxAbsExpected">Largest |TorchSharp| (the scale the difference is relative to).</param>
+public sealed record ExportCheck(string Output, double MaxAbsDiff, double MaxAbsExpected);
+
+/// <summary>
+/// Export to ONNX from C#: writes a <see cref="TransformerModel"/>'s graph from its architecture description and named
+/// weights (no tracing), for ONNX Runtime (<see cref="OnnxRuntimeEncoder"/>) or any ONNX runtime when
+/// <see cref="OnnxExportOptions.Fused"/> is off.
+/// </summary>
+public static class OnnxExport
+{
+    /// <summary>
+    /// Writes <paramref name="model"/> to <paramref name="path"/> atomically (a failed export leaves any earlier file
+    /// untouched). Inputs <c>input_ids</c>, <c>attention_mask</c>, <c>token_type_ids</c> (when the model has segments);
+    /// outputs <c>last_hidden_state</c>, then <c>pooler_output</c>, <c>logits</c>, <c>seq_relationship_logits</c>,
+    /// <c>discriminator_logits</c> as the application has them.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The model has something the exporter cannot write (named).</exception>
+    /// <exception cref="ArgumentOutOfRangeException">Opset outside the supported range.</exception>
+    public static OnnxExportResult Save(TransformerModel model, string path, OnnxExportOptions? options = null)
+    {
+        options ??= new();
+        if (options.Opset is < OnnxExportOptions.MinOpset or > OnnxExportOptions.MaxOpset)
+            throw new ArgumentOutOfRangeException(nameof(options), $"opset {options.Opset} is outside {OnnxExportOptions.MinOpset}..{OnnxExportOptions.MaxOpset}");
+        var g = new GraphWriter(options.Opset);
+        var outputs = TransformerGraph.Write(model, g, options);
+        var proto = g.Model(new Dictionary<string, string>
+        {
+            ["bert4sharp.family"] = model.Family.Name,
+            ["bert4sharp.application"] = model.Application.ToString(),
+            ["bert4sharp.max_length"] = model.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        });
+        QuantizationReport? report = options.Int8 ? OnnxQuantization.QuantizeDynamic(proto) : null;
+        long size = proto.CalculateSize();
+        if (size > int.MaxValue)
+            throw new NotSupportedException($"the graph is {size / (1 << 20)} MiB; protobuf files stop at 2 GiB (export with --int8, or a smaller model)");
+        AtomicFile.Write(path, s => proto.WriteTo(s));
+        return new OnnxExportResult(path, outputs, g.OpCounts, new FileInfo(path).Length, report);
+    }
+
+    /// <summary>
+    /// Runs <paramref name="path"/> with ONNX Runtime and <paramref name="model"/> with TorchSharp on the same random
+    /// ids (batch 2, the second row padded after half its length), and reports the difference per output.
+    /// </summary>
+    public static IReadOnlyList<ExportCheck> Verify(TransformerModel model, string path, int length = 16, int seed = 0)
+    {
+        using var scope = torch.NewDisposeScope();
+        return Compare(model, path, length, seed)
+            .Select(c => new ExportCheck(c.Output, (c.Got - c.Want).abs().max().ToDouble(), c.Want.abs().max().ToDouble())).ToList();
+    }
+
+    /// <summary>Each graph output next to the TorchSharp model's (float32, CPU), on <see cref="Verify"/>'s inputs; tensors in the caller's scope.</summary>
+    internal static List<(string Output, Tensor Got, Tensor Want)> Compare(TransformerModel model, string path, int length = 16, int seed = 0)
+    {
+        using var noGrad = torch.no_grad();
+        long t = Math.Min(length, model.MaxLength);
+        var gen = new Generator((ulong)seed);
+        var ids = torch.randint(1, model.Config.VocabSize, [2, t], generator: gen, dtype: ScalarType.Int64);
+        var mask = torch.ones(2, t, dtype: ScalarType.Int64);
+        mask[1, TensorIndex.Slice(t / 2)] = torch.tensor(0L);
+        var segments = torch.zeros(2, t, dtype: ScalarType.Int64);
+        if (model.Architecture.Embeddings.SegmentVocab > 1 || model.Application == Application.UniLM)
+            segments[TensorIndex.Colon, TensorIndex.Slice(t / 2)] = torch.tensor(1L);
+        bool wasTraining = model.training;
+        model.eval();
+        using var expected = model.Forward(new ModelInput(ids.to(model.Device)) { Segments = segments.to(model.Device), AttentionMask = mask.to(model.Device) });
+        if (wasTraining) model.train();
+        using var so = new SessionOptions();
+        using var session = new InferenceSession(path, so);
+        long[] shape = [2, t];
+        var inputs = new Dictionary<string, OrtValue>
+        {
+            ["input_ids"] = OrtValue.CreateTensorValueFromMemory(ids.data<long>().ToArray(), shape),
+            ["attention_mask"] = OrtValue.CreateTensorValueFromMemory(mask.data<long>().ToArray(), shape),
+        };
+        if (session.InputMetadata.ContainsKey("token_type_ids")) inputs["token_type_ids"] = OrtValue.CreateTensorValueFromMemory(segments.data<long>().ToArray(), shape);
+        try
+        {
+            var names = session.OutputMetadata.Keys.ToList();
+            using var run = new RunOptions();
+            using var results = session.Run(run, inputs.Keys.ToList(), inputs.Values.ToList(), names);
+            var pairs = new List<(string, Tensor, Tensor)>();
+            for (int i = 0; i < names.Count; i++)
+            {
+                Tensor? reference = names[i] switch
+                {
+                    "last_hidden_state" => expected.LastHiddenState,
+                    "pooler_output" => expected.Pooled,
+                    "logits" => expected.Logits,
+                    "seq_relationship_logits" => expected.SentenceLogits,
+                    "discriminator_logits" => expected.DiscriminatorLogits,
+                    _ => null,
+                };
+                if (reference is null) continue;
+                var got = torch.tensor(results[i].GetTensorDataAsSpan<float>().ToArray(), results[i].GetTensorTypeAndShape().Shape);
+                pairs.Add((names[i], got, reference.cpu().to(ScalarType.Float32).alias()));
+            }
+            return pairs;
+        }
+        finally { foreach (var v in inputs.Values) v.Dispose(); }
+    }
+}

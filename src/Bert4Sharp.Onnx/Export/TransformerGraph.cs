@@ -1,0 +1,379 @@
+namespace Bert4Sharp.Onnx.Export;
+
+using Bert4Sharp.Layers;
+using Bert4Sharp.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+using DataType = global::Onnx.TensorProto.Types.DataType;
+
+/// <summary>
+/// Writes a <see cref="TransformerModel"/> as an ONNX graph from its <see cref="ArchitectureOptions"/> and named
+/// parameters, walking the options exactly as <see cref="TransformerModel.Forward(ModelInput)"/> does: embeddings →
+/// blocks (post-, pre- or around-feed-forward norm; softmax, squared-ReLU or softmax_plus scores; rotary, NEZHA
+/// relative or no positions inside attention; GAU-α units) → final norm → the application's heads. Inputs
+/// <c>input_ids</c>, <c>attention_mask</c> (and <c>token_type_ids</c> when the model has segments), int64
+/// (batch, sequence), both axes dynamic. What the model has that the graph cannot express is refused by name
+/// (<see cref="Check"/>), never written wrongly.
+/// </summary>
+internal sealed class TransformerGraph
+{
+    readonly TransformerModel model;
+    readonly ArchitectureOptions arch;
+    readonly GraphWriter g;
+    readonly OnnxExportOptions options;
+    readonly Dictionary<string, Tensor> parameters;
+    readonly Dictionary<long, (string Sin, string Cos)> rotary = [];
+    readonly Dictionary<(long, int), string> relative = [];
+    string positions = "", length = "";
+
+    TransformerGraph(TransformerModel model, GraphWriter g, OnnxExportOptions options)
+    {
+        this.model = model;
+        arch = model.Architecture;
+        this.g = g;
+        this.options = options;
+        parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+    }
+
+    /// <summary>Throws <see cref="NotSupportedException"/> naming the first thing of <paramref name="model"/> the exporter cannot write.</summary>
+    public static void Check(TransformerModel model)
+    {
+        var a = model.Architecture;
+        string name = model.Family.Name;
+        if (model.Application == Application.Seq2Seq || a.Decoder is not null || a.RelativeBias is not null)
+            throw new NotSupportedException($"{name}: encoder–decoders and T5's bucketed relative positions are not exported yet; export an encoder family, GPT or GPT-2");
+        if (a.Layer.Condition is not null) throw new NotSupportedException($"{name}: conditional LayerNorm takes a condition input the exported graph does not have");
+        if (a.Gau is null && a.Layer.CrossAttention) throw new NotSupportedException($"{name}: blocks with cross attention are not exported");
+        var kernel = a.Gau?.Kernel ?? a.Layer.Attention.Kernel ?? AttentionKernels.Softmax;
+        if (kernel is not (SoftmaxKernel or SquaredReluKernel or SoftmaxPlusKernel))
+            throw new NotSupportedException($"{name}: the attention kernel '{kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
+        if (a.Layer.Attention.Position == AttentionPosition.RelativeBuckets)
+            throw new NotSupportedException($"{name}: T5's bucketed relative positions are not exported yet");
+    }
+
+    /// <summary>Writes the graph of <paramref name="model"/> into <paramref name="g"/>; returns the output names written.</summary>
+    public static IReadOnlyList<string> Write(TransformerModel model, GraphWriter g, OnnxExportOptions options)
+    {
+        Check(model);
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        return new TransformerGraph(model, g, options).Write();
+    }
+
+    bool HasSegments => arch.Embeddings.SegmentVocab > 0 || model.Application == Application.UniLM;
+
+    IReadOnlyList<string> Write()
+    {
+        g.Input("input_ids", DataType.Int64, "batch", "sequence");
+        g.Input("attention_mask", DataType.Int64, "batch", "sequence");
+        if (HasSegments) g.Input("token_type_ids", DataType.Int64, "batch", "sequence");
+        var shape = g.Op("Shape", "input_ids");                                            // [B, T]
+        length = g.Op("Squeeze", g.Op("Slice", shape, g.Ints([1]), g.Ints([2])), g.Ints([0]));   // T
+        positions = g.Op("Range", g.Ints([0], scalar: true), length, g.Ints([1], scalar: true));   // (T) int64
+        var x = Embeddings();                                                             // (B, T, H)
+        var mask = Mask();                                                                // (B, 1, 1 or T, T) additive
+        string? scores = null;
+        for (int i = 0; i < arch.Layers; i++)
+        {
+            string p = $"layers.{(arch.ShareLayers ? 0 : i)}";
+            x = arch.Gau is GauOptions gau ? GauLayer(p, x, mask, gau) : Block(p, x, mask, ref scores);
+        }
+        if (arch.FinalNorm) x = Norm("final_norm", x, arch.Layer.Norm, arch.Layer.Eps);
+        var outputs = new List<string>();
+        void Output(string name, string value, params object[] dims) { g.Output(name, value, DataType.Float, dims); outputs.Add(name); }
+        int h = arch.Layer.Attention.HiddenSize;
+        Output("last_hidden_state", x, "batch", "sequence", (long)h);
+        string? pooled = null;
+        if (parameters.ContainsKey("pooler.weight"))
+        {
+            pooled = g.Op("Tanh", Linear("pooler", g.Op("Gather", [x, g.Ints([0], scalar: true)], ("axis", 1L))));
+            Output("pooler_output", pooled, "batch", (long)h);
+        }
+        if (model.HasLanguageModelHead) Output("logits", LanguageModelHead(x), "batch", "sequence", (long)model.Config.VocabSize);
+        if (pooled is not null && parameters.ContainsKey("sentence.weight")) Output("seq_relationship_logits", Linear("sentence", pooled), "batch", 2L);
+        if (parameters.ContainsKey("discriminator_dense.weight"))
+        {
+            var d = Linear("discriminator_output", Activation(model.Config.HiddenAct, Linear("discriminator_dense", x)));
+            Output("discriminator_logits", g.Op("Squeeze", d, g.Ints([-1])), "batch", "sequence");
+        }
+        return outputs;
+    }
+
+    string Param(string name) => parameters.TryGetValue(name, out var t) ? g.Weight(name, t)
+        : throw new InvalidOperationException($"{model.Family.Name}: the model has no parameter '{name}' the graph needs (exporter and model disagree)");
+
+    /// <summary>x · Wᵀ + b for the Linear named <paramref name="name"/> (weight stored transposed, (in, out), as MatMul takes it).</summary>
+    string Linear(string name, string x)
+    {
+        string w = name + ".weight";
+        if (!parameters.TryGetValue(w, out var weight)) throw new InvalidOperationException($"{model.Family.Name}: no parameter '{w}'");
+        var y = g.Op("MatMul", x, g.Weight(w + ".T", weight.t()));
+        return parameters.ContainsKey(name + ".bias") ? g.Op("Add", y, Param(name + ".bias")) : y;
+    }
+
+    string Activation(string name, string x) => name switch
+    {
+        "gelu" or "gelu_erf" => Gelu(x),
+        "gelu_new" or "gelu_tanh" or "gelu_pytorch_tanh" or "gelu_fast" => GeluTanh(x),
+        "relu" => g.Op("Relu", x),
+        "silu" or "swish" => g.Op("Mul", x, g.Op("Sigmoid", x)),
+        "tanh" => g.Op("Tanh", x),
+        "linear" or "identity" => x,
+        _ => throw new NotSupportedException($"activation '{name}' has no ONNX form here"),
+    };
+
+    /// <summary>Exact GELU: x·½(1 + erf(x/√2)) (ONNX Runtime fuses the pattern; opset 20 has Gelu itself).</summary>
+    string Gelu(string x)
+    {
+        if (options.Fused) return g.Contrib("Gelu", [x]);
+        if (g.Opset >= 20) return g.Op("Gelu", [x], ("approximate", "none"));
+        var erf = g.Op("Erf", g.Op("Div", x, g.Float(MathF.Sqrt(2))));
+        return g.Op("Mul", g.Op("Mul", x, g.Op("Add", erf, g.Float(1))), g.Float(0.5f));
+    }
+
+    /// <summary>tanh GELU: ½x(1 + tanh(√(2/π)(x + 0.044715x³))).</summary>
+    string GeluTanh(string x)
+    {
+        if (options.Fused) return g.Contrib("FastGelu", [x]);
+        if (g.Opset >= 20) return g.Op("Gelu", [x], ("approximate", "tanh"));
+        var cube = g.Op("Mul", g.Op("Mul", x, x), x);
+        var inner = g.Op("Mul", g.Op("Add", x, g.Op("Mul", cube, g.Float(0.044715f))), g.Float(MathF.Sqrt(2 / MathF.PI)));
+        return g.Op("Mul", g.Op("Mul", x, g.Op("Add", g.Op("Tanh", inner), g.Float(1))), g.Float(0.5f));
+    }
+
+    /// <summary>A norm over the last axis (LayerNorm, parameter-free RMS, RMS with gain).</summary>
+    string Norm(string name, string x, NormKind kind, double eps)
+    {
+        if (kind == NormKind.LayerNorm)
+            return g.Op("LayerNormalization", [x, Param(name + ".weight"), Param(name + ".bias")], ("axis", -1L), ("epsilon", eps));
+        var meanSquare = ReduceMean(g.Op("Mul", x, x));
+        var y = g.Op("Mul", x, g.Op("Reciprocal", g.Op("Sqrt", g.Op("Add", meanSquare, g.Float((float)eps)))));
+        return kind == NormKind.Rms ? g.Op("Mul", y, Param(name + ".weight")) : y;
+    }
+
+    string ReduceMean(string x) => g.Opset >= 18
+        ? g.Op("ReduceMean", [x, g.Ints([-1])], ("keepdims", 1L))
+        : g.Op("ReduceMean", [x], ("axes", new long[] { -1 }), ("keepdims", 1L));
+
+    string Embeddings()
+    {
+        var e = arch.Embeddings;
+        var x = g.Op("Gather", Param("embeddings.word.weight"), "input_ids");            // (B, T, E)
+        if (e.PositionsFromPadding is int pad)
+        {
+            // RoBERTa: a real token's position is pad + its rank among the real tokens; padding sits at pad.
+            var real = g.Op("Cast", [g.Op("Not", g.Op("Equal", "input_ids", g.Ints([pad], scalar: true)))], ("to", (long)DataType.Int64));
+            var pos = g.Op("Add", g.Op("Mul", g.Op("CumSum", real, g.Ints([1], scalar: true)), real), g.Ints([pad], scalar: true));
+            x = g.Op("Add", x, g.Op("Gather", Param("embeddings.position.weight"), pos));
+        }
+        else if (e.SinusoidalPositions) x = g.Op("Add", x, Sinusoid(e.Width));
+        else if (e.MaxPositions > 0)
+        {
+            string table;
+            if (e.HierarchicalAlpha is double a)
+            {
+                // Hierarchical decomposition: position i·n + j ↦ α·u_i + (1−α)·u_j, u = (p − α·p₀)/(1−α).
+                var p = parameters["embeddings.position.weight"];
+                var u = g.Weight("embeddings.position.hierarchical", (p - a * p.narrow(0, 0, 1)) / (1 - a));
+                var n = g.Ints([e.MaxPositions], scalar: true);
+                var hi = g.Op("Gather", u, g.Op("Div", positions, n));
+                var lo = g.Op("Gather", u, g.Op("Mod", positions, n));
+                table = g.Op("Add", g.Op("Mul", hi, g.Float((float)a)), g.Op("Mul", lo, g.Float((float)(1 - a))));
+            }
+            else table = g.Op("Gather", Param("embeddings.position.weight"), positions);   // (T, E)
+            x = g.Op("Add", x, table);
+        }
+        if (e.SegmentVocab > 0) x = g.Op("Add", x, g.Op("Gather", Param("embeddings.segment.weight"), "token_type_ids"));
+        if (e.Norm is NormKind k) x = Norm("embeddings.norm", x, k, e.Eps);
+        if (e.ProjectTo is not null) x = Linear("embeddings.project", x);
+        return x;
+    }
+
+    /// <summary>Positions 0..T−1 as float64 (T, 1) times 1/10000^(2j/d): the angles of sinusoidal tables, (T, d/2).</summary>
+    string Angles(long dim)
+    {
+        var inv = Enumerable.Range(0, (int)(dim / 2)).Select(j => 1.0 / Math.Pow(10000.0, 2.0 * j / dim)).ToArray();
+        var pos = g.Op("Unsqueeze", g.Op("Cast", [positions], ("to", (long)DataType.Double)), g.Ints([1]));
+        return g.Op("Mul", pos, g.Doubles(inv));
+    }
+
+    /// <summary>Vaswani's table [sin θ₀, cos θ₀, sin θ₁, …] (T, d), computed in float64 and cast, as the embedding layer does.</summary>
+    string Sinusoid(long dim)
+    {
+        var angles = Angles(dim);
+        var pairs = g.Op("Concat", [g.Op("Unsqueeze", g.Op("Sin", angles), g.Ints([-1])), g.Op("Unsqueeze", g.Op("Cos", angles), g.Ints([-1]))], ("axis", -1L));
+        return g.Op("Cast", [g.Op("Reshape", pairs, g.Ints([-1, dim]))], ("to", (long)DataType.Float));
+    }
+
+    /// <summary>Rotary (sin, cos) tables (T, d), each angle repeated for its pair, once per width.</summary>
+    (string Sin, string Cos) Rotary(long dim)
+    {
+        if (rotary.TryGetValue(dim, out var t)) return t;
+        var angles = Angles(dim);
+        string Repeat(string a)
+        {
+            var u = g.Op("Unsqueeze", a, g.Ints([-1]));
+            return g.Op("Cast", [g.Op("Reshape", g.Op("Concat", [u, u], ("axis", -1L)), g.Ints([-1, dim]))], ("to", (long)DataType.Float));
+        }
+        t = (Repeat(g.Op("Sin", angles)), Repeat(g.Op("Cos", angles)));
+        rotary[dim] = t;
+        return t;
+    }
+
+    /// <summary>x·cos + rotate(x)·sin with rotate((x₀, x₁)) = (−x₁, x₀) over interleaved pairs of the last axis.</summary>
+    string Rotate(string x, long dim, int rank)
+    {
+        var (sin, cos) = Rotary(dim);
+        long[] pairShape = [.. Enumerable.Repeat(0L, rank - 1), dim / 2, 2];
+        var halves = g.Node("Split", [g.Op("Reshape", x, g.Ints(pairShape)), g.Ints([1, 1])], 2, "", [("axis", -1L)]);
+        var rotated = g.Op("Reshape", g.Op("Concat", [g.Op("Neg", halves[1]), halves[0]], ("axis", -1L)), g.Ints([.. Enumerable.Repeat(0L, rank - 1), dim]));
+        return g.Op("Add", g.Op("Mul", x, cos), g.Op("Mul", rotated, sin));
+    }
+
+    /// <summary>NEZHA's relative table (T, T, d): the sinusoid of clip(key − query, −m, m) + m.</summary>
+    string Relative(long dim, int m)
+    {
+        if (relative.TryGetValue((dim, m), out var r)) return r;
+        using var table = Layers.Embeddings.Sinusoid(torch.arange(2 * m + 1, dtype: ScalarType.Float64), dim).to(ScalarType.Float32);
+        var rows = g.Weight($"relative_positions_{dim}_{m}", table);
+        var dist = g.Op("Sub", g.Op("Unsqueeze", positions, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1])));   // (T, T): key − query
+        var index = g.Op("Add", g.Op("Clip", dist, g.Ints([-m], scalar: true), g.Ints([m], scalar: true)), g.Ints([m], scalar: true));
+        r = g.Op("Gather", rows, index);
+        relative[(dim, m)] = r;
+        return r;
+    }
+
+    /// <summary>The additive mask (B, 1, 1, T) from attention_mask, plus the application's structure (causal, UniLM) as (B or 1, 1, T, T).</summary>
+    string Mask()
+    {
+        float min = float.MinValue;
+        var keep = g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Float));
+        var padding = g.Op("Unsqueeze", g.Op("Mul", g.Op("Sub", g.Float(1), keep), g.Float(min)), g.Ints([1, 2]));   // (B, 1, 1, T)
+        string? allowed = null;
+        if (model.Application == Application.LanguageModel)
+            allowed = g.Op("LessOrEqual", g.Op("Unsqueeze", positions, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1])));   // (T, T): key ≤ query
+        else if (model.Application == Application.UniLM)
+        {
+            var idx = g.Op("CumSum", "token_type_ids", g.Ints([1], scalar: true));                                            // (B, T)
+            allowed = g.Op("LessOrEqual", g.Op("Unsqueeze", idx, g.Ints([1])), g.Op("Unsqueeze", idx, g.Ints([2])));           // (B, query, key)
+        }
+        if (allowed is null) return padding;
+        var structure = g.Op("Where", allowed, g.Float(0), g.Float(min));
+        structure = g.Op("Unsqueeze", structure, g.Ints(model.Application == Application.LanguageModel ? [0, 1] : [1]));
+        return g.Op("Add", padding, structure);                                           // as the model adds them
+    }
+
+    string Block(string p, string x, string mask, ref string? scores)
+    {
+        var o = arch.Layer;
+        switch (o.Placement)
+        {
+            case NormPlacement.Pre:
+                x = g.Op("Add", x, Attention(p + ".attention", Norm(p + ".attention_norm", x, o.Norm, o.Eps), mask, ref scores));
+                return g.Op("Add", x, FeedForward(p + ".ffn", Norm(p + ".ffn_norm", x, o.Norm, o.Eps)));
+            case NormPlacement.AroundFeedForward:
+                x = g.Op("Add", x, Attention(p + ".attention", x, mask, ref scores));
+                return Norm(p + ".ffn_norm", g.Op("Add", x, FeedForward(p + ".ffn", Norm(p + ".attention_norm", x, o.Norm, o.Eps))), o.Norm, o.Eps);
+            default:
+                x = Norm(p + ".attention_norm", g.Op("Add", x, Attention(p + ".attention", x, mask, ref scores)), o.Norm, o.Eps);
+                return Norm(p + ".ffn_norm", g.Op("Add", x, FeedForward(p + ".ffn", x)), o.Norm, o.Eps);
+        }
+    }
+
+    string FeedForward(string p, string x)
+    {
+        var o = arch.Layer;
+        var h = Linear(p + ".inner", x);
+        if (o.GatedFeedForward)
+        {
+            var parts = g.Node("Split", [h, g.Ints([o.IntermediateSize, o.IntermediateSize])], 2, "", [("axis", -1L)]);
+            h = g.Op("Mul", Activation(o.Activation, parts[0]), parts[1]);
+        }
+        else h = Activation(o.Activation, h);
+        return Linear(p + ".outer", h);
+    }
+
+    /// <summary>(B, T, n·d) → (B, n, T, d).</summary>
+    string Heads(string x, int n, int d) => g.Op("Transpose", [g.Op("Reshape", x, g.Ints([0, 0, n, d]))], ("perm", new long[] { 0, 2, 1, 3 }));
+
+    string Attention(string p, string x, string mask, ref string? previousScores)
+    {
+        var a = arch.Layer.Attention;
+        int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
+        var qkv = g.Node("Split", [Linear(p + ".qkv", x), g.Ints([h * dk, h * dk, h * dv])], 3, "", [("axis", -1L)]);
+        string q = Heads(qkv[0], h, dk), k = Heads(qkv[1], h, dk), v = Heads(qkv[2], h, dv);   // (B, h, T, d)
+        if (a.Position == AttentionPosition.Rotary)
+        {
+            q = Rotate(q, dk, 4);
+            k = Rotate(k, dk, 4);
+            if (a.RotateValues) v = Rotate(v, dv, 4);
+        }
+        string? rel = a.Position == AttentionPosition.TypicalRelative ? Relative(dk, a.MaxRelativePosition) : null;
+        var s = g.Op("MatMul", q, g.Op("Transpose", [k], ("perm", new long[] { 0, 1, 3, 2 })));   // (B, h, T, T)
+        if (rel is not null) s = g.Op("Add", s, g.Op("Einsum", [q, rel], ("equation", "bhjd,jkd->bhjk")));
+        double scale = a.Scale ?? 1.0 / Math.Sqrt(dk);
+        if (scale != 1) s = g.Op("Mul", s, g.Float((float)scale));
+        if (previousScores is not null) s = g.Op("Add", s, previousScores);
+        if (arch.ResidualAttentionScores) previousScores = s;
+        var w = Weights(a.Kernel ?? AttentionKernels.Softmax, s, mask);
+        var o = g.Op("MatMul", w, v);                                                     // (B, h, T, dv)
+        if (rel is not null) o = g.Op("Add", o, g.Op("Einsum", [w, rel], ("equation", "bhjk,jkd->bhjd")));
+        var merged = g.Op("Reshape", g.Op("Transpose", [o], ("perm", new long[] { 0, 2, 1, 3 })), g.Ints([0, 0, h * dv]));
+        return Linear(p + ".output", merged);
+    }
+
+    /// <summary>Scores (…, Tq, Tk) + mask → weights, by kernel.</summary>
+    string Weights(IAttentionKernel kernel, string scores, string mask)
+    {
+        var masked = g.Op("Add", scores, mask);
+        switch (kernel)
+        {
+            case SquaredReluKernel:
+                var r = g.Op("Relu", masked);
+                return g.Op("Div", g.Op("Mul", r, r), VisibleKeys(mask));
+            case SoftmaxPlusKernel:
+                var n = g.Op("Log", g.Op("Max", VisibleKeys(mask), g.Float(16)));
+                return g.Op("Softmax", [g.Op("Mul", masked, g.Op("Div", n, g.Float(MathF.Log(512))))], ("axis", -1L));
+            default:
+                return g.Op("Softmax", [masked], ("axis", -1L));
+        }
+    }
+
+    /// <summary>Keys each query may see (…, Tq or 1, 1), counted from the additive mask.</summary>
+    string VisibleKeys(string mask)
+    {
+        var visible = g.Op("Cast", [g.Op("Equal", mask, g.Float(0))], ("to", (long)DataType.Float));
+        return g.Op("ReduceSum", [visible, g.Ints([-1])], ("keepdims", 1L));
+    }
+
+    string GauLayer(string p, string x, string mask, GauOptions o)
+    {
+        string u0 = p + ".gau";
+        var h = Activation(o.Activation, Linear(u0 + ".i_dense", x));                    // (B, T, 2U + S)
+        var parts = g.Node("Split", [h, g.Ints([o.Units, o.Units, o.KeySize])], 3, "", [("axis", -1L)]);
+        string u = parts[0], v = parts[1], qk = parts[2];
+        var q = g.Op("Mul", qk, Param(u0 + ".q_gamma"));
+        var k = g.Op("Mul", qk, Param(u0 + ".k_gamma"));
+        if (o.UseBias) { q = g.Op("Add", q, Param(u0 + ".q_beta")); k = g.Op("Add", k, Param(u0 + ".k_beta")); }
+        if (o.Rotary) { q = Rotate(q, o.KeySize, 3); k = Rotate(k, o.KeySize, 3); }
+        // One head: (B, T, S) → (B, 1, T, S), as the kernel sees it.
+        string One(string t) => g.Op("Unsqueeze", t, g.Ints([1]));
+        var s = g.Op("Mul", g.Op("MatMul", One(q), g.Op("Transpose", [One(k)], ("perm", new long[] { 0, 1, 3, 2 }))), g.Float((float)(1.0 / Math.Sqrt(o.KeySize))));
+        var w = Weights(o.Kernel ?? AttentionKernels.SoftmaxPlus, s, mask);
+        var mixed = g.Op("Squeeze", g.Op("MatMul", w, One(v)), g.Ints([1]));             // (B, T, U)
+        var y = Linear(u0 + ".o_dense", g.Op("Mul", u, mixed));
+        return Norm(p + ".norm", g.Op("Add", x, y), arch.Layer.Norm, arch.Layer.Eps);
+    }
+
+    string LanguageModelHead(string x)
+    {
+        var y = x;
+        if (parameters.ContainsKey("mlm_dense.weight")) y = Activation(arch.MlmActivation, Linear("mlm_dense", y));
+        if (arch.MlmNorm is NormKind k) y = Norm("mlm_norm", y, k, arch.Layer.Eps);
+        if (arch.HeadScale is double s) y = g.Op("Mul", y, g.Float((float)s));
+        if (parameters.ContainsKey("lm_head.weight")) return Linear("lm_head", y);
+        // Tied: the token embeddings (V, E), transposed once by ONNX Runtime's constant folding, not stored twice.
+        var logits = g.Op("MatMul", y, g.Op("Transpose", [Param("embeddings.word.weight")], ("perm", new long[] { 1, 0 })));
+        return parameters.ContainsKey("mlm_bias") ? g.Op("Add", logits, Param("mlm_bias")) : logits;
+    }
+}

@@ -1,0 +1,113 @@
+using Bert4Sharp.Models;
+using Bert4Sharp.Onnx;
+using Bert4Sharp.Onnx.Export;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Onnx;
+
+/// <summary>
+/// <c>OnnxExport</c>: every family's graph, run by ONNX Runtime, equals the TorchSharp model on the same ids (padding
+/// included); int8 stays within its stated budget; what cannot be exported is refused by name.
+/// </summary>
+public class OnnxExportTests
+{
+    /// <summary>
+    /// A model of <paramref name="family"/> with the fixture's (small) config and random weights, every parameter moved
+    /// off its initial value (norm gains off 1, biases off 0), so a swapped or missing weight shows.
+    /// </summary>
+    internal static TransformerModel Model(string family, string config, Application application, BuildOptions? options = null)
+    {
+        torch.manual_seed(7);
+        var model = TransformerModels.Create(TransformerConfig.Load(TestPaths.Fixture(config.Split('/'))), family, application,
+            (options ?? new BuildOptions()) with { Device = torch.CPU });
+        using (torch.no_grad())
+            foreach (var (_, p) in model.named_parameters()) p.add_(torch.randn_like(p) * 0.05);
+        return model;
+    }
+
+    /// <summary>
+    /// Exports, runs, compares every output. Bounds: ONNX Runtime's MLAS and libtorch's MKL sum the same products in a
+    /// different order, so differences grow with depth and scale: atol 2e-5 of the output's largest magnitude, rtol 1e-4.
+    /// </summary>
+    internal static IReadOnlyList<string> ExportAndCompare(TransformerModel model, OnnxExportOptions options, string what)
+    {
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.onnx");
+            var result = OnnxExport.Save(model, path, options);
+            using var scope = torch.NewDisposeScope();
+            var pairs = OnnxExport.Compare(model, path);
+            Assert.Equal(result.Outputs, pairs.Select(p => p.Output));
+            foreach (var (name, got, want) in pairs)
+                Close.Assert(got, want, $"{what}: {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+            return result.Outputs;
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("bert", "hf/bert/config.json", Application.Encoder, "last_hidden_state,pooler_output")]
+    [InlineData("bert", "hf/bert/config.json", Application.PreTraining, "last_hidden_state,pooler_output,logits,seq_relationship_logits")]
+    [InlineData("bert", "hf/bert/config.json", Application.LanguageModel, "last_hidden_state,logits")]
+    [InlineData("bert", "hf/bert/config.json", Application.UniLM, "last_hidden_state,logits")]
+    [InlineData("roberta", "hf/roberta/config.json", Application.MaskedLM, "last_hidden_state,logits")]
+    [InlineData("albert", "hf/albert/config.json", Application.MaskedLM, "last_hidden_state,logits")]
+    [InlineData("electra", "hf/electra/config.json", Application.Discriminator, "last_hidden_state,discriminator_logits")]
+    [InlineData("roformer", "hf/roformer/config.json", Application.MaskedLM, "last_hidden_state,logits")]
+    [InlineData("roformer_v2", "ports/roformer_v2/bert_config.json", Application.MaskedLM, "last_hidden_state,logits")]
+    [InlineData("nezha", "ports/nezha/bert_config.json", Application.Encoder, "last_hidden_state,pooler_output")]
+    [InlineData("gau_alpha", "ports/gau_alpha/bert_config.json", Application.MaskedLM, "last_hidden_state,logits")]
+    [InlineData("gpt", "ports/gpt/config.json", Application.LanguageModel, "last_hidden_state,logits")]
+    [InlineData("gpt2", "hf/gpt2/config.json", Application.LanguageModel, "last_hidden_state,logits")]
+    [InlineData("gpt2_ml", "ports/gpt2_ml/bert_config.json", Application.LanguageModel, "last_hidden_state,logits")]
+    public void EveryFamilysGraphEqualsTheTorchModel(string family, string config, Application application, string outputs)
+    {
+        var model = Model(family, config, application);
+        foreach (bool fused in new[] { true, false })
+            Assert.Equal(outputs.Split(','), ExportAndCompare(model, new OnnxExportOptions { Fused = fused }, $"{family} {application} fused={fused}"));
+    }
+
+    [Fact]
+    public void OptionsOfTheCoreExportToo()
+    {
+        // Hierarchical positions past the table, RealFormer's residual scores, the newest opset's Gelu.
+        var hierarchical = Model("bert", "hf/bert/config.json", Application.Encoder, new BuildOptions { HierarchicalPositionAlpha = 0.4 });
+        ExportAndCompare(hierarchical, new OnnxExportOptions(), "hierarchical positions");
+        var realformer = Model("bert", "hf/bert/config.json", Application.MaskedLM, new BuildOptions { ResidualAttentionScores = true });
+        ExportAndCompare(realformer, new OnnxExportOptions { Opset = OnnxExportOptions.MaxOpset, Fused = false }, "RealFormer, opset 21");
+    }
+
+    [Fact]
+    public void WhatCannotBeExportedIsRefusedByName()
+    {
+        var t5 = Model("t5", "hf/t5_v1_1/config.json", Application.Seq2Seq);
+        var e = Assert.Throws<NotSupportedException>(() => OnnxExport.Save(t5, Path.Combine(Path.GetTempPath(), "never.onnx")));
+        Assert.Contains("encoder–decoder", e.Message);
+        Assert.False(File.Exists(Path.Combine(Path.GetTempPath(), "never.onnx")));
+        var bert = Model("bert", "hf/bert/config.json", Application.Encoder);
+        Assert.Throws<ArgumentOutOfRangeException>(() => OnnxExport.Save(bert, Path.Combine(Path.GetTempPath(), "never.onnx"), new OnnxExportOptions { Opset = 11 }));
+    }
+
+    [Fact]
+    public void TheOnnxEngineRunsAnExportedModelBehindTheEncoderSeam()
+    {
+        var model = Model("roformer_v2", "ports/roformer_v2/bert_config.json", Application.Encoder);
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx").FullName;
+        try
+        {
+            OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
+            using var encoder = new OnnxRuntimeEncoder(dir);
+            using var scope = torch.NewDisposeScope();
+            var ids = torch.randint(1, model.Config.VocabSize, [3, 11], dtype: ScalarType.Int64);
+            var mask = torch.ones(3, 11, dtype: ScalarType.Int64);
+            mask[2, TensorIndex.Slice(5)] = torch.tensor(0L);
+            using var g = torch.no_grad();
+            using var want = model.Encode(ids, null, mask);
+            using var got = encoder.Encode(ids, null, mask);
+            Close.Assert(got.LastHiddenState, want.LastHiddenState, "ORT engine", atol: Close.AtolAtScale(want.LastHiddenState, 2e-5), rtol: 1e-4);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
