@@ -101,7 +101,7 @@ public static class EncoderBench
         return 2.0 * b * t * c.NumHiddenLayers * (4 * h * h + 2 * h * i + 2 * t * h);
     }
 
-    static string? Export(string dir, string onnx)
+    internal static string? Export(string dir, string onnx)
     {
         string repo = AppContext.BaseDirectory;
         var d = new DirectoryInfo(repo);

@@ -12,6 +12,7 @@ return which switch
     "checkpoint-load" => CheckpointLoadBench.Run(args[1..]),
     "tokenize" => TokenizerBench.Run(args[1..]),
     "encoder" => EncoderBench.Run(args[1..]),
+    "deploy" => DeployBench.Run(args[1..]),
     "generation" => GenerationBench.Run(args[1..]),
     "training" => TrainingBench.Run(args[1..]),
     "gemm" => GemmBench.Run(args[1..]),
@@ -38,6 +39,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
     return 2;
 }

@@ -21,4 +21,5 @@ root.Subcommands.Add(SearchCommands.Index());
 root.Subcommands.Add(SearchCommands.Search());
 root.Subcommands.Add(StsCommand.Create());
 root.Subcommands.Add(EmbedCommand.Whiten());
+root.Subcommands.Add(ExportCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -25,6 +25,7 @@ internal sealed class TransformerGraph
     readonly Dictionary<long, (string Sin, string Cos)> rotary = [];
     readonly Dictionary<(long, int), string> relative = [];
     string positions = "", length = "";
+    string? keyPadding;
 
     TransformerGraph(TransformerModel model, GraphWriter g, OnnxExportOptions options)
     {
@@ -296,10 +297,19 @@ internal sealed class TransformerGraph
     /// <summary>(B, T, n·d) → (B, n, T, d).</summary>
     string Heads(string x, int n, int d) => g.Op("Transpose", [g.Op("Reshape", x, g.Ints([0, 0, n, d]))], ("perm", new long[] { 0, 2, 1, 3 }));
 
+    /// <summary>
+    /// Whether attention goes to ONNX Runtime's fused attention operators: softmax scores, no
+    /// positions inside attention or rotary on queries and keys, a padding mask (+ causal for LM), nothing that needs the scores.
+    /// </summary>
+    bool FusedAttention(AttentionOptions a) =>
+        options.Fused && (a.Kernel ?? AttentionKernels.Softmax) is SoftmaxKernel && a.Position is AttentionPosition.None or AttentionPosition.Rotary
+        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM;
+
     string Attention(string p, string x, string mask, ref string? previousScores)
     {
         var a = arch.Layer.Attention;
         int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
+        if (FusedAttention(a)) return MultiHead(p, x, a);
         var qkv = g.Node("Split", [Linear(p + ".qkv", x), g.Ints([h * dk, h * dk, h * dv])], 3, "", [("axis", -1L)]);
         string q = Heads(qkv[0], h, dk), k = Heads(qkv[1], h, dk), v = Heads(qkv[2], h, dv);   // (B, h, T, d)
         if (a.Position == AttentionPosition.Rotary)
@@ -320,6 +330,39 @@ internal sealed class TransformerGraph
         if (rel is not null) o = g.Op("Add", o, g.Op("Einsum", [w, rel], ("equation", "bhjk,jkd->bhjd")));
         var merged = g.Op("Reshape", g.Op("Transpose", [o], ("perm", new long[] { 0, 2, 1, 3 })), g.Ints([0, 0, h * dv]));
         return Linear(p + ".output", merged);
+    }
+
+    /// <summary>
+    /// Attention through ONNX Runtime's kernels (see <see cref="FusedAttention"/>): <c>com.microsoft.Attention</c> without
+    /// positions (measured at BERT-base shape: level with the traced PyTorch graph at 8 × 128), else
+    /// <c>RotaryEmbedding</c> on q and k and <c>MultiHeadAttention</c>.
+    /// </summary>
+    string MultiHead(string p, string x, AttentionOptions a)
+    {
+        int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
+        keyPadding ??= g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Int32));
+        var attributes = new (string, object)[] { ("num_heads", (long)h), ("scale", a.Scale ?? 1.0 / Math.Sqrt(dk)), ("unidirectional", model.Application == Application.LanguageModel ? 1L : 0L) };
+        if (a.Position == AttentionPosition.None && !options.Int8)
+        {
+            // Without rotary: ONNX Runtime's Attention, which projects q, k, v with one GEMM straight into its head layout
+            // (for int8 the projection stays a MatMul, which quantisation turns into DynamicQuantizeMatMul).
+            string w = g.Weight(p + ".qkv.weight.T", parameters[p + ".qkv.weight"].t());
+            string b = parameters.ContainsKey(p + ".qkv.bias") ? Param(p + ".qkv.bias") : g.Weight(p + ".qkv.zero_bias", torch.zeros(2 * h * dk + h * dv));
+            var attention = g.Contrib("Attention", [x, w, b, keyPadding], [.. attributes, ("qkv_hidden_sizes", new long[] { h * dk, h * dk, h * dv })]);
+            return Linear(p + ".output", attention);
+        }
+        var parts = g.Node("Split", [Linear(p + ".qkv", x), g.Ints([h * dk, h * dk, h * dv])], 3, "", [("axis", -1L)]);   // (B, T, h·d) each
+        string q = parts[0], k = parts[1];
+        if (a.Position == AttentionPosition.Rotary)
+        {
+            // ONNX Runtime's rotary with interleaved pairs is RoFormer's; caches (T, d/2) from the same float64 angles.
+            var angles = Angles(dk);
+            string cos = g.Op("Cast", [g.Op("Cos", angles)], ("to", (long)DataType.Float)), sin = g.Op("Cast", [g.Op("Sin", angles)], ("to", (long)DataType.Float));
+            string Rotated(string t) => g.Contrib("RotaryEmbedding", [t, g.Ints([0]), cos, sin], ("interleaved", 1L), ("num_heads", (long)h));
+            (q, k) = (Rotated(q), Rotated(k));
+        }
+        var attended = g.Contrib("MultiHeadAttention", [q, k, parts[2], "", keyPadding], attributes);
+        return Linear(p + ".output", attended);
     }
 
     /// <summary>Scores (…, Tq, Tk) + mask → weights, by kernel.</summary>

@@ -30,7 +30,7 @@ public class OnnxExportTests
     /// Exports, runs, compares every output. Bounds: ONNX Runtime's MLAS and libtorch's MKL sum the same products in a
     /// different order, so differences grow with depth and scale: atol 2e-5 of the output's largest magnitude, rtol 1e-4.
     /// </summary>
-    internal static IReadOnlyList<string> ExportAndCompare(TransformerModel model, OnnxExportOptions options, string what)
+    internal static OnnxExportResult ExportAndCompare(TransformerModel model, OnnxExportOptions options, string what)
     {
         string dir = Directory.CreateTempSubdirectory("b4s-onnx").FullName;
         try
@@ -42,7 +42,7 @@ public class OnnxExportTests
             Assert.Equal(result.Outputs, pairs.Select(p => p.Output));
             foreach (var (name, got, want) in pairs)
                 Close.Assert(got, want, $"{what}: {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
-            return result.Outputs;
+            return result;
         }
         finally { Directory.Delete(dir, true); }
     }
@@ -66,7 +66,17 @@ public class OnnxExportTests
     {
         var model = Model(family, config, application);
         foreach (bool fused in new[] { true, false })
-            Assert.Equal(outputs.Split(','), ExportAndCompare(model, new OnnxExportOptions { Fused = fused }, $"{family} {application} fused={fused}"));
+        {
+            var result = ExportAndCompare(model, new OnnxExportOptions { Fused = fused }, $"{family} {application} fused={fused}");
+            Assert.Equal(outputs.Split(','), result.Outputs);
+            // The fused graph hands softmax attention (rotary included) to ONNX Runtime's kernel; NEZHA's relative
+            // positions, GAU-α's single head and UniLM's mask are written out op by op.
+            bool kernel = fused && family is not ("nezha" or "gau_alpha") && application != Application.UniLM;
+            bool rotary = family.StartsWith("roformer", StringComparison.Ordinal);
+            Assert.Equal(kernel && !rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
+            Assert.Equal(kernel && rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
+            Assert.Equal(kernel && rotary ? 2 * model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.RotaryEmbedding"));
+        }
     }
 
     [Fact]

@@ -1,0 +1,122 @@
+namespace Bert4Sharp.Bench;
+
+using System.Diagnostics;
+using Bert4Sharp.Models;
+using Bert4Sharp.Onnx.Export;
+using Microsoft.ML.OnnxRuntime;
+using TorchSharp;
+
+/// <summary>
+/// The deploy path at BERT-base shape (12 × 768, vocabulary 21128), fp32 and int8, 2 threads, batch 8 × 128 and
+/// 1 × 32: ONNX Runtime on Bert4Sharp's own export (fused graph; int8 with 8- and 7-bit weights) against ONNX Runtime on
+/// the PyTorch export of the same weights (Debian python3-torch, bench/scripts/export_bert_onnx.py: the peer), and the
+/// TorchSharp engine. Every contender runs once per round, in turn, after two warm-up rounds; medians and ratios to the
+/// peer. Also each graph's largest difference from the TorchSharp model's hidden states.
+/// </summary>
+public static class DeployBench
+{
+    public static int Run(string[] args)
+    {
+        int threads = 2, rounds = args.Length > 0 && int.TryParse(args[0], out var n) ? n : 7;
+        torch.set_num_threads(threads);
+        string work = Path.Combine(Path.GetTempPath(), "b4s-bench-deploy");
+        Directory.CreateDirectory(work);
+        var config = new TransformerConfig
+        {
+            VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072,
+            MaxPositionEmbeddings = 512, HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,
+        };
+        var family = ModelFamily.Get("bert");
+        torch.manual_seed(1);
+        var model = new TransformerModel(family, config, family.Architecture(config) with { Pooler = false }, Application.Encoder);
+        model.eval();
+        WeightLoader.SavePretrained(model, work);
+        var graphs = new List<(string Name, string Path)>();
+        string peer = Path.Combine(work, "pytorch.onnx");
+        string? peerProblem = EncoderBench.Export(work, peer);
+        if (peerProblem is null) graphs.Add(("ORT, PyTorch export (peer)", peer));
+        else Console.WriteLine($"peer skipped: {peerProblem}");
+        var sw = Stopwatch.StartNew();
+        OnnxExport.Save(model, Path.Combine(work, "b4s.onnx"));
+        Console.WriteLine($"Bert4Sharp export: {sw.Elapsed.TotalSeconds:F1} s");
+        graphs.Add(("ORT, Bert4Sharp export fp32", Path.Combine(work, "b4s.onnx")));
+        OnnxExport.Save(model, Path.Combine(work, "b4s-standard.onnx"), new OnnxExportOptions { Fused = false });
+        graphs.Add(("ORT, Bert4Sharp export fp32, standard ops", Path.Combine(work, "b4s-standard.onnx")));
+        foreach (int bits in new[] { 8, 7 })
+        {
+            string q = Path.Combine(work, $"b4s-int8-{bits}.onnx");
+            OnnxQuantization.QuantizeDynamic(Path.Combine(work, "b4s.onnx"), q, bits);
+            graphs.Add(($"ORT, Bert4Sharp export int8 ({bits}-bit weights)", q));
+        }
+        double peak = Measure.MatmulPeak();
+        Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s; {rounds} rounds, medians");
+        foreach (var (batch, seq) in new[] { (8, 128), (1, 32) })
+        {
+            var rng = new Random(batch * 1000 + seq);
+            long[] ids = Enumerable.Range(0, batch * seq).Select(_ => (long)rng.Next(106, 21128)).ToArray();
+            long[] zeros = new long[ids.Length], ones = Enumerable.Repeat(1L, ids.Length).ToArray();
+            using var tIds = torch.tensor(ids, [batch, seq]);
+            using var tMask = torch.tensor(ones, [batch, seq]);
+            float[] reference = [];
+            var contenders = new List<(string Name, Func<(double Seconds, float[] Output)> Run, IDisposable? Owner)>
+            {
+                ("TorchSharp engine", () =>
+                {
+                    using var scope = torch.NewDisposeScope();
+                    using var g = torch.no_grad();
+                    var t = Stopwatch.StartNew();
+                    var o = model.forward(tIds, null, tMask);
+                    double s = t.Elapsed.TotalSeconds;
+                    return (s, o.LastHiddenState.data<float>().ToArray());
+                }, null),
+            };
+            foreach (var (name, path) in graphs)
+            {
+                var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+                if (Environment.GetEnvironmentVariable("B4S_DUMP_OPTIMIZED") is { Length: > 0 } dump)   // the graph ONNX Runtime actually runs, for inspection
+                    so.OptimizedModelFilePath = Path.Combine(dump, Path.GetFileNameWithoutExtension(path) + ".optimized.onnx");
+                var session = new InferenceSession(path, so);
+                var values = new Dictionary<string, OrtValue>
+                {
+                    ["input_ids"] = OrtValue.CreateTensorValueFromMemory(ids, [batch, seq]),
+                    ["attention_mask"] = OrtValue.CreateTensorValueFromMemory(ones, [batch, seq]),
+                    ["token_type_ids"] = OrtValue.CreateTensorValueFromMemory(zeros, [batch, seq]),
+                };
+                var inputs = values.Where(v => session.InputMetadata.ContainsKey(v.Key)).ToList();
+                string output = session.OutputMetadata.Keys.First();
+                contenders.Add((name, () =>
+                {
+                    using var run = new RunOptions();
+                    var t = Stopwatch.StartNew();
+                    using var r = session.Run(run, inputs.Select(i => i.Key).ToList(), inputs.Select(i => i.Value).ToList(), [output]);
+                    double s = t.Elapsed.TotalSeconds;
+                    return (s, r[0].GetTensorDataAsSpan<float>().ToArray());
+                }, session));
+            }
+            var times = contenders.Select(_ => new List<double>()).ToArray();
+            var outputs = new float[contenders.Count][];
+            for (int round = 0; round < rounds + 2; round++)
+                for (int c = 0; c < contenders.Count; c++)
+                {
+                    var (s, o) = contenders[c].Run();
+                    if (round >= 2) times[c].Add(s);
+                    outputs[c] = o;
+                }
+            reference = outputs[0];
+            double flops = EncoderBench.Flops(config, batch, seq);
+            int peerIndex = contenders.FindIndex(c => c.Name.Contains("peer"));
+            double? peerTime = peerIndex >= 0 ? Measure.Median(times[peerIndex]) : null;
+            Console.WriteLine($"\nbatch {batch} × {seq}:");
+            Console.WriteLine($"  {"engine",-44} {"ms",8} {"seq/s",8} {"GFLOP/s",8} {"vs peer",8} {"max |Δ| to torch",17}");
+            for (int c = 0; c < contenders.Count; c++)
+            {
+                double m = Measure.Median(times[c]);
+                double diff = outputs[c].Zip(reference).Max(t => Math.Abs(t.First - t.Second));
+                string ratio = peerTime is double p ? $"{p / m:F2}x" : "—";
+                Console.WriteLine($"  {contenders[c].Name,-44} {m * 1e3,8:F1} {batch / m,8:F2} {flops / m / 1e9,8:F1} {ratio,8} {diff,17:E1}");
+            }
+            foreach (var c in contenders) c.Owner?.Dispose();
+        }
+        return 0;
+    }
+}
