@@ -22,6 +22,12 @@ public sealed record OnnxExportOptions
     /// them out; such a graph runs on ONNX Runtime only. Default true.
     /// </summary>
     public bool Fused { get; init; } = true;
+    /// <summary>
+    /// Causal LM and UniLM graphs take <c>past_key_values.N.key</c>/<c>.value</c> (batch, heads, past, d) and return
+    /// <c>present.N.key</c>/<c>.value</c> (batch, heads, past + sequence, d): one graph for the prompt (past 0) and each
+    /// step after it. Default true; families that decode without a cache (NEZHA, GAU-α) are written without.
+    /// </summary>
+    public bool KeyValueCache { get; init; } = true;
     /// <summary>Quantise the dense weights to int8 after writing (<see cref="OnnxQuantization.QuantizeDynamic(string, string, int)"/>).</summary>
     public bool Int8 { get; init; }
 }
@@ -112,6 +118,8 @@ public static class OnnxExport
             ["attention_mask"] = OrtValue.CreateTensorValueFromMemory(mask.data<long>().ToArray(), shape),
         };
         if (session.InputMetadata.ContainsKey("token_type_ids")) inputs["token_type_ids"] = OrtValue.CreateTensorValueFromMemory(segments.data<long>().ToArray(), shape);
+        foreach (var (name, meta) in session.InputMetadata.Where(i => i.Key.StartsWith("past_key_values.", StringComparison.Ordinal)))
+            inputs[name] = OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), [2, meta.Dimensions[1], 0, meta.Dimensions[3]]);   // an empty cache
         try
         {
             var names = session.OutputMetadata.Keys.ToList();

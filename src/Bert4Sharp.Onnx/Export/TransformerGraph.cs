@@ -24,8 +24,10 @@ internal sealed class TransformerGraph
     readonly Dictionary<string, Tensor> parameters;
     readonly Dictionary<long, (string Sin, string Cos)> rotary = [];
     readonly Dictionary<(long, int), string> relative = [];
-    string positions = "", length = "";
+    string positions = "", length = "", past = "";
     string? keyPadding;
+    int layer;                                                                            // the block being written (its cache slot)
+    readonly List<(string Key, string Value)> presents = [];
 
     TransformerGraph(TransformerModel model, GraphWriter g, OnnxExportOptions options)
     {
@@ -34,7 +36,20 @@ internal sealed class TransformerGraph
         this.g = g;
         this.options = options;
         parameters = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        Cached = options.KeyValueCache && CanCache(model);
     }
+
+    /// <summary>The graph takes and returns a key/value cache (<c>past_key_values.N.key</c> … → <c>present.N.key</c> …).</summary>
+    bool Cached { get; }
+
+    /// <summary>
+    /// Causal LM and UniLM graphs of families whose positions allow incremental decoding (as the TorchSharp model: not
+    /// NEZHA's relative tables, GAU-α or RoBERTa's positions from padding) carry a key/value cache.
+    /// </summary>
+    public static bool CanCache(TransformerModel model) =>
+        model.Application is Application.LanguageModel or Application.UniLM && model.Architecture.Gau is null
+        && model.Architecture.Layer.Attention.Position != AttentionPosition.TypicalRelative && model.Architecture.Embeddings.PositionsFromPadding is null
+        && !model.Architecture.ResidualAttentionScores;
 
     /// <summary>Throws <see cref="NotSupportedException"/> naming the first thing of <paramref name="model"/> the exporter cannot write.</summary>
     public static void Check(TransformerModel model)
@@ -66,17 +81,25 @@ internal sealed class TransformerGraph
     IReadOnlyList<string> Write()
     {
         g.Input("input_ids", DataType.Int64, "batch", "sequence");
-        g.Input("attention_mask", DataType.Int64, "batch", "sequence");
+        g.Input("attention_mask", DataType.Int64, "batch", Cached ? "past_sequence + sequence" : "sequence");
         if (HasSegments) g.Input("token_type_ids", DataType.Int64, "batch", "sequence");
-        var shape = g.Op("Shape", "input_ids");                                            // [B, T]
-        length = g.Op("Squeeze", g.Op("Slice", shape, g.Ints([1]), g.Ints([2])), g.Ints([0]));   // T
-        positions = g.Op("Range", g.Ints([0], scalar: true), length, g.Ints([1], scalar: true));   // (T) int64
+        var a = arch.Layer.Attention;
+        if (Cached)
+            for (int i = 0; i < arch.Layers; i++)
+            {
+                g.Input($"past_key_values.{i}.key", DataType.Float, "batch", (long)a.Heads, "past_sequence", (long)a.QueryKeySize);
+                g.Input($"past_key_values.{i}.value", DataType.Float, "batch", (long)a.Heads, "past_sequence", (long)a.HeadSize);
+            }
+        length = Dim("input_ids", 1);                                                     // T
+        past = Cached ? Dim("past_key_values.0.key", 2) : g.Ints([0], scalar: true);      // P: cached positions
+        positions = g.Op("Range", past, g.Op("Add", past, length), g.Ints([1], scalar: true));   // (T) int64: P .. P + T − 1
         var x = Embeddings();                                                             // (B, T, H)
         var mask = Mask();                                                                // (B, 1, 1 or T, T) additive
         string? scores = null;
         for (int i = 0; i < arch.Layers; i++)
         {
             string p = $"layers.{(arch.ShareLayers ? 0 : i)}";
+            layer = i;
             x = arch.Gau is GauOptions gau ? GauLayer(p, x, mask, gau) : Block(p, x, mask, ref scores);
         }
         if (arch.FinalNorm) x = Norm("final_norm", x, arch.Layer.Norm, arch.Layer.Eps);
@@ -91,6 +114,11 @@ internal sealed class TransformerGraph
             Output("pooler_output", pooled, "batch", (long)h);
         }
         if (model.HasLanguageModelHead) Output("logits", LanguageModelHead(x), "batch", "sequence", (long)model.Config.VocabSize);
+        for (int i = 0; i < presents.Count; i++)
+        {
+            Output($"present.{i}.key", presents[i].Key, "batch", (long)a.Heads, "past_sequence + sequence", (long)a.QueryKeySize);
+            Output($"present.{i}.value", presents[i].Value, "batch", (long)a.Heads, "past_sequence + sequence", (long)a.HeadSize);
+        }
         if (pooled is not null && parameters.ContainsKey("sentence.weight")) Output("seq_relationship_logits", Linear("sentence", pooled), "batch", 2L);
         if (parameters.ContainsKey("discriminator_dense.weight"))
         {
@@ -102,6 +130,9 @@ internal sealed class TransformerGraph
 
     string Param(string name) => parameters.TryGetValue(name, out var t) ? g.Weight(name, t)
         : throw new InvalidOperationException($"{model.Family.Name}: the model has no parameter '{name}' the graph needs (exporter and model disagree)");
+
+    /// <summary>Dimension <paramref name="axis"/> of <paramref name="input"/> as an int64 scalar.</summary>
+    string Dim(string input, long axis) => g.Op("Squeeze", g.Op("Slice", g.Op("Shape", input), g.Ints([axis]), g.Ints([axis + 1])), g.Ints([0]));
 
     /// <summary>x · Wᵀ + b for the Linear named <paramref name="name"/> (weight stored transposed, (in, out), as MatMul takes it).</summary>
     string Linear(string name, string x)
@@ -250,17 +281,27 @@ internal sealed class TransformerGraph
         float min = float.MinValue;
         var keep = g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Float));
         var padding = g.Op("Unsqueeze", g.Op("Mul", g.Op("Sub", g.Float(1), keep), g.Float(min)), g.Ints([1, 2]));   // (B, 1, 1, T)
-        string? allowed = null;
-        if (model.Application == Application.LanguageModel)
-            allowed = g.Op("LessOrEqual", g.Op("Unsqueeze", positions, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1])));   // (T, T): key ≤ query
-        else if (model.Application == Application.UniLM)
+        if (model.Application is not (Application.LanguageModel or Application.UniLM)) return padding;
+        // Causal over every key: key position ≤ query position (queries sit at P .. P + T − 1).
+        var keys = g.Op("Range", g.Ints([0], scalar: true), g.Op("Add", past, length), g.Ints([1], scalar: true));
+        var causal = g.Op("Where", g.Op("LessOrEqual", g.Op("Unsqueeze", keys, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1]))), g.Float(0), g.Float(min));   // (T, P + T)
+        string structure = causal;
+        if (model.Application == Application.UniLM)
         {
+            // Without a cache: key k visible to query j when cumsum(segments)[k] ≤ cumsum(segments)[j]. With one, new
+            // tokens see the cache and the new ones causally (as the model): the segment mask, padded in front by P
+            // visible keys so both have P + T columns, is chosen when P = 0.
             var idx = g.Op("CumSum", "token_type_ids", g.Ints([1], scalar: true));                                            // (B, T)
-            allowed = g.Op("LessOrEqual", g.Op("Unsqueeze", idx, g.Ints([1])), g.Op("Unsqueeze", idx, g.Ints([2])));           // (B, query, key)
+            var unilm = g.Op("Where", g.Op("LessOrEqual", g.Op("Unsqueeze", idx, g.Ints([1])), g.Op("Unsqueeze", idx, g.Ints([2]))), g.Float(0), g.Float(min));   // (B, T, T)
+            if (Cached)
+            {
+                var pads = g.Op("Concat", [g.Ints([0, 0]), g.Op("Unsqueeze", past, g.Ints([0])), g.Ints([0, 0, 0])], ("axis", 0L));
+                unilm = g.Op("Pad", unilm, pads, g.Float(0));
+                structure = g.Op("Where", g.Op("Greater", past, g.Ints([0], scalar: true)), causal, unilm);                   // (B, T, P + T)
+            }
+            else structure = unilm;
         }
-        if (allowed is null) return padding;
-        var structure = g.Op("Where", allowed, g.Float(0), g.Float(min));
-        structure = g.Op("Unsqueeze", structure, g.Ints(model.Application == Application.LanguageModel ? [0, 1] : [1]));
+        structure = g.Op("Unsqueeze", structure, g.Ints(model.Application == Application.LanguageModel ? [0, 1] : [1]));   // (1 or B, 1, T, P + T)
         return g.Op("Add", padding, structure);                                           // as the model adds them
     }
 
@@ -303,7 +344,7 @@ internal sealed class TransformerGraph
     /// </summary>
     bool FusedAttention(AttentionOptions a) =>
         options.Fused && (a.Kernel ?? AttentionKernels.Softmax) is SoftmaxKernel && a.Position is AttentionPosition.None or AttentionPosition.Rotary
-        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM;
+        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM && !Cached;
 
     string Attention(string p, string x, string mask, ref string? previousScores)
     {
@@ -317,6 +358,12 @@ internal sealed class TransformerGraph
             q = Rotate(q, dk, 4);
             k = Rotate(k, dk, 4);
             if (a.RotateValues) v = Rotate(v, dv, 4);
+        }
+        if (Cached)
+        {
+            k = g.Op("Concat", [$"past_key_values.{layer}.key", k], ("axis", 2L));                  // (B, h, P + T, d)
+            v = g.Op("Concat", [$"past_key_values.{layer}.value", v], ("axis", 2L));
+            presents.Add((k, v));
         }
         string? rel = a.Position == AttentionPosition.TypicalRelative ? Relative(dk, a.MaxRelativePosition) : null;
         var s = g.Op("MatMul", q, g.Op("Transpose", [k], ("perm", new long[] { 0, 1, 3, 2 })));   // (B, h, T, T)

@@ -23,7 +23,7 @@ public class Gpt2Tests
         return output.Logits!;
     }
 
-    static (List<int> Prompt, List<int> Greedy, List<int> Beam, int Max, int Eos) Expected()
+    internal static (List<int> Prompt, List<int> Greedy, List<int> Beam, int Max, int Eos) Expected()
     {
         using var doc = JsonDocument.Parse(File.ReadAllBytes(TestPaths.Fixture("hf", "gpt2", "generate.json")));
         List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();

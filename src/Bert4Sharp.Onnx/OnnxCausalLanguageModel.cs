@@ -1,0 +1,102 @@
+namespace Bert4Sharp.Onnx;
+
+using Bert4Sharp.Generation;
+using Bert4Sharp.Layers;
+using Microsoft.ML.OnnxRuntime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>
+/// A causal LM or UniLM graph written by <see cref="Export.OnnxExport"/> (inputs <c>past_key_values.N.key</c>/<c>.value</c>,
+/// outputs <c>logits</c> and <c>present.N.key</c>/<c>.value</c>) run by ONNX Runtime behind
+/// <see cref="ICausalLanguageModel"/>, so greedy, beam search, sampling and streaming decode on it exactly as on the
+/// TorchSharp model. The cache lives in a <see cref="KeyValueCache"/> (beam search reorders it as usual); for UniLM the
+/// first call is the source (segment 0) and later tokens are target (segment 1), as <see cref="CausalLanguageModel"/>.
+/// </summary>
+public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
+{
+    readonly InferenceSession session;
+    readonly int layers;
+    readonly long heads, keySize, valueSize, maxLength;
+    readonly bool unilm, segments;
+
+    /// <summary>Opens <paramref name="path"/> (a .onnx file, or a directory holding model.onnx).</summary>
+    /// <exception cref="FileNotFoundException">No graph there.</exception>
+    /// <exception cref="InvalidDataException">The graph has no cache inputs or no logits output (names what it has).</exception>
+    public OnnxCausalLanguageModel(string path, OnnxEncoderOptions? options = null)
+    {
+        options ??= new();
+        string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
+        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
+        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
+        try { session = new InferenceSession(file, so); }
+        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{file}: ONNX Runtime cannot load the graph ({e.Message})", e); }
+        var inputs = session.InputMetadata;
+        layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
+        if (layers == 0 || !inputs.ContainsKey("input_ids") || !inputs.ContainsKey("attention_mask") || !session.OutputMetadata.ContainsKey("logits"))
+            throw new InvalidDataException($"{file}: not a causal LM graph with a key/value cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", session.OutputMetadata.Keys)}); export a GPT family or an LM/UniLM application with b4s export onnx");
+        var key = inputs["past_key_values.0.key"].Dimensions;
+        (heads, keySize, valueSize) = (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
+        VocabularySize = session.OutputMetadata["logits"].Dimensions[2];
+        var meta = session.ModelMetadata.CustomMetadataMap;
+        unilm = meta.TryGetValue("bert4sharp.application", out var app) && app == "UniLM";
+        maxLength = meta.TryGetValue("bert4sharp.max_length", out var m) && long.TryParse(m, out var ml) ? ml : long.MaxValue;
+        segments = inputs.ContainsKey("token_type_ids");
+        GraphPath = file;
+    }
+
+    /// <summary>The graph file.</summary>
+    public string GraphPath { get; }
+
+    /// <inheritdoc/>
+    public int VocabularySize { get; }
+
+    /// <inheritdoc/>
+    public Device Device => CPU;
+
+    /// <inheritdoc/>
+    public KeyValueCache NewCache() => new(layers);
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentException">Bad shapes, UniLM without a cache, or more positions than the graph's table.</exception>
+    public Tensor Logits(Tensor ids, KeyValueCache? cache)
+    {
+        if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
+        if (cache is null && unilm) throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
+        long b = ids.shape[0], t = ids.shape[1], past = cache?.Length ?? 0;
+        if (past + t > maxLength) throw new ArgumentException($"the sequence needs {past + t} positions but {GraphPath} takes {maxLength}; generate fewer tokens");
+        bool source = cache is null || past == 0 || !unilm;
+        var values = new List<(string Name, OrtValue Value)>
+        {
+            ("input_ids", OrtValue.CreateTensorValueFromMemory(ids.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray(), [b, t])),
+            ("attention_mask", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, (int)(b * (past + t))).ToArray(), [b, past + t])),
+        };
+        if (segments) values.Add(("token_type_ids", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(source ? 0L : 1L, (int)(b * t)).ToArray(), [b, t])));
+        for (int i = 0; i < layers; i++)
+        {
+            var kv = cache?[i];
+            values.Add(($"past_key_values.{i}.key", Ort(kv?.Key, [b, heads, 0, keySize])));
+            values.Add(($"past_key_values.{i}.value", Ort(kv?.Value, [b, heads, 0, valueSize])));
+        }
+        var wanted = new List<string> { "logits" };
+        if (cache is not null) for (int i = 0; i < layers; i++) { wanted.Add($"present.{i}.key"); wanted.Add($"present.{i}.value"); }
+        try
+        {
+            using var run = new RunOptions();
+            using var results = session.Run(run, values.Select(v => v.Name).ToList(), values.Select(v => v.Value).ToList(), wanted);
+            if (cache is not null)
+                for (int i = 0; i < layers; i++) cache.Set(i, Torch(results[1 + 2 * i]), Torch(results[2 + 2 * i]));
+            return Torch(results[0]);
+        }
+        finally { foreach (var (_, v) in values) v.Dispose(); }
+    }
+
+    static OrtValue Ort(Tensor? t, long[] emptyShape) => t is null
+        ? OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), emptyShape)
+        : OrtValue.CreateTensorValueFromMemory(t.contiguous().data<float>().ToArray(), t.shape);
+
+    static Tensor Torch(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
+
+    /// <inheritdoc/>
+    public void Dispose() => session.Dispose();
+}

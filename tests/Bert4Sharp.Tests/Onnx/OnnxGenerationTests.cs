@@ -1,0 +1,85 @@
+using Bert4Sharp.Generation;
+using Bert4Sharp.Models;
+using Bert4Sharp.Onnx;
+using Bert4Sharp.Onnx.Export;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Bert4Sharp.Tests.Onnx;
+
+/// <summary>Decoding on ONNX Runtime through the exported key/value cache: token for token what the TorchSharp engine (and transformers) produce.</summary>
+public class OnnxGenerationTests
+{
+    static string Export(TransformerModel model)
+    {
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx-lm").FullName;
+        var result = OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
+        Assert.Contains("present.0.key", result.Outputs);
+        return dir;
+    }
+
+    [Fact]
+    public void Gpt2GreedyAndBeamSearchOnOnnxRuntimeReproduceTransformersGenerate()
+    {
+        var model = Generation.Gpt2Tests.Load(TestPaths.Fixture("hf", "gpt2", "config.json"), TestPaths.Fixture("hf", "gpt2", "model.safetensors"));
+        string dir = Export(model);
+        try
+        {
+            using var lm = new OnnxCausalLanguageModel(dir);
+            var (prompt, greedy, beam, max, eos) = Generation.Gpt2Tests.Expected();
+            var options = new DecodingOptions { MaxNewTokens = max, EndId = eos, LengthPenalty = 1.0, EarlyStopping = true };
+            Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options));
+            Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options, useCache: false));
+            Assert.Equal(beam, AutoRegressiveDecoder.BeamSearch(lm, prompt, 4, options));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("bert", "hf/bert/config.json", Application.UniLM)]
+    [InlineData("roformer", "hf/roformer/config.json", Application.UniLM)]
+    [InlineData("gpt2_ml", "ports/gpt2_ml/bert_config.json", Application.LanguageModel)]
+    public void CachedStepsOnOnnxRuntimeEqualTheTorchEngine(string family, string config, Application application)
+    {
+        var model = OnnxExportTests.Model(family, config, application);
+        string dir = Export(model);
+        try
+        {
+            using var onnx = new OnnxCausalLanguageModel(dir);
+            var torchLm = new CausalLanguageModel(model);
+            // A 6-token source / prompt, then one token at a time through both caches: logits equal at every step.
+            using var scope = torch.NewDisposeScope();
+            using var g = torch.no_grad();
+            using var a = torchLm.NewCache();
+            using var b = onnx.NewCache();
+            var ids = torch.randint(1, model.Config.VocabSize, [2, 10], dtype: ScalarType.Int64);
+            var steps = new List<Tensor> { ids[.., ..6] };
+            for (int t = 6; t < 10; t++) steps.Add(ids[.., t..(t + 1)]);
+            foreach (var (step, i) in steps.Select((s, i) => (s, i)))
+            {
+                var want = torchLm.Logits(step, a);
+                Close.Assert(onnx.Logits(step, b), want, $"{family} {application} step {i}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+            }
+            Assert.Equal(10, b.Length);
+            // Greedy decoding agrees token for token.
+            var options = new DecodingOptions { MaxNewTokens = 8 };
+            int[] prompt = [5, 17, 42, 99];
+            Assert.Equal(AutoRegressiveDecoder.Greedy(torchLm, prompt, options), AutoRegressiveDecoder.Greedy(onnx, prompt, options));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public void AnEncoderGraphIsNotADecoder()
+    {
+        var model = OnnxExportTests.Model("bert", "hf/bert/config.json", Application.Encoder);
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx-enc").FullName;
+        try
+        {
+            OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
+            var e = Assert.Throws<InvalidDataException>(() => new OnnxCausalLanguageModel(dir));
+            Assert.Contains("not a causal LM graph", e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
