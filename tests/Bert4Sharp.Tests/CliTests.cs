@@ -67,6 +67,17 @@ public class CliTests
             Assert.True(code3 == 0, stderr3);
             using var doc3 = JsonDocument.Parse(stdout3);
             Assert.Equal(expected, doc3.RootElement.GetProperty("ids").EnumerateArray().Select(x => x.GetInt32()));
+            // Exported to ONNX (with its key/value cache), the same greedy and beam outputs on ONNX Runtime.
+            string onnx = Path.Combine(dir, "onnx");
+            var (code4, _, stderr4) = B4s("export", "onnx", "--model", dir, "--family", "gpt2_ml", "--output", onnx);
+            Assert.True(code4 == 0, stderr4);
+            foreach (var decoding in new[] { Array.Empty<string>(), ["--beam", "3"] })
+            {
+                var (c5, torchOut, e5) = B4s([.. new[] { "generate", "--model", dir, "--family", "gpt2_ml", "--max-new-tokens", "8", "--json" }, .. decoding, "一丁七"]);
+                var (c6, onnxOut, e6) = B4s([.. new[] { "generate", "--model", onnx, "--engine", "onnx", "--max-new-tokens", "8", "--json" }, .. decoding, "一丁七"]);
+                Assert.True(c5 == 0 && c6 == 0, e5 + e6);
+                Assert.Equal(JsonDocument.Parse(torchOut).RootElement.GetProperty("ids").ToString(), JsonDocument.Parse(onnxOut).RootElement.GetProperty("ids").ToString());
+            }
         }
         finally { Directory.Delete(dir, true); }
     }

@@ -21,20 +21,35 @@ internal static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling (with --top-k, --top-p or --temperature)" };
         var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates (with --top-k or --top-p)" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
-        var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json };
+        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx from b4s export onnx; GPT families and LM/UniLM graphs)", DefaultValueFactory = _ => "torch" };
+        engine.AcceptOnlyFromAmong("torch", "onnx");
+        var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json, engine };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             // Decoding flags first: a contradictory or ignored combination fails before the model is loaded.
             var (beams, sampling) = DecodingChoice(r.GetValue(beam), r.GetValue(topK), r.GetValue(topP), r.GetValue(temperature), r.GetValue(seed), r.GetValue(consistent));
             string dir = r.GetValue(model)!;
             if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
-            // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
-            var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
-            var config = loaded.Config;
             ICausalLanguageModel lm;
             List<int> start;
             Func<IEnumerable<int>, string> decode;
             int? end;
+            if (r.GetValue(engine) == "onnx")
+            {
+                if (r.GetValue(family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
+                string vocab = Path.Combine(dir, "vocab.txt");
+                if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt beside model.onnx (b4s export onnx copies it from the model directory)", vocab);
+                var tk = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { EndToken = null });
+                var onnxConfig = TransformerConfig.Load(TransformerConfig.FindIn(dir));
+                lm = new Onnx.OnnxCausalLanguageModel(dir);
+                start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
+                decode = tk.Decode;
+                end = onnxConfig.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
+                return Decode(r, lm, start, decode, end, beams, sampling);
+            }
+            // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
+            var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
+            var config = loaded.Config;
             if (loaded.Model.Application == Application.Seq2Seq)
             {
                 var sp = loaded.SentencePiece ?? throw new FileNotFoundException($"{dir}: no spiece.model for the T5 model");
@@ -52,6 +67,12 @@ internal static class GenerateCommand
                 end = config.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
             }
             else throw new ArgumentException($"'{loaded.Family.Name}' is not a generative family; use gpt2, gpt, gpt2_ml, t5 or mt5");
+            return Decode(r, lm, start, decode, end, beams, sampling);
+        }));
+        return cmd;
+
+        int Decode(ParseResult r, ICausalLanguageModel lm, List<int> start, Func<IEnumerable<int>, string> decode, int? end, int? beams, SamplingOptions? sampling)
+        {
             var options = new DecodingOptions { MaxNewTokens = r.GetValue(maxNew), EndId = end };
             if (beams is int n || r.GetValue(json))
             {
@@ -73,8 +94,7 @@ internal static class GenerateCommand
             }
             Console.WriteLine();
             return CliErrors.Ok;
-        }));
-        return cmd;
+        }
     }
 
     /// <summary>
