@@ -68,15 +68,31 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         bool source = cache is null || past == 0 || !unilm;
         var values = new List<(string Name, OrtValue Value)>
         {
-            ("input_ids", OrtValue.CreateTensorValueFromMemory(ids.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray(), [b, t])),
+            ("input_ids", OrtCache.Ids(ids)),
             ("attention_mask", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, (int)(b * (past + t))).ToArray(), [b, past + t])),
         };
         if (segments) values.Add(("token_type_ids", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(source ? 0L : 1L, (int)(b * t)).ToArray(), [b, t])));
+        return OrtCache.Run(session, values, cache, layers, b, heads, keySize, valueSize);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose() => session.Dispose();
+}
+
+/// <summary>The key/value cache across the ONNX Runtime boundary: <see cref="KeyValueCache"/> tensors in, presents back into it.</summary>
+internal static class OrtCache
+{
+    /// <summary>
+    /// Adds <c>past_key_values.N.key</c>/<c>.value</c> from <paramref name="cache"/> (empty (B, h, 0, d) without one) to
+    /// <paramref name="values"/>, runs, stores <c>present.N.*</c> into the cache and returns the logits; disposes the inputs.
+    /// </summary>
+    public static Tensor Run(InferenceSession session, List<(string Name, OrtValue Value)> values, KeyValueCache? cache, int layers, long batch, long heads, long keySize, long valueSize)
+    {
         for (int i = 0; i < layers; i++)
         {
             var kv = cache?[i];
-            values.Add(($"past_key_values.{i}.key", Ort(kv?.Key, [b, heads, 0, keySize])));
-            values.Add(($"past_key_values.{i}.value", Ort(kv?.Value, [b, heads, 0, valueSize])));
+            values.Add(($"past_key_values.{i}.key", Ort(kv?.Key, [batch, heads, 0, keySize])));
+            values.Add(($"past_key_values.{i}.value", Ort(kv?.Value, [batch, heads, 0, valueSize])));
         }
         var wanted = new List<string> { "logits" };
         if (cache is not null) for (int i = 0; i < layers; i++) { wanted.Add($"present.{i}.key"); wanted.Add($"present.{i}.value"); }
@@ -91,12 +107,14 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         finally { foreach (var (_, v) in values) v.Dispose(); }
     }
 
-    static OrtValue Ort(Tensor? t, long[] emptyShape) => t is null
+    /// <summary>A float tensor as an ONNX Runtime value (copied), or an empty one of <paramref name="emptyShape"/>.</summary>
+    public static OrtValue Ort(Tensor? t, long[] emptyShape) => t is null
         ? OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), emptyShape)
-        : OrtValue.CreateTensorValueFromMemory(t.contiguous().data<float>().ToArray(), t.shape);
+        : OrtValue.CreateTensorValueFromMemory(t.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray(), t.shape);
 
-    static Tensor Torch(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
+    /// <summary>An ONNX Runtime float output as a TorchSharp tensor (copied).</summary>
+    public static Tensor Torch(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
 
-    /// <inheritdoc/>
-    public void Dispose() => session.Dispose();
+    /// <summary>int64 ids as an ONNX Runtime value.</summary>
+    public static OrtValue Ids(Tensor ids) => OrtValue.CreateTensorValueFromMemory(ids.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray(), ids.shape);
 }

@@ -33,12 +33,16 @@ public sealed record OnnxExportOptions
 }
 
 /// <summary>What <see cref="OnnxExport.Save"/> wrote.</summary>
-/// <param name="Path">The graph file.</param>
-/// <param name="Outputs">Graph outputs, in order (<c>last_hidden_state</c> first).</param>
+/// <param name="Path">The graph file (the encoder's, for an encoder–decoder).</param>
+/// <param name="Outputs">Outputs of the graph at <paramref name="Path"/>, in order (<c>last_hidden_state</c> first).</param>
 /// <param name="Operators">Nodes per operator.</param>
-/// <param name="Bytes">File size.</param>
+/// <param name="Bytes">Bytes written (both files of an encoder–decoder).</param>
 /// <param name="Quantization">What int8 quantisation changed, when asked.</param>
-public sealed record OnnxExportResult(string Path, IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, long Bytes, QuantizationReport? Quantization);
+public sealed record OnnxExportResult(string Path, IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, long Bytes, QuantizationReport? Quantization)
+{
+    /// <summary>The decoder graph of an encoder–decoder (<see cref="OnnxExport.DecoderFileName"/> beside <see cref="Path"/>), else null.</summary>
+    public string? DecoderPath { get; init; }
+}
 
 /// <summary>How far an exported graph run by ONNX Runtime is from the TorchSharp model on the same inputs.</summary>
 /// <param name="Output">Graph output name.</param>
@@ -66,8 +70,30 @@ public static class OnnxExport
         options ??= new();
         if (options.Opset is < OnnxExportOptions.MinOpset or > OnnxExportOptions.MaxOpset)
             throw new ArgumentOutOfRangeException(nameof(options), $"opset {options.Opset} is outside {OnnxExportOptions.MinOpset}..{OnnxExportOptions.MaxOpset}");
+        TransformerGraph.Check(model);
+        var (outputs, operators, quantization) = Write(model, path, options, TransformerGraph.Write);
+        string? decoder = null;
+        if (model.Application == Application.Seq2Seq)
+        {
+            decoder = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, DecoderFileName);
+            var d = Write(model, decoder, options, TransformerGraph.WriteDecoder);
+            operators = operators.Concat(d.Operators).GroupBy(kv => kv.Key).ToDictionary(kv => kv.Key, kv => kv.Sum(x => x.Value));
+            if (quantization is not null && d.Quantization is { } dq)
+                quantization = new QuantizationReport(quantization.MatMuls + dq.MatMuls, quantization.BiasesFused + dq.BiasesFused,
+                    quantization.FloatBytesBefore + dq.FloatBytesBefore, quantization.Int8BytesAfter + dq.Int8BytesAfter, dq.WeightBits);
+        }
+        long bytes = new FileInfo(path).Length + (decoder is null ? 0 : new FileInfo(decoder).Length);
+        return new OnnxExportResult(path, outputs, operators, bytes, quantization) { DecoderPath = decoder };
+    }
+
+    /// <summary>The decoder graph of an encoder–decoder, written beside the encoder's <c>model.onnx</c>.</summary>
+    public const string DecoderFileName = "decoder_model.onnx";
+
+    static (IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, QuantizationReport? Quantization) Write(TransformerModel model, string path,
+        OnnxExportOptions options, Func<TransformerModel, GraphWriter, OnnxExportOptions, IReadOnlyList<string>> graph)
+    {
         var g = new GraphWriter(options.Opset);
-        var outputs = TransformerGraph.Write(model, g, options);
+        var outputs = graph(model, g, options);
         var proto = g.Model(new Dictionary<string, string>
         {
             ["bert4sharp.family"] = model.Family.Name,
@@ -79,7 +105,7 @@ public static class OnnxExport
         if (size > int.MaxValue)
             throw new NotSupportedException($"the graph is {size / (1 << 20)} MiB; protobuf files stop at 2 GiB (export with --int8, or a smaller model)");
         AtomicFile.Write(path, s => proto.WriteTo(s));
-        return new OnnxExportResult(path, outputs, g.OpCounts, new FileInfo(path).Length, report);
+        return (outputs, g.OpCounts, report);
     }
 
     /// <summary>

@@ -15,7 +15,7 @@ using DataType = global::Onnx.TensorProto.Types.DataType;
 /// (batch, sequence), both axes dynamic. What the model has that the graph cannot express is refused by name
 /// (<see cref="Check"/>), never written wrongly.
 /// </summary>
-internal sealed class TransformerGraph
+internal sealed partial class TransformerGraph
 {
     readonly TransformerModel model;
     readonly ArchitectureOptions arch;
@@ -40,7 +40,10 @@ internal sealed class TransformerGraph
     }
 
     /// <summary>The graph takes and returns a key/value cache (<c>past_key_values.N.key</c> … → <c>present.N.key</c> …).</summary>
-    bool Cached { get; }
+    bool Cached { get; set; }
+
+    /// <summary>T5's relative-position score bias (1, h, T, P + T) of the stack being written, or null.</summary>
+    string? positionBias;
 
     /// <summary>
     /// Causal LM and UniLM graphs of families whose positions allow incremental decoding (as the TorchSharp model: not
@@ -56,15 +59,10 @@ internal sealed class TransformerGraph
     {
         var a = model.Architecture;
         string name = model.Family.Name;
-        if (model.Application == Application.Seq2Seq || a.Decoder is not null || a.RelativeBias is not null)
-            throw new NotSupportedException($"{name}: encoder–decoders and T5's bucketed relative positions are not exported yet; export an encoder family, GPT or GPT-2");
         if (a.Layer.Condition is not null) throw new NotSupportedException($"{name}: conditional LayerNorm takes a condition input the exported graph does not have");
-        if (a.Gau is null && a.Layer.CrossAttention) throw new NotSupportedException($"{name}: blocks with cross attention are not exported");
         var kernel = a.Gau?.Kernel ?? a.Layer.Attention.Kernel ?? AttentionKernels.Softmax;
         if (kernel is not (SoftmaxKernel or SquaredReluKernel or SoftmaxPlusKernel))
             throw new NotSupportedException($"{name}: the attention kernel '{kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
-        if (a.Layer.Attention.Position == AttentionPosition.RelativeBuckets)
-            throw new NotSupportedException($"{name}: T5's bucketed relative positions are not exported yet");
     }
 
     /// <summary>Writes the graph of <paramref name="model"/> into <paramref name="g"/>; returns the output names written.</summary>
@@ -94,6 +92,7 @@ internal sealed class TransformerGraph
         past = Cached ? Dim("past_key_values.0.key", 2) : g.Ints([0], scalar: true);      // P: cached positions
         positions = g.Op("Range", past, g.Op("Add", past, length), g.Ints([1], scalar: true));   // (T) int64: P .. P + T − 1
         var x = Embeddings();                                                             // (B, T, H)
+        if (arch.RelativeBias is { } rb) positionBias = BucketBias("relative_bias.weight", rb, bidirectional: true);
         var mask = Mask();                                                                // (B, 1, 1 or T, T) additive
         string? scores = null;
         for (int i = 0; i < arch.Layers; i++)
@@ -113,7 +112,7 @@ internal sealed class TransformerGraph
             pooled = g.Op("Tanh", Linear("pooler", g.Op("Gather", [x, g.Ints([0], scalar: true)], ("axis", 1L))));
             Output("pooler_output", pooled, "batch", (long)h);
         }
-        if (model.HasLanguageModelHead) Output("logits", LanguageModelHead(x), "batch", "sequence", (long)model.Config.VocabSize);
+        if (model.HasLanguageModelHead && model.Application != Application.Seq2Seq) Output("logits", LanguageModelHead(x), "batch", "sequence", (long)model.Config.VocabSize);
         for (int i = 0; i < presents.Count; i++)
         {
             Output($"present.{i}.key", presents[i].Key, "batch", (long)a.Heads, "past_sequence + sequence", (long)a.QueryKeySize);
@@ -370,6 +369,7 @@ internal sealed class TransformerGraph
         if (rel is not null) s = g.Op("Add", s, g.Op("Einsum", [q, rel], ("equation", "bhjd,jkd->bhjk")));
         double scale = a.Scale ?? 1.0 / Math.Sqrt(dk);
         if (scale != 1) s = g.Op("Mul", s, g.Float((float)scale));
+        if (a.Position == AttentionPosition.RelativeBuckets) s = g.Op("Add", s, positionBias ?? throw new InvalidOperationException("relative-bucket attention without the stack's bias"));
         if (previousScores is not null) s = g.Op("Add", s, previousScores);
         if (arch.ResidualAttentionScores) previousScores = s;
         var w = Weights(a.Kernel ?? AttentionKernels.Softmax, s, mask);

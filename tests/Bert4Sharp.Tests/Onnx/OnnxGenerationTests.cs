@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Bert4Sharp.Generation;
 using Bert4Sharp.Models;
 using Bert4Sharp.Onnx;
@@ -65,6 +66,48 @@ public class OnnxGenerationTests
             var options = new DecodingOptions { MaxNewTokens = 8 };
             int[] prompt = [5, 17, 42, 99];
             Assert.Equal(AutoRegressiveDecoder.Greedy(torchLm, prompt, options), AutoRegressiveDecoder.Greedy(onnx, prompt, options));
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [InlineData("t5_v1_0")]
+    [InlineData("t5_v1_1")]
+    [InlineData("mt5")]
+    public void T5EncoderAndCachedDecoderOnOnnxRuntimeReproduceTransformersGenerate(string fixture)
+    {
+        string src = TestPaths.Fixture("hf", fixture);
+        var model = Generation.T5Tests.Load(Path.Combine(src, "config.json"), Path.Combine(src, "model.safetensors"));
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx-t5").FullName;
+        try
+        {
+            var result = OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
+            Assert.Equal(Path.Combine(dir, OnnxExport.DecoderFileName), result.DecoderPath);
+            using (var scope = torch.NewDisposeScope())
+                foreach (var (name, got, want) in OnnxExport.Compare(model, Path.Combine(dir, "model.onnx")))
+                    Close.Assert(got, want, $"{fixture} encoder {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+            using var onnx = new OnnxSeq2SeqModel(dir);
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(src, "generate.json")));
+            List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
+            var lm = onnx.Prepare(L("input"));
+            // Step by step, the decoder's logits equal the TorchSharp engine's.
+            using (var scope = torch.NewDisposeScope())
+            using (var g = torch.no_grad())
+            {
+                using var torchLm = new Seq2SeqLanguageModel(model, L("input"));
+                using var a = torchLm.NewCache();
+                using var b = lm.NewCache();
+                var ids = torch.tensor(new long[] { 0, 5, 9, 3, 17, 2 }).unsqueeze(0);
+                foreach (var step in new[] { ids[.., ..3], ids[.., 3..4], ids[.., 4..5], ids[.., 5..6] })
+                {
+                    var want = torchLm.Logits(step, a);
+                    Close.Assert(lm.Logits(step, b), want, $"{fixture} decoder step", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+                }
+            }
+            var options = new DecodingOptions { MaxNewTokens = doc.RootElement.GetProperty("max_new_tokens").GetInt32(), EndId = doc.RootElement.GetProperty("eos_token_id").GetInt32() };
+            int start = doc.RootElement.GetProperty("decoder_start_token_id").GetInt32();
+            Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options));
+            Assert.Equal(L("beam4"), AutoRegressiveDecoder.BeamSearch(lm, [start], 4, options));
         }
         finally { Directory.Delete(dir, true); }
     }
