@@ -61,7 +61,8 @@ internal static class ExportCommand
                 else if (File.Exists(from)) File.Copy(from, Path.Combine(target, name), overwrite: true);
             }
             AnsiConsole.MarkupLine($"{Markup.Escape(loaded.Family.Name)} ({loaded.Model.Application}) → [bold]{Markup.Escape(file)}[/]: {result.Bytes / 1048576.0:F1} MiB, opset {exportOptions.Opset}, {(exportOptions.Fused ? "ONNX Runtime fused operators" : "standard operators only")}, {seconds:F1} s");
-            AnsiConsole.MarkupLine($"outputs: {string.Join(", ", result.Outputs)}");
+            AnsiConsole.MarkupLine($"outputs: {string.Join(", ", result.Outputs.Where(o => !o.StartsWith("present.", StringComparison.Ordinal)))}{(result.Outputs.Any(o => o.StartsWith("present.", StringComparison.Ordinal)) ? " + the key/value cache (past_key_values.N → present.N)" : "")}");
+            if (result.DecoderPath is { } decoderPath) AnsiConsole.MarkupLine($"decoder (cross attention, key/value cache): [bold]{Markup.Escape(decoderPath)}[/]");
             var fused = result.Operators.Where(o => o.Key.StartsWith("com.microsoft.", StringComparison.Ordinal)).Select(o => $"{o.Key["com.microsoft.".Length..]} ×{o.Value}");
             AnsiConsole.MarkupLine($"nodes: {result.Operators.Values.Sum()}{(exportOptions.Fused ? $"; fused: {string.Join(", ", fused)}" : "")}");
             if (result.Quantization is { } q)
@@ -74,7 +75,10 @@ internal static class ExportCommand
                 AnsiConsole.MarkupLine("checked on random ids (batch 2 × 16, one row half padding):");
                 AnsiConsole.Write(table);
             }
-            AnsiConsole.MarkupLine($"use it: b4s embed --model {Markup.Escape(target)} --engine onnx \"text\"   (or new OnnxRuntimeEncoder(\"{Markup.Escape(target)}\") in C#)");
+            string use = loaded.Model.Application is Application.LanguageModel or Application.UniLM or Application.Seq2Seq
+                ? $"b4s generate --model {target} --engine onnx \"prompt\"   (or new {(loaded.Model.Application == Application.Seq2Seq ? "OnnxSeq2SeqModel" : "OnnxCausalLanguageModel")}(\"{target}\") in C#)"
+                : $"b4s embed --model {target} --engine onnx \"text\"   (or new OnnxRuntimeEncoder(\"{target}\") in C#)";
+            AnsiConsole.MarkupLine($"use it: {Markup.Escape(use)}");
             return CliErrors.Ok;
         }));
         return new Command("export", "Export a model for deployment") { onnx };

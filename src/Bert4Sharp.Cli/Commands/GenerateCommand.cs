@@ -21,7 +21,7 @@ internal static class GenerateCommand
         var seed = new Option<int?>("--seed") { Description = "Random seed for sampling (with --top-k, --top-p or --temperature)" };
         var consistent = new Option<bool>("--keep-end-token") { Description = "Consistent top-k/top-p: the end token stays among the candidates (with --top-k or --top-p)" };
         var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
-        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx from b4s export onnx; GPT families and LM/UniLM graphs)", DefaultValueFactory = _ => "torch" };
+        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx from b4s export onnx; GPT families, LM/UniLM graphs, T5/mT5)", DefaultValueFactory = _ => "torch" };
         engine.AcceptOnlyFromAmong("torch", "onnx");
         var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json, engine };
         cmd.SetAction(CliErrors.Wrap(r =>
@@ -37,10 +37,19 @@ internal static class GenerateCommand
             if (r.GetValue(engine) == "onnx")
             {
                 if (r.GetValue(family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
+                var onnxConfig = TransformerConfig.Load(TransformerConfig.FindIn(dir));
+                if (File.Exists(Path.Combine(dir, Onnx.Export.OnnxExport.DecoderFileName)))
+                {
+                    // An exported encoder–decoder (T5, mT5): SentencePiece in, the decoder graph with its cache.
+                    string spm = Path.Combine(dir, "spiece.model");
+                    if (!File.Exists(spm)) throw new FileNotFoundException($"{dir}: no spiece.model beside the T5 graphs (b4s export onnx copies it from the model directory)", spm);
+                    var sp = SpTokenizer.FromFile(spm);
+                    using var seq2seq = new Onnx.OnnxSeq2SeqModel(dir);
+                    return Decode(r, seq2seq.Prepare(sp.Encode(r.GetValue(prompt)!)), [onnxConfig.DecoderStartTokenId ?? 0], sp.Decode, onnxConfig.EosTokenId ?? sp.EndId, beams, sampling);
+                }
                 string vocab = Path.Combine(dir, "vocab.txt");
                 if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt beside model.onnx (b4s export onnx copies it from the model directory)", vocab);
                 var tk = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { EndToken = null });
-                var onnxConfig = TransformerConfig.Load(TransformerConfig.FindIn(dir));
                 lm = new Onnx.OnnxCausalLanguageModel(dir);
                 start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
                 decode = tk.Decode;
