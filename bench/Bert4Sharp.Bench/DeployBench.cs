@@ -17,6 +17,7 @@ public static class DeployBench
 {
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "decode") return Decode(args[1..]);
         int threads = 2, rounds = args.Length > 0 && int.TryParse(args[0], out var n) ? n : 7;
         torch.set_num_threads(threads);
         string work = Path.Combine(Path.GetTempPath(), "b4s-bench-deploy");
@@ -116,6 +117,54 @@ public static class DeployBench
                 Console.WriteLine($"  {contenders[c].Name,-44} {m * 1e3,8:F1} {batch / m,8:F2} {flops / m / 1e9,8:F1} {ratio,8} {diff,17:E1}");
             }
             foreach (var c in contenders) c.Owner?.Dispose();
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// GPT-2-small shape (12 × 768, vocabulary 21,128), batch 1, greedy 128 new tokens after a 16-token prompt, 2 threads:
+    /// the TorchSharp engine against ONNX Runtime on Bert4Sharp's export (fp32 and int8) through its key/value cache, in
+    /// turn per round; per-token time against the memory-bandwidth floor (every fp32 weight read once per token) measured
+    /// in the same run.
+    /// </summary>
+    static int Decode(string[] args)
+    {
+        int rounds = args.Length > 0 && int.TryParse(args[0], out var r) ? r : 3, tokens = 128;
+        torch.set_num_threads(2);
+        var config = new TransformerConfig { VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, MaxPositionEmbeddings = 1024, LayerNormEps = 1e-5, HiddenAct = "gelu_new" };
+        torch.manual_seed(1);
+        var model = TransformerModels.Create(config, "gpt2", Application.LanguageModel, new BuildOptions { Device = torch.CPU });
+        string work = Path.Combine(Path.GetTempPath(), "b4s-bench-decode");
+        Directory.CreateDirectory(work);
+        OnnxExport.Save(model, Path.Combine(work, "fp32.onnx"));
+        OnnxExport.Save(model, Path.Combine(work, "int8.onnx"), new OnnxExportOptions { Int8 = true });
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
+        using var fp32 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "fp32.onnx"), options);
+        using var int8 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "int8.onnx"), options);
+        var sides = new (string Name, Generation.ICausalLanguageModel Lm)[]
+        {
+            ("TorchSharp engine", new Generation.CausalLanguageModel(model)), ("ORT, Bert4Sharp export fp32", fp32), ("ORT, Bert4Sharp export int8", int8),
+        };
+        int[] prompt = Enumerable.Range(0, 16).Select(i => 200 + i * 37).ToArray();
+        var decoding = new Generation.DecodingOptions { MaxNewTokens = tokens };
+        double tokenBytes = 4.0 * (12 * (4.0 * 768 * 768 + 2.0 * 768 * 3072) + 21128.0 * 768);
+        double bandwidth = GenerationBench.ReadBandwidth(), floor = tokenBytes / bandwidth;
+        Console.WriteLine($"read bandwidth {bandwidth / 1e9:F1} GB/s; one token reads {tokenBytes / 1e6:F0} MB of fp32 weights -> floor {floor * 1e3:F1} ms/token; {rounds} rounds, medians");
+        var times = sides.Select(_ => new List<double>()).ToArray();
+        var outputs = new List<int>[sides.Length];
+        for (int round = 0; round <= rounds; round++)
+            for (int i = 0; i < sides.Length; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                outputs[i] = Generation.AutoRegressiveDecoder.Greedy(sides[i].Lm, prompt, round == 0 ? decoding with { MaxNewTokens = 4 } : decoding);
+                if (round > 0) times[i].Add(sw.Elapsed.TotalSeconds / tokens);
+            }
+        Console.WriteLine($"  {"engine",-30} {"ms/token",9} {"tok/s",7} {"x floor",8}  same tokens as torch");
+        for (int i = 0; i < sides.Length; i++)
+        {
+            double m = Measure.Median(times[i]);
+            int same = outputs[i].Zip(outputs[0]).TakeWhile(p => p.First == p.Second).Count() - prompt.Length;
+            Console.WriteLine($"  {sides[i].Name,-30} {m * 1e3,9:F1} {1 / m,7:F1} {m / floor,8:F2}  {same} of {tokens}");
         }
         return 0;
     }

@@ -50,7 +50,7 @@ public static class GenerationBench
     }
 
     /// <summary>Bytes per second of a 2-thread sum over 1 GB of float32 (the best of five, after a warm-up: like the matmul peak, a floor is set by the fastest run).</summary>
-    static double ReadBandwidth()
+    internal static double ReadBandwidth()
     {
         using var big = torch.ones(256L * 1024 * 1024);
         var times = Measure.Time(() => { using var s = big.sum(); }, 1, 5);

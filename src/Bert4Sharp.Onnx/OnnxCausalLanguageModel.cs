@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Onnx;
 
+using System.Runtime.InteropServices;
 using Bert4Sharp.Generation;
 using Bert4Sharp.Layers;
 using Microsoft.ML.OnnxRuntime;
@@ -28,9 +29,7 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         options ??= new();
         string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
-        try { session = new InferenceSession(file, so); }
-        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{file}: ONNX Runtime cannot load the graph ({e.Message})", e); }
+        session = OnnxSession.Open(file, options);
         var inputs = session.InputMetadata;
         layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
         if (layers == 0 || !inputs.ContainsKey("input_ids") || !inputs.ContainsKey("attention_mask") || !session.OutputMetadata.ContainsKey("logits"))
@@ -76,7 +75,7 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => session.Dispose();
+    public void Dispose() => OnnxSession.Close(session);
 }
 
 /// <summary>The key/value cache across the ONNX Runtime boundary: <see cref="KeyValueCache"/> tensors in, presents back into it.</summary>
@@ -107,13 +106,23 @@ internal static class OrtCache
         finally { foreach (var (_, v) in values) v.Dispose(); }
     }
 
-    /// <summary>A float tensor as an ONNX Runtime value (copied), or an empty one of <paramref name="emptyShape"/>.</summary>
-    public static OrtValue Ort(Tensor? t, long[] emptyShape) => t is null
-        ? OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), emptyShape)
-        : OrtValue.CreateTensorValueFromMemory(t.to(ScalarType.Float32).cpu().contiguous().data<float>().ToArray(), t.shape);
+    /// <summary>A float tensor as an ONNX Runtime value (one block copy of its storage), or an empty one of <paramref name="emptyShape"/>.</summary>
+    public static OrtValue Ort(Tensor? t, long[] emptyShape)
+    {
+        if (t is null) return OrtValue.CreateTensorValueFromMemory(Array.Empty<float>(), emptyShape);
+        using var c = t.to(ScalarType.Float32).cpu().contiguous();
+        var data = new float[c.numel()];
+        MemoryMarshal.Cast<byte, float>(c.bytes).CopyTo(data);      // element-wise accessors cost ~10× a block copy on a cache of megabytes
+        return OrtValue.CreateTensorValueFromMemory(data, t.shape);
+    }
 
-    /// <summary>An ONNX Runtime float output as a TorchSharp tensor (copied).</summary>
-    public static Tensor Torch(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
+    /// <summary>An ONNX Runtime float output as a TorchSharp tensor (one block copy).</summary>
+    public static Tensor Torch(OrtValue v)
+    {
+        var t = torch.empty(v.GetTensorTypeAndShape().Shape, ScalarType.Float32);
+        v.GetTensorDataAsSpan<float>().CopyTo(MemoryMarshal.Cast<byte, float>(t.bytes));
+        return t;
+    }
 
     /// <summary>int64 ids as an ONNX Runtime value.</summary>
     public static OrtValue Ids(Tensor ids) => OrtValue.CreateTensorValueFromMemory(ids.to(ScalarType.Int64).cpu().contiguous().data<long>().ToArray(), ids.shape);

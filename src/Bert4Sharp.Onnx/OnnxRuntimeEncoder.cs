@@ -14,6 +14,53 @@ public sealed record OnnxEncoderOptions
     public long? MaxLength { get; init; }
     /// <summary>Graph optimisation level (all by default).</summary>
     public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
+    /// <summary>
+    /// Run on the CUDA execution provider (GPU 0) when this process has one (the <c>Microsoft.ML.OnnxRuntime.Gpu.Linux</c>
+    /// package and a GPU); otherwise the CPU, and <see cref="OnnxSession.Warning"/> says why.
+    /// </summary>
+    public bool Cuda { get; init; }
+    /// <summary>Write ONNX Runtime's per-node profile (JSON) to files starting with this path; null: off.</summary>
+    public string? ProfilePrefix { get; init; }
+}
+
+/// <summary>Opens ONNX Runtime sessions with <see cref="OnnxEncoderOptions"/>: the one place the engine's session options are set.</summary>
+public static class OnnxSession
+{
+    /// <summary>Why the last session asked for CUDA runs on the CPU (null when it got what it asked for).</summary>
+    public static string? Warning { get; private set; }
+
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<InferenceSession, string> Profiled = [];
+
+    /// <summary>Disposes <paramref name="session"/>, writing its profile first when it was opened with <see cref="OnnxEncoderOptions.ProfilePrefix"/>.</summary>
+    public static void Close(InferenceSession session)
+    {
+        if (Profiled.TryGetValue(session, out _)) session.EndProfiling();
+        session.Dispose();
+    }
+
+    /// <summary>A session for <paramref name="file"/>.</summary>
+    /// <exception cref="InvalidDataException">ONNX Runtime cannot load it (its message included).</exception>
+    public static InferenceSession Open(string file, OnnxEncoderOptions options)
+    {
+        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
+        if (options.ProfilePrefix is { } prefix) { so.ProfileOutputPathPrefix = prefix; so.EnableProfiling = true; }   // the prefix first: enabling reads it
+        Warning = null;
+        if (options.Cuda)
+        {
+            try { so.AppendExecutionProvider_CUDA(0); }
+            catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
+            {
+                Warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. It needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package, CUDA 12 and a GPU";
+            }
+        }
+        try
+        {
+            var session = new InferenceSession(file, so);
+            if (options.ProfilePrefix is not null) Profiled.Add(session, file);
+            return session;
+        }
+        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{file}: ONNX Runtime cannot load the graph ({e.Message})", e); }
+    }
 }
 
 /// <summary>
@@ -38,9 +85,7 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         options ??= new();
         string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
-        try { session = new InferenceSession(file, so); }
-        catch (OnnxRuntimeException e) { throw new InvalidDataException($"{file}: ONNX Runtime cannot load the graph ({e.Message})", e); }
+        session = OnnxSession.Open(file, options);
         GraphPath = file;
         var inputs = session.InputMetadata;
         string Input(string name) => inputs.ContainsKey(name) ? name
@@ -120,5 +165,5 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
     }
 
     /// <inheritdoc/>
-    public void Dispose() => session.Dispose();
+    public void Dispose() => OnnxSession.Close(session);
 }

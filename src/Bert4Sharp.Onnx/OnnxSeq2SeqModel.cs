@@ -27,9 +27,8 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         string enc = Path.Combine(directory, "model.onnx"), dec = Path.Combine(directory, Export.OnnxExport.DecoderFileName);
         foreach (var f in new[] { enc, dec })
             if (!File.Exists(f)) throw new FileNotFoundException($"{f}: missing; b4s export onnx writes model.onnx and {Export.OnnxExport.DecoderFileName} for T5/mT5", f);
-        using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
-        encoder = new InferenceSession(enc, so);
-        decoder = new InferenceSession(dec, so);
+        encoder = OnnxSession.Open(enc, options);
+        decoder = OnnxSession.Open(dec, options);
         var inputs = decoder.InputMetadata;
         if (!inputs.ContainsKey("encoder_hidden_states") || !inputs.ContainsKey("past_key_values.0.key"))
             throw new InvalidDataException($"{dec}: not a decoder graph with a cache (inputs {string.Join(", ", inputs.Keys)})");
@@ -58,8 +57,8 @@ public sealed class OnnxSeq2SeqModel : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
-        encoder.Dispose();
-        decoder.Dispose();
+        OnnxSession.Close(encoder);
+        OnnxSession.Close(decoder);
     }
 
     sealed class Decoder(OnnxSeq2SeqModel owner, Tensor memory) : ICausalLanguageModel
