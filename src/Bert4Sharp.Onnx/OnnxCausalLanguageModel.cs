@@ -29,7 +29,8 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         options ??= new();
         string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        session = OnnxSession.Open(file, options);
+        session = OnnxSession.Open(file, options, out var warning);
+        Warning = warning;
         var inputs = session.InputMetadata;
         layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
         if (layers == 0 || !inputs.ContainsKey("input_ids") || !inputs.ContainsKey("attention_mask") || !session.OutputMetadata.ContainsKey("logits"))
@@ -46,6 +47,9 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
 
     /// <summary>The graph file.</summary>
     public string GraphPath { get; }
+
+    /// <summary>Why CUDA was asked for and not used (running on the CPU), else null.</summary>
+    public string? Warning { get; }
 
     /// <inheritdoc/>
     public int VocabularySize { get; }

@@ -16,7 +16,7 @@ public sealed record OnnxEncoderOptions
     public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
     /// <summary>
     /// Run on the CUDA execution provider (GPU 0) when this process has one (the <c>Microsoft.ML.OnnxRuntime.Gpu.Linux</c>
-    /// package and a GPU); otherwise the CPU, and <see cref="OnnxSession.Warning"/> says why.
+    /// package and a GPU); otherwise the CPU, and the model's <c>Warning</c> says why.
     /// </summary>
     public bool Cuda { get; init; }
     /// <summary>Write ONNX Runtime's per-node profile (JSON) to files starting with this path; null: off.</summary>
@@ -26,9 +26,6 @@ public sealed record OnnxEncoderOptions
 /// <summary>Opens ONNX Runtime sessions with <see cref="OnnxEncoderOptions"/>: the one place the engine's session options are set.</summary>
 public static class OnnxSession
 {
-    /// <summary>Why the last session asked for CUDA runs on the CPU (null when it got what it asked for).</summary>
-    public static string? Warning { get; private set; }
-
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<InferenceSession, string> Profiled = [];
 
     /// <summary>Disposes <paramref name="session"/>, writing its profile first when it was opened with <see cref="OnnxEncoderOptions.ProfilePrefix"/>.</summary>
@@ -38,19 +35,19 @@ public static class OnnxSession
         session.Dispose();
     }
 
-    /// <summary>A session for <paramref name="file"/>.</summary>
+    /// <summary>A session for <paramref name="file"/>; <paramref name="warning"/> says why CUDA, when asked for, is not used.</summary>
     /// <exception cref="InvalidDataException">ONNX Runtime cannot load it (its message included).</exception>
-    public static InferenceSession Open(string file, OnnxEncoderOptions options)
+    public static InferenceSession Open(string file, OnnxEncoderOptions options, out string? warning)
     {
         using var so = new SessionOptions { GraphOptimizationLevel = options.Optimization, IntraOpNumThreads = options.Threads };
         if (options.ProfilePrefix is { } prefix) { so.ProfileOutputPathPrefix = prefix; so.EnableProfiling = true; }   // the prefix first: enabling reads it
-        Warning = null;
+        warning = null;
         if (options.Cuda)
         {
             try { so.AppendExecutionProvider_CUDA(0); }
             catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
             {
-                Warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. It needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package, CUDA 12 and a GPU";
+                warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. It needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package, CUDA 12 and a GPU";
             }
         }
         try
@@ -85,7 +82,8 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         options ??= new();
         string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
         if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        session = OnnxSession.Open(file, options);
+        session = OnnxSession.Open(file, options, out var warning);
+        Warning = warning;
         GraphPath = file;
         var inputs = session.InputMetadata;
         string Input(string name) => inputs.ContainsKey(name) ? name
@@ -118,6 +116,9 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
 
     /// <summary>The graph file.</summary>
     public string GraphPath { get; }
+
+    /// <summary>Why CUDA was asked for and not used (running on the CPU), else null.</summary>
+    public string? Warning { get; }
 
     /// <inheritdoc/>
     public string Engine => "onnxruntime";

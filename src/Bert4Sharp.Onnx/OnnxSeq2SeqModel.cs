@@ -27,8 +27,9 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         string enc = Path.Combine(directory, "model.onnx"), dec = Path.Combine(directory, Export.OnnxExport.DecoderFileName);
         foreach (var f in new[] { enc, dec })
             if (!File.Exists(f)) throw new FileNotFoundException($"{f}: missing; b4s export onnx writes model.onnx and {Export.OnnxExport.DecoderFileName} for T5/mT5", f);
-        encoder = OnnxSession.Open(enc, options);
-        decoder = OnnxSession.Open(dec, options);
+        encoder = OnnxSession.Open(enc, options, out var warning);
+        decoder = OnnxSession.Open(dec, options, out _);
+        Warning = warning;
         var inputs = decoder.InputMetadata;
         if (!inputs.ContainsKey("encoder_hidden_states") || !inputs.ContainsKey("past_key_values.0.key"))
             throw new InvalidDataException($"{dec}: not a decoder graph with a cache (inputs {string.Join(", ", inputs.Keys)})");
@@ -40,6 +41,9 @@ public sealed class OnnxSeq2SeqModel : IDisposable
 
     /// <summary>Vocabulary size.</summary>
     public int VocabularySize { get; }
+
+    /// <summary>Why CUDA was asked for and not used (running on the CPU), else null.</summary>
+    public string? Warning { get; }
 
     /// <summary>Encodes <paramref name="encoderIds"/> (one sequence) and returns the decoder over it.</summary>
     /// <exception cref="ArgumentException">The input is empty.</exception>
