@@ -5,6 +5,7 @@ using Bert4Sharp.Models;
 using Bert4Sharp.Onnx.Export;
 using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
+using static TorchSharp.torch;
 
 /// <summary>
 /// The deploy path at BERT-base shape (12 × 768, vocabulary 21128), fp32 and int8, 2 threads, batch 8 × 128 and
@@ -18,6 +19,7 @@ public static class DeployBench
     public static int Run(string[] args)
     {
         if (args.Length > 0 && args[0] == "decode") return Decode(args[1..]);
+        if (args.Length > 0 && args[0] == "classifier") return Classifier(args[1..]);
         int threads = 2, rounds = args.Length > 0 && int.TryParse(args[0], out var n) ? n : 7;
         torch.set_num_threads(threads);
         string work = Path.Combine(Path.GetTempPath(), "b4s-bench-deploy");
@@ -165,6 +167,45 @@ public static class DeployBench
             double m = Measure.Median(times[i]);
             int same = outputs[i].Zip(outputs[0]).TakeWhile(p => p.First == p.Second).Count() - prompt.Length;
             Console.WriteLine($"  {sides[i].Name,-30} {m * 1e3,9:F1} {1 / m,7:F1} {m / floor,8:F2}  {same} of {tokens}");
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// A fine-tuned classifier (a <c>b4s clue train</c> model directory) on its task's whole dev set: the TorchSharp
+    /// engine, then ONNX Runtime on the classifier exported in fp32 and int8 — dev accuracy, agreement with the torch
+    /// predictions, texts/s (2 threads, each engine once after a warm-up on 64 texts).
+    /// </summary>
+    static int Classifier(string[] args)
+    {
+        string Arg(string name, string fallback) => Array.IndexOf(args, name) is int i and >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+        string dir = Arg("--model", "runs/clue/tnews/model"), data = Arg("--data", "../shared/data");
+        torch.set_num_threads(2);
+        using var classifier = Bert4Sharp.Training.TextClassifier.Load(dir);
+        var run = Bert4Sharp.Training.ClassificationRun.All.First(r => r.Task == classifier.Options.Task);
+        var dev = run.Splits(data, _ => { }).Dev;
+        string work = Path.Combine(Path.GetTempPath(), "b4s-bench-classifier");
+        Directory.CreateDirectory(work);
+        OnnxExport.Save(classifier.Model, Path.Combine(work, "fp32.onnx"));
+        OnnxExport.Save(classifier.Model, Path.Combine(work, "int8.onnx"), new OnnxExportOptions { Int8 = true });
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2 };
+        using var fp32 = new Bert4Sharp.Onnx.OnnxRuntimeEncoder(Path.Combine(work, "fp32.onnx"), options);
+        using var int8 = new Bert4Sharp.Onnx.OnnxRuntimeEncoder(Path.Combine(work, "int8.onnx"), options);
+        Func<Tensor, Tensor, Tensor, Tensor> Graph(Bert4Sharp.Onnx.OnnxRuntimeEncoder e) => (ids, segments, mask) => e.Run(["logits"], ids, segments, mask)[0];
+        var engines = new (string Name, Func<Tensor, Tensor, Tensor, Tensor>? Logits)[] { ("TorchSharp engine", null), ("ORT, export fp32", Graph(fp32)), ("ORT, export int8", Graph(int8)) };
+        Console.WriteLine($"{classifier.Options.Task}: {dev.Count:N0} dev examples, {classifier.Labels.Count} labels, model {dir}");
+        Console.WriteLine($"  {"engine",-20} {"accuracy",9} {"same as torch",14} {"texts/s",8}");
+        List<Bert4Sharp.Training.ClassPrediction>? reference = null;
+        foreach (var (name, logits) in engines)
+        {
+            classifier.Predict(dev.Take(64).ToList(), logits);
+            var sw = Stopwatch.StartNew();
+            var predicted = classifier.Predict(dev, logits);
+            double seconds = sw.Elapsed.TotalSeconds;
+            reference ??= predicted.ToList();
+            double accuracy = dev.Zip(predicted).Count(p => p.First.Label == p.Second.Label) / (double)dev.Count;
+            double same = predicted.Zip(reference).Count(p => p.First.Index == p.Second.Index) / (double)dev.Count;
+            Console.WriteLine($"  {name,-20} {accuracy,9:P2} {same,14:P2} {dev.Count / seconds,8:F0}");
         }
         return 0;
     }

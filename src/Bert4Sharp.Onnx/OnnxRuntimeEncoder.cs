@@ -134,6 +134,19 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
     public ModelOutput Encode(Tensor inputIds, Tensor? segmentIds, Tensor? attentionMask, bool outputHiddenStates = false)
     {
         if (outputHiddenStates) throw new NotSupportedException($"{GraphPath} exposes only its last hidden states; use the TorchSharp engine for every layer's states");
+        var o = Run(pooled is null ? [hidden] : [hidden, pooled], inputIds, segmentIds, attentionMask);
+        return new ModelOutput { LastHiddenState = o[0], Pooled = pooled is null ? null : o[1] };
+    }
+
+    /// <summary>
+    /// Any outputs of the graph by name (e.g. <c>logits</c> of an exported classifier) for ids (B, T), optional segments
+    /// and mask, as float32 CPU tensors.
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad shapes, too long, or an output the graph does not have (names the ones it has).</exception>
+    public Tensor[] Run(IReadOnlyList<string> outputs, Tensor inputIds, Tensor? segmentIds, Tensor? attentionMask)
+    {
+        foreach (var name in outputs)
+            if (!session.OutputMetadata.ContainsKey(name)) throw new ArgumentException($"{GraphPath} has no output '{name}' (it has {string.Join(", ", session.OutputMetadata.Keys)})");
         if (inputIds.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", inputIds.shape)}]");
         long b = inputIds.shape[0], t = inputIds.shape[1];
         if (t > MaxLength) throw new ArgumentException($"the sequence needs {t} positions but {GraphPath} takes {MaxLength}; truncate the text");
@@ -157,10 +170,8 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         try
         {
             using var run = new RunOptions();
-            string[] wanted = pooled is null ? [hidden] : [hidden, pooled];
-            using var results = session.Run(run, names, values, wanted);
-            Tensor ToTensor(OrtValue v) => torch.tensor(v.GetTensorDataAsSpan<float>().ToArray(), v.GetTensorTypeAndShape().Shape);
-            return new ModelOutput { LastHiddenState = ToTensor(results[0]), Pooled = pooled is null ? null : ToTensor(results[1]) };
+            using var results = session.Run(run, names, values, outputs);
+            return [.. results.Select(OrtCache.Torch)];
         }
         finally { foreach (var v in values) v.Dispose(); }
     }

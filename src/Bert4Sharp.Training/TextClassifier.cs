@@ -112,8 +112,12 @@ public sealed class TextClassifier : IDisposable
     /// <summary>The label and probabilities of one text or text pair.</summary>
     public ClassPrediction Predict(string text, string? pair = null) => Predict([new TextExample(text, pair)])[0];
 
-    /// <summary>Labels and probabilities of many examples (their labels are ignored), in batches of similar length, in input order.</summary>
-    public IReadOnlyList<ClassPrediction> Predict(IReadOnlyList<TextExample> examples)
+    /// <summary>
+    /// Labels and probabilities of many examples (their labels are ignored), in batches of similar length, in input order.
+    /// <paramref name="logits"/> computes (ids, segments, mask) → (B, labels) on another engine (e.g. this classifier
+    /// exported to ONNX and run by ONNX Runtime); null: this model.
+    /// </summary>
+    public IReadOnlyList<ClassPrediction> Predict(IReadOnlyList<TextExample> examples, Func<Tensor, Tensor, Tensor, Tensor>? logits = null)
     {
         bool wasTraining = Model.training;
         Model.eval();
@@ -128,7 +132,7 @@ public sealed class TextClassifier : IDisposable
                 using var scope = torch.NewDisposeScope();
                 var rows = order.AsSpan(i, Math.Min(batch, order.Length - i)).ToArray();
                 var (ids, segments, mask) = FineTuning.Inputs(Tokenizer, rows.Select(r => (examples[r].Text, examples[r].Pair)), Options.MaxLength, device);
-                var p = nn.functional.softmax(Model.forward(ids, segments, mask), -1).to(ScalarType.Float32).cpu();   // (b, labels)
+                var p = nn.functional.softmax(logits is null ? Model.forward(ids, segments, mask) : logits(ids, segments, mask), -1).to(ScalarType.Float32).cpu();   // (b, labels)
                 float[] flat = p.data<float>().ToArray();
                 for (int r = 0; r < rows.Length; r++)
                 {

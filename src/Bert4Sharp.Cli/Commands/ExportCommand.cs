@@ -17,6 +17,15 @@ internal static class ExportCommand
         ["discriminator"] = Application.Discriminator, ["lm"] = Application.LanguageModel, ["unilm"] = Application.UniLM,
     };
 
+    /// <summary>A directory saved by <c>TextClassifier.Save</c> (<c>b4s clue train</c> for the classification tasks).</summary>
+    static bool IsClassifier(string directory)
+    {
+        string task = Path.Combine(directory, "task.json");
+        if (!File.Exists(task)) return false;
+        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(task));
+        return doc.RootElement.TryGetProperty("Head", out var head) && head.GetString() == "classifier";
+    }
+
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = $"Model directory (any layout b4s loads). Default: {DefaultModel.Description}" };
@@ -48,19 +57,24 @@ internal static class ExportCommand
                 Application = r.GetValue(application) is { } a ? Applications[a] : null,
                 Build = new BuildOptions { Device = TorchSharp.torch.CPU },
             };
-            var loaded = AutoModel.Load(source, options);
+            // A fine-tuned classifier (b4s clue train / TextClassifier: task.json with the classifier head) exports with its head.
+            using var classifier = IsClassifier(source) ? Training.TextClassifier.Load(source) : null;
+            if (classifier is not null && (r.GetValue(family) is not null || r.GetValue(application) is not null))
+                throw new ArgumentException($"{source} is a fine-tuned classifier (task.json); it exports as it was trained, without --family or --application");
+            var encoder = classifier?.Model.Encoder ?? AutoModel.Load(source, options).Model;
             var exportOptions = new OnnxExportOptions { Opset = r.GetValue(opset), Fused = !r.GetValue(standard), Int8 = r.GetValue(int8) };
             Directory.CreateDirectory(target);
             var sw = System.Diagnostics.Stopwatch.StartNew();
-            var result = OnnxExport.Save(loaded.Model, file, exportOptions);
+            var result = classifier is not null ? OnnxExport.Save(classifier.Model, file, exportOptions) : OnnxExport.Save(encoder, file, exportOptions);
             double seconds = sw.Elapsed.TotalSeconds;
-            foreach (var name in Companions)
+            foreach (var name in Companions.Append("task.json"))
             {
                 string from = Path.Combine(source, name);
-                if (name == "config.json") loaded.Config.Save(Path.Combine(target, name), loaded.Family.Name);   // the config the model was built from
+                if (name == "config.json") encoder.Config.Save(Path.Combine(target, name), encoder.Family.Name);   // the config the model was built from
                 else if (File.Exists(from)) File.Copy(from, Path.Combine(target, name), overwrite: true);
             }
-            AnsiConsole.MarkupLine($"{Markup.Escape(loaded.Family.Name)} ({loaded.Model.Application}) → [bold]{Markup.Escape(file)}[/]: {result.Bytes / 1048576.0:F1} MiB, opset {exportOptions.Opset}, {(exportOptions.Fused ? "ONNX Runtime fused operators" : "standard operators only")}, {seconds:F1} s");
+            string what = classifier is not null ? $"{encoder.Family.Name} classifier ({classifier.Labels.Count} labels, {classifier.Model.Pooling} pooling)" : $"{encoder.Family.Name} ({encoder.Application})";
+            AnsiConsole.MarkupLine($"{Markup.Escape(what)} → [bold]{Markup.Escape(file)}[/]: {result.Bytes / 1048576.0:F1} MiB, opset {exportOptions.Opset}, {(exportOptions.Fused ? "ONNX Runtime fused operators" : "standard operators only")}, {seconds:F1} s");
             AnsiConsole.MarkupLine($"outputs: {string.Join(", ", result.Outputs.Where(o => !o.StartsWith("present.", StringComparison.Ordinal)))}{(result.Outputs.Any(o => o.StartsWith("present.", StringComparison.Ordinal)) ? " + the key/value cache (past_key_values.N → present.N)" : "")}");
             if (result.DecoderPath is { } decoderPath) AnsiConsole.MarkupLine($"decoder (cross attention, key/value cache): [bold]{Markup.Escape(decoderPath)}[/]");
             var fused = result.Operators.Where(o => o.Key.StartsWith("com.microsoft.", StringComparison.Ordinal)).Select(o => $"{o.Key["com.microsoft.".Length..]} ×{o.Value}");
@@ -70,13 +84,15 @@ internal static class ExportCommand
             if (!r.GetValue(noVerify))
             {
                 var table = new Table().Border(TableBorder.Simple).AddColumn("output").AddColumn("max |ORT − torch|").AddColumn("max |torch|").AddColumn("relative");
-                foreach (var c in OnnxExport.Verify(loaded.Model, file))
+                foreach (var c in classifier is not null ? OnnxExport.Verify(classifier.Model, file) : OnnxExport.Verify(encoder, file))
                     table.AddRow(c.Output, c.MaxAbsDiff.ToString("G3"), c.MaxAbsExpected.ToString("G3"), (c.MaxAbsDiff / Math.Max(c.MaxAbsExpected, 1e-30)).ToString("G3"));
                 AnsiConsole.MarkupLine("checked on random ids (batch 2 × 16, one row half padding):");
                 AnsiConsole.Write(table);
             }
-            string use = loaded.Model.Application is Application.LanguageModel or Application.UniLM or Application.Seq2Seq
-                ? $"b4s generate --model {target} --engine onnx \"prompt\"   (or new {(loaded.Model.Application == Application.Seq2Seq ? "OnnxSeq2SeqModel" : "OnnxCausalLanguageModel")}(\"{target}\") in C#)"
+            string use = classifier is not null
+                ? $"new OnnxRuntimeEncoder(\"{target}\").Run([\"logits\"], ids, segments, mask), or TextClassifier.Predict(examples, logits) in C#"
+                : encoder.Application is Application.LanguageModel or Application.UniLM or Application.Seq2Seq
+                ? $"b4s generate --model {target} --engine onnx \"prompt\"   (or new {(encoder.Application == Application.Seq2Seq ? "OnnxSeq2SeqModel" : "OnnxCausalLanguageModel")}(\"{target}\") in C#)"
                 : $"b4s embed --model {target} --engine onnx \"text\"   (or new OnnxRuntimeEncoder(\"{target}\") in C#)";
             AnsiConsole.MarkupLine($"use it: {Markup.Escape(use)}");
             return CliErrors.Ok;

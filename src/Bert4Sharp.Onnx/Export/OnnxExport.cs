@@ -7,7 +7,7 @@ using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-/// <summary>Options of <see cref="OnnxExport.Save"/>.</summary>
+/// <summary>Options of <see cref="OnnxExport.Save(TransformerModel, string, OnnxExportOptions?)"/>.</summary>
 public sealed record OnnxExportOptions
 {
     /// <summary>Lowest opset every exporter path supports (LayerNormalization is opset 17).</summary>
@@ -32,7 +32,7 @@ public sealed record OnnxExportOptions
     public bool Int8 { get; init; }
 }
 
-/// <summary>What <see cref="OnnxExport.Save"/> wrote.</summary>
+/// <summary>What <see cref="OnnxExport.Save(TransformerModel, string, OnnxExportOptions?)"/> wrote.</summary>
 /// <param name="Path">The graph file (the encoder's, for an encoder–decoder).</param>
 /// <param name="Outputs">Outputs of the graph at <paramref name="Path"/>, in order (<c>last_hidden_state</c> first).</param>
 /// <param name="Operators">Nodes per operator.</param>
@@ -68,10 +68,8 @@ public static class OnnxExport
     public static OnnxExportResult Save(TransformerModel model, string path, OnnxExportOptions? options = null)
     {
         options ??= new();
-        if (options.Opset is < OnnxExportOptions.MinOpset or > OnnxExportOptions.MaxOpset)
-            throw new ArgumentOutOfRangeException(nameof(options), $"opset {options.Opset} is outside {OnnxExportOptions.MinOpset}..{OnnxExportOptions.MaxOpset}");
         TransformerGraph.Check(model);
-        var (outputs, operators, quantization) = Write(model, path, options, TransformerGraph.Write);
+        var (outputs, operators, quantization) = Write(model, path, options, (m, g, o) => TransformerGraph.Write(m, g, o));
         string? decoder = null;
         if (model.Application == Application.Seq2Seq)
         {
@@ -86,12 +84,27 @@ public static class OnnxExport
         return new OnnxExportResult(path, outputs, operators, bytes, quantization) { DecoderPath = decoder };
     }
 
+    /// <summary>
+    /// Writes a fine-tuned classifier (<see cref="Tasks.SequenceClassifier"/>: encoder + pooling + dense) as one graph whose
+    /// <c>logits</c> output is (batch, labels), beside <c>last_hidden_state</c> (and <c>pooler_output</c>).
+    /// </summary>
+    /// <exception cref="NotSupportedException">First-last-average pooling (it reads every layer), or what <see cref="Save(TransformerModel, string, OnnxExportOptions?)"/> refuses.</exception>
+    public static OnnxExportResult Save(Tasks.SequenceClassifier classifier, string path, OnnxExportOptions? options = null)
+    {
+        options ??= new();
+        var head = new TransformerGraph.ClassifierHead(classifier.Pooling, classifier.Classifier.weight!, classifier.Classifier.bias);
+        var (outputs, operators, quantization) = Write(classifier.Encoder, path, options, (m, g, o) => TransformerGraph.Write(m, g, o, head));
+        return new OnnxExportResult(path, outputs, operators, new FileInfo(path).Length, quantization);
+    }
+
     /// <summary>The decoder graph of an encoder–decoder, written beside the encoder's <c>model.onnx</c>.</summary>
     public const string DecoderFileName = "decoder_model.onnx";
 
     static (IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, QuantizationReport? Quantization) Write(TransformerModel model, string path,
         OnnxExportOptions options, Func<TransformerModel, GraphWriter, OnnxExportOptions, IReadOnlyList<string>> graph)
     {
+        if (options.Opset is < OnnxExportOptions.MinOpset or > OnnxExportOptions.MaxOpset)
+            throw new ArgumentOutOfRangeException(nameof(options), $"opset {options.Opset} is outside {OnnxExportOptions.MinOpset}..{OnnxExportOptions.MaxOpset}");
         var g = new GraphWriter(options.Opset);
         var outputs = graph(model, g, options);
         var proto = g.Model(new Dictionary<string, string>
@@ -112,15 +125,22 @@ public static class OnnxExport
     /// Runs <paramref name="path"/> with ONNX Runtime and <paramref name="model"/> with TorchSharp on the same random
     /// ids (batch 2, the second row padded after half its length), and reports the difference per output.
     /// </summary>
-    public static IReadOnlyList<ExportCheck> Verify(TransformerModel model, string path, int length = 16, int seed = 0)
+    public static IReadOnlyList<ExportCheck> Verify(TransformerModel model, string path, int length = 16, int seed = 0) => Verify(model, null, path, length, seed);
+
+    /// <summary>As <see cref="Verify(TransformerModel, string, int, int)"/> for an exported classifier: its <c>logits</c> against <see cref="Tasks.SequenceClassifier.forward"/>.</summary>
+    public static IReadOnlyList<ExportCheck> Verify(Tasks.SequenceClassifier classifier, string path, int length = 16, int seed = 0) =>
+        Verify(classifier.Encoder, classifier.forward, path, length, seed);
+
+    static IReadOnlyList<ExportCheck> Verify(TransformerModel model, Func<Tensor, Tensor?, Tensor?, Tensor>? logits, string path, int length, int seed)
     {
         using var scope = torch.NewDisposeScope();
-        return Compare(model, path, length, seed)
+        return Compare(model, path, length, seed, logits)
             .Select(c => new ExportCheck(c.Output, (c.Got - c.Want).abs().max().ToDouble(), c.Want.abs().max().ToDouble())).ToList();
     }
 
-    /// <summary>Each graph output next to the TorchSharp model's (float32, CPU), on <see cref="Verify"/>'s inputs; tensors in the caller's scope.</summary>
-    internal static List<(string Output, Tensor Got, Tensor Want)> Compare(TransformerModel model, string path, int length = 16, int seed = 0)
+    /// <summary>Each graph output next to the TorchSharp model's (float32, CPU), on <see cref="Verify(TransformerModel, string, int, int)"/>'s inputs; tensors in the caller's scope.</summary>
+    internal static List<(string Output, Tensor Got, Tensor Want)> Compare(TransformerModel model, string path, int length = 16, int seed = 0,
+        Func<Tensor, Tensor?, Tensor?, Tensor>? classifierLogits = null)
     {
         using var noGrad = torch.no_grad();
         long t = Math.Min(length, model.MaxLength);
@@ -134,6 +154,7 @@ public static class OnnxExport
         bool wasTraining = model.training;
         model.eval();
         using var expected = model.Forward(new ModelInput(ids.to(model.Device)) { Segments = segments.to(model.Device), AttentionMask = mask.to(model.Device) });
+        var headLogits = classifierLogits?.Invoke(ids.to(model.Device), segments.to(model.Device), mask.to(model.Device));
         if (wasTraining) model.train();
         using var so = new SessionOptions();
         using var session = new InferenceSession(path, so);
@@ -158,7 +179,7 @@ public static class OnnxExport
                 {
                     "last_hidden_state" => expected.LastHiddenState,
                     "pooler_output" => expected.Pooled,
-                    "logits" => expected.Logits,
+                    "logits" => headLogits ?? expected.Logits,
                     "seq_relationship_logits" => expected.SentenceLogits,
                     "discriminator_logits" => expected.DiscriminatorLogits,
                     _ => null,

@@ -42,6 +42,11 @@ internal sealed partial class TransformerGraph
     /// <summary>The graph takes and returns a key/value cache (<c>past_key_values.N.key</c> … → <c>present.N.key</c> …).</summary>
     bool Cached { get; set; }
 
+    /// <summary>A classification head on the encoder (pooling + dense to the labels), written as the <c>logits</c> output; or null.</summary>
+    public sealed record ClassifierHead(Tasks.Pooling Pooling, Tensor Weight, Tensor? Bias);
+
+    ClassifierHead? head;
+
     /// <summary>T5's relative-position score bias (1, h, T, P + T) of the stack being written, or null.</summary>
     string? positionBias;
 
@@ -65,13 +70,15 @@ internal sealed partial class TransformerGraph
             throw new NotSupportedException($"{name}: the attention kernel '{kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
     }
 
-    /// <summary>Writes the graph of <paramref name="model"/> into <paramref name="g"/>; returns the output names written.</summary>
-    public static IReadOnlyList<string> Write(TransformerModel model, GraphWriter g, OnnxExportOptions options)
+    /// <summary>Writes the graph of <paramref name="model"/> (and <paramref name="head"/> on it) into <paramref name="g"/>; returns the output names written.</summary>
+    public static IReadOnlyList<string> Write(TransformerModel model, GraphWriter g, OnnxExportOptions options, ClassifierHead? head = null)
     {
         Check(model);
+        if (head is not null && model.Application != Application.Encoder) throw new NotSupportedException($"a classification head sits on an encoder, not on {model.Application}");
+        if (head?.Pooling == Tasks.Pooling.FirstLastAverage) throw new NotSupportedException("first-last-average pooling reads every layer's states; export a classifier with first, cls, mean or max pooling");
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        return new TransformerGraph(model, g, options).Write();
+        return new TransformerGraph(model, g, options) { head = head }.Write();
     }
 
     bool HasSegments => arch.Embeddings.SegmentVocab > 0 || model.Application == Application.UniLM;
@@ -111,6 +118,22 @@ internal sealed partial class TransformerGraph
         {
             pooled = g.Op("Tanh", Linear("pooler", g.Op("Gather", [x, g.Ints([0], scalar: true)], ("axis", 1L))));
             Output("pooler_output", pooled, "batch", (long)h);
+        }
+        if (head is { } c)
+        {
+            // As Pool.Apply: the pooler (else [CLS]) for First, [CLS], or the mean / max over real tokens.
+            string First() => g.Op("Gather", [x, g.Ints([0], scalar: true)], ("axis", 1L));
+            var m = g.Op("Unsqueeze", g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Float)), g.Ints([-1]));   // (B, T, 1)
+            string v = c.Pooling switch
+            {
+                Tasks.Pooling.First => pooled ?? First(),
+                Tasks.Pooling.Cls => First(),
+                Tasks.Pooling.Mean => g.Op("Div", g.Op("ReduceSum", [g.Op("Mul", x, m), g.Ints([1])], ("keepdims", 0L)), g.Op("Max", g.Op("ReduceSum", [m, g.Ints([1])], ("keepdims", 0L)), g.Float(1))),
+                _ => Reduce("ReduceMax", g.Op("Where", g.Op("Equal", m, g.Float(0)), g.Float(float.NegativeInfinity), x), 1),
+            };
+            var logits = g.Op("MatMul", v, g.Weight("classifier.weight.T", c.Weight.t()));
+            if (c.Bias is not null) logits = g.Op("Add", logits, g.Weight("classifier.bias", c.Bias));
+            Output("logits", logits, "batch", c.Weight.shape[0]);
         }
         if (model.HasLanguageModelHead && model.Application != Application.Seq2Seq) Output("logits", LanguageModelHead(x), "batch", "sequence", (long)model.Config.VocabSize);
         for (int i = 0; i < presents.Count; i++)
@@ -182,9 +205,12 @@ internal sealed partial class TransformerGraph
         return kind == NormKind.Rms ? g.Op("Mul", y, Param(name + ".weight")) : y;
     }
 
-    string ReduceMean(string x) => g.Opset >= 18
-        ? g.Op("ReduceMean", [x, g.Ints([-1])], ("keepdims", 1L))
-        : g.Op("ReduceMean", [x], ("axes", new long[] { -1 }), ("keepdims", 1L));
+    string ReduceMean(string x) => Reduce("ReduceMean", x, -1, keep: true);
+
+    /// <summary>ReduceMean / ReduceMax over one axis: the axes are an input from opset 18, an attribute before.</summary>
+    string Reduce(string op, string x, long axis, bool keep = false) => g.Opset >= 18
+        ? g.Op(op, [x, g.Ints([axis])], ("keepdims", keep ? 1L : 0L))
+        : g.Op(op, [x], ("axes", new long[] { axis }), ("keepdims", keep ? 1L : 0L));
 
     string Embeddings()
     {

@@ -99,30 +99,34 @@ public sealed class ClassificationRun : IClueRun
         return (pooling, weighted);
     }
 
+    /// <summary>
+    /// The task's training and dev examples as <c>b4s clue train</c> uses them (malformed lines skipped and counted, unknown
+    /// labels dropped; CMNLI's staged dev carved 80/20 by premise).
+    /// </summary>
+    public (IReadOnlyList<TextExample> Train, IReadOnlyList<TextExample> Dev) Splits(string dataDirectory, Action<string> log)
+    {
+        var readOptions = new ClueReadOptions(MalformedPolicy.SkipAndCount, DropUnknownLabels: true);
+        if (trainFile is { } tf) return (Read(tf(dataDirectory), readOptions, log), Read(devFile(dataDirectory), readOptions, log));
+        var all = Read(devFile(dataDirectory), readOptions, log);
+        var split = ClueSplits.CarveByPremise(all, x => x.Text, x => x.Pair);
+        log($"{Task}: only dev is staged; carved 80/20 by a SHA-256 hash of the normalised premise (seed-independent, the same premise never on both sides): " +
+            $"{split.Train.Count:N0} train, {split.Dev.Count:N0} dev; {split.CrossSideRemoved:N0} training pairs removed because one of their sentences occurs in dev");
+        return (split.Train, split.Dev);
+    }
+
     /// <inheritdoc/>
     public RunResult Train(ClueRunOptions o, Action<string> log, ProgressDisplay progress, CancellationToken cancellation = default)
     {
         var (pooling, weighted) = ParseHead(o.Head);
         var labelSet = labels(o.DataDirectory);
-        var readOptions = new ClueReadOptions(MalformedPolicy.SkipAndCount, DropUnknownLabels: true);
-        List<TextExample> train, dev;
-        if (trainFile is { } tf)
+        var (allTrain, allDev) = Splits(o.DataDirectory, log);
+        List<TextExample> train = ClueRun.Take(allTrain, o), dev = ClueRun.Take(allDev, o);
+        if (trainFile is not null)
         {
-            train = ClueRun.Take(Read(tf(o.DataDirectory), readOptions, log), o);
-            dev = ClueRun.Take(Read(devFile(o.DataDirectory), readOptions, log), o);
             var overlap = HeldOutSplit.Disjoint(train, dev, PairText).Overlap;
             log(overlap > 0
                 ? $"note: {overlap:N0} dev examples have the text of a training example (exact match after normalisation); dev is used as given"
                 : "no dev example has the text of a training example (exact match after normalisation)");
-        }
-        else
-        {
-            var all = Read(devFile(o.DataDirectory), readOptions, log);
-            var split = ClueSplits.CarveByPremise(all, x => x.Text, x => x.Pair);
-            log($"{Task}: only dev is staged; carved 80/20 by a SHA-256 hash of the normalised premise (seed-independent, the same premise never on both sides): " +
-                $"{split.Train.Count:N0} train, {split.Dev.Count:N0} dev; {split.CrossSideRemoved:N0} training pairs removed because one of their sentences occurs in dev");
-            train = ClueRun.Take(split.Train, o);
-            dev = ClueRun.Take(split.Dev, o);
         }
         log($"{train.Count:N0} training and {dev.Count:N0} dev examples, {labelSet.Count} labels");
         string majority = train.GroupBy(x => x.Label).OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal).First().Key!;

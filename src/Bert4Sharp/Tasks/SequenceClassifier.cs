@@ -37,6 +37,12 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     /// <summary>The Transformer.</summary>
     public TransformerModel Encoder => encoder;
 
+    /// <summary>How the hidden states become one vector.</summary>
+    public Pooling Pooling => pooling;
+
+    /// <summary>The dense layer from the pooled vector to the labels.</summary>
+    public Linear Classifier => classifier;
+
     /// <summary>
     /// Loads a pretrained model (any directory or file <see cref="AutoModel"/> reads) as the encoder. Every encoder
     /// weight must be found; MLM-head tensors are ignored.

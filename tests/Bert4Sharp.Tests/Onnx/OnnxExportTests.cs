@@ -91,6 +91,34 @@ public class OnnxExportTests
         ExportAndCompare(realformer, new OnnxExportOptions { Opset = OnnxExportOptions.MaxOpset, Fused = false }, "RealFormer, opset 21");
     }
 
+    [Theory]
+    [InlineData("bert", "hf/bert/config.json", Bert4Sharp.Tasks.Pooling.First)]      // the pooler
+    [InlineData("roformer_v2", "ports/roformer_v2/bert_config.json", Bert4Sharp.Tasks.Pooling.First)]   // no pooler: [CLS]
+    [InlineData("bert", "hf/bert/config.json", Bert4Sharp.Tasks.Pooling.Mean)]
+    [InlineData("roformer", "hf/roformer/config.json", Bert4Sharp.Tasks.Pooling.Max)]
+    public void AFineTunedClassifierExportsWithItsHead(string family, string config, Bert4Sharp.Tasks.Pooling pooling)
+    {
+        var encoder = Model(family, config, Application.Encoder);
+        using var classifier = new Bert4Sharp.Tasks.SequenceClassifier(encoder, 5, pooling: pooling);
+        classifier.eval();
+        string dir = Directory.CreateTempSubdirectory("b4s-onnx-cls").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.onnx");
+            var result = OnnxExport.Save(classifier, path);
+            Assert.Contains("logits", result.Outputs);
+            using var scope = torch.NewDisposeScope();
+            var pairs = OnnxExport.Compare(encoder, path, classifierLogits: classifier.forward);
+            Assert.Contains(pairs, p => p.Output == "logits");
+            foreach (var (name, got, want) in pairs)
+                Close.Assert(got, want, $"{family} {pooling}: {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+        }
+        finally { Directory.Delete(dir, true); }
+        using var firstLast = new Bert4Sharp.Tasks.SequenceClassifier(encoder, 5, pooling: Bert4Sharp.Tasks.Pooling.FirstLastAverage);
+        var e = Assert.Throws<NotSupportedException>(() => OnnxExport.Save(firstLast, Path.Combine(Path.GetTempPath(), "never.onnx")));
+        Assert.Contains("first-last-average", e.Message);
+    }
+
     [Fact]
     public void WhatCannotBeExportedIsRefusedByName()
     {
