@@ -18,21 +18,16 @@ public static class DeployBench
 {
     public static int Run(string[] args)
     {
-        if (args.Length > 0 && args[0] == "decode") return Decode(args[1..]);
+        // --cuda (bench/gpu.sh): ONNX Runtime's sessions on the CUDA execution provider, batch 32 × 128, no TorchSharp-cpu side.
+        bool cuda = args.Contains("--cuda");
+        args = [.. args.Where(a => a != "--cuda")];
+        if (args.Length > 0 && args[0] == "decode") return Decode(args[1..], cuda);
         if (args.Length > 0 && args[0] == "classifier") return Classifier(args[1..]);
         int threads = 2, rounds = args.Length > 0 && int.TryParse(args[0], out var n) ? n : 7;
         torch.set_num_threads(threads);
         string work = Path.Combine(Path.GetTempPath(), "b4s-bench-deploy");
         Directory.CreateDirectory(work);
-        var config = new TransformerConfig
-        {
-            VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072,
-            MaxPositionEmbeddings = 512, HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,
-        };
-        var family = ModelFamily.Get("bert");
-        torch.manual_seed(1);
-        var model = new TransformerModel(family, config, family.Architecture(config) with { Pooler = false }, Application.Encoder);
-        model.eval();
+        var (config, model) = EncoderBench.BertBase();
         WeightLoader.SavePretrained(model, work);
         var graphs = new List<(string Name, string Path)>();
         string peer = Path.Combine(work, "pytorch.onnx");
@@ -53,7 +48,7 @@ public static class DeployBench
         }
         double peak = Measure.MatmulPeak();
         Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s; {rounds} rounds, medians");
-        foreach (var (batch, seq) in new[] { (8, 128), (1, 32) })
+        foreach (var (batch, seq) in cuda ? new[] { (32, 128), (1, 32) } : new[] { (8, 128), (1, 32) })
         {
             var rng = new Random(batch * 1000 + seq);
             long[] ids = Enumerable.Range(0, batch * seq).Select(_ => (long)rng.Next(106, 21128)).ToArray();
@@ -61,9 +56,9 @@ public static class DeployBench
             using var tIds = torch.tensor(ids, [batch, seq]);
             using var tMask = torch.tensor(ones, [batch, seq]);
             float[] reference = [];
-            var contenders = new List<(string Name, Func<(double Seconds, float[] Output)> Run, IDisposable? Owner)>
-            {
-                ("TorchSharp engine", () =>
+            var contenders = new List<(string Name, Func<(double Seconds, float[] Output)> Run, IDisposable? Owner)>();
+            if (!cuda)
+                contenders.Add(("TorchSharp engine", () =>
                 {
                     using var scope = torch.NewDisposeScope();
                     using var g = torch.no_grad();
@@ -71,11 +66,11 @@ public static class DeployBench
                     var o = model.forward(tIds, null, tMask);
                     double s = t.Elapsed.TotalSeconds;
                     return (s, o.LastHiddenState.data<float>().ToArray());
-                }, null),
-            };
+                }, null));
             foreach (var (name, path) in graphs)
             {
                 var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
+                if (cuda) so.AppendExecutionProvider_CUDA(0);                                  // fails loudly without the GPU package: a GPU bench must not fall back
                 if (Environment.GetEnvironmentVariable("B4S_DUMP_OPTIMIZED") is { Length: > 0 } dump)   // the graph ONNX Runtime actually runs, for inspection
                     so.OptimizedModelFilePath = Path.Combine(dump, Path.GetFileNameWithoutExtension(path) + ".optimized.onnx");
                 var session = new InferenceSession(path, so);
@@ -129,7 +124,7 @@ public static class DeployBench
     /// turn per round; per-token time against the memory-bandwidth floor (every fp32 weight read once per token) measured
     /// in the same run.
     /// </summary>
-    static int Decode(string[] args)
+    static int Decode(string[] args, bool cuda = false)
     {
         int rounds = args.Length > 0 && int.TryParse(args[0], out var r) ? r : 3, tokens = 128;
         torch.set_num_threads(2);
@@ -140,9 +135,10 @@ public static class DeployBench
         Directory.CreateDirectory(work);
         OnnxExport.Save(model, Path.Combine(work, "fp32.onnx"));
         OnnxExport.Save(model, Path.Combine(work, "int8.onnx"), new OnnxExportOptions { Int8 = true });
-        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, Cuda = cuda, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
         using var fp32 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "fp32.onnx"), options);
         using var int8 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "int8.onnx"), options);
+        if (fp32.Warning is { } w) throw new InvalidOperationException(w);
         var sides = new (string Name, Generation.ICausalLanguageModel Lm)[]
         {
             ("TorchSharp engine", new Generation.CausalLanguageModel(model)), ("ORT, Bert4Sharp export fp32", fp32), ("ORT, Bert4Sharp export int8", int8),

@@ -21,15 +21,7 @@ public static class EncoderBench
         torch.set_num_threads(threads);
         string work = Path.Combine(Path.GetTempPath(), "b4s-bench-encoder");
         Directory.CreateDirectory(work);
-        var config = new TransformerConfig
-        {
-            VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072,
-            MaxPositionEmbeddings = 512, HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,
-        };
-        var family = ModelFamily.Get("bert");
-        torch.manual_seed(1);
-        var model = new TransformerModel(family, config, family.Architecture(config) with { Pooler = false }, Application.Encoder);
-        model.eval();
+        var (config, model) = BertBase();
         string onnx = Path.Combine(work, "bert-base.onnx");
         // Export these very weights every run, so both sides always compute the same model.
         WeightLoader.SavePretrained(model, work);
@@ -91,6 +83,21 @@ public static class EncoderBench
             Console.WriteLine($"  ratio Bert4Sharp / ONNX Runtime (throughput): {ort / own:F2}x (target >= 1.0x); max |diff| of outputs {diff:E1}");
         }
         return 0;
+    }
+
+    /// <summary>The benchmarks' BERT-base (12 × 768, vocabulary 21,128, no pooler), seed 1, evaluation mode.</summary>
+    internal static (TransformerConfig Config, TransformerModel Model) BertBase()
+    {
+        var config = new TransformerConfig
+        {
+            VocabSize = 21128, HiddenSize = 768, NumHiddenLayers = 12, NumAttentionHeads = 12, IntermediateSize = 3072,
+            MaxPositionEmbeddings = 512, HiddenDropoutProb = 0, AttentionProbsDropoutProb = 0,
+        };
+        var family = ModelFamily.Get("bert");
+        torch.manual_seed(1);
+        var model = new TransformerModel(family, config, family.Architecture(config) with { Pooler = false }, Application.Encoder);
+        model.eval();
+        return (config, model);
     }
 
     /// <summary>Forward FLOPs of the encoder on a (b, t) batch: 2 × multiply-adds of the dense layers (4H² + 2HI per token and layer) and of attention (2TH).</summary>

@@ -27,9 +27,7 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
     public OnnxCausalLanguageModel(string path, OnnxEncoderOptions? options = null)
     {
         options ??= new();
-        string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
-        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        session = OnnxSession.Open(file, options, out var warning);
+        (session, string file) = OnnxSession.OpenPath(path, options, out var warning);
         Warning = warning;
         var inputs = session.InputMetadata;
         layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));

@@ -35,6 +35,15 @@ public static class OnnxSession
         session.Dispose();
     }
 
+    /// <summary>A session for <paramref name="path"/>: a .onnx file, or a directory holding model.onnx.</summary>
+    /// <exception cref="FileNotFoundException">No graph there.</exception>
+    public static (InferenceSession Session, string File) OpenPath(string path, OnnxEncoderOptions options, out string? warning)
+    {
+        string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
+        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
+        return (Open(file, options, out warning), file);
+    }
+
     /// <summary>A session for <paramref name="file"/>; <paramref name="warning"/> says why CUDA, when asked for, is not used.</summary>
     /// <exception cref="InvalidDataException">ONNX Runtime cannot load it (its message included).</exception>
     public static InferenceSession Open(string file, OnnxEncoderOptions options, out string? warning)
@@ -80,9 +89,7 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
     public OnnxRuntimeEncoder(string path, OnnxEncoderOptions? options = null)
     {
         options ??= new();
-        string file = Directory.Exists(path) ? Path.Combine(path, "model.onnx") : path;
-        if (!File.Exists(file)) throw new FileNotFoundException($"{file}: no ONNX graph (give a .onnx file or a directory with model.onnx)", file);
-        session = OnnxSession.Open(file, options, out var warning);
+        (session, string file) = OnnxSession.OpenPath(path, options, out var warning);
         Warning = warning;
         GraphPath = file;
         var inputs = session.InputMetadata;
