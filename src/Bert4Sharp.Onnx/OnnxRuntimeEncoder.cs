@@ -16,7 +16,7 @@ public sealed record OnnxEncoderOptions
     public GraphOptimizationLevel Optimization { get; init; } = GraphOptimizationLevel.ORT_ENABLE_ALL;
     /// <summary>
     /// Run on the CUDA execution provider (GPU 0) when this process has one (the <c>Microsoft.ML.OnnxRuntime.Gpu.Linux</c>
-    /// package and a GPU); otherwise the CPU, and the model's <c>Warning</c> says why.
+    /// package, CUDA 13 and a GPU); otherwise the CPU, and the model's <c>Warning</c> says why.
     /// </summary>
     public bool Cuda { get; init; }
     /// <summary>Write ONNX Runtime's per-node profile (JSON) to files starting with this path; null: off.</summary>
@@ -56,7 +56,7 @@ public static class OnnxSession
             try { so.AppendExecutionProvider_CUDA(0); }
             catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
             {
-                warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. It needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package, CUDA 12 and a GPU";
+                warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. it needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package (-p:OnnxRuntimeGpu=true), CUDA 13 and cuDNN 9 libraries on the loader path, and a GPU";
             }
         }
         try
