@@ -56,7 +56,7 @@ public static class OnnxSession
             try { so.AppendExecutionProvider_CUDA(0); }
             catch (Exception e) when (e is OnnxRuntimeException or EntryPointNotFoundException or DllNotFoundException)
             {
-                warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU. it needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package (-p:OnnxRuntimeGpu=true), CUDA 13 and cuDNN 9 libraries on the loader path, and a GPU";
+                warning = $"the CUDA execution provider is not available here ({e.Message.Split('\n')[0]}); running on the CPU; it needs the Microsoft.ML.OnnxRuntime.Gpu.Linux package (-p:OnnxRuntimeGpu=true), CUDA 13 and cuDNN 9 libraries on the loader path, and a GPU";
             }
         }
         try
