@@ -114,9 +114,9 @@ public static class OnnxExport
             ["bert4sharp.max_length"] = model.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture),
         });
         QuantizationReport? report = options.Int8 ? OnnxQuantization.QuantizeDynamic(proto) : null;
-        long size = proto.CalculateSize();
-        if (size > int.MaxValue)
-            throw new NotSupportedException($"the graph is {size / (1 << 20)} MiB; protobuf files stop at 2 GiB (export with --int8, or a smaller model)");
+        long size = proto.Graph.Initializer.Sum(t => (long)t.RawData.Length);               // protobuf sizes are int: check before serialising
+        if (size > int.MaxValue - (64 << 20))
+            throw new NotSupportedException($"the weights are {size >> 20} MiB; one protobuf file stops at 2 GiB (export with --int8, or a smaller model)");
         AtomicFile.Write(path, s => proto.WriteTo(s));
         return (outputs, g.OpCounts, report);
     }
