@@ -75,7 +75,7 @@ public static class OnnxSession
 /// pooler output) run by ONNX Runtime behind <see cref="IEncoder"/>, so pipelines and heads use it exactly as they
 /// use a <see cref="TransformerModel"/>. Inputs and outputs cross as TorchSharp CPU tensors.
 /// </summary>
-public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
+public sealed class OnnxRuntimeEncoder : IEncoder, IMaskedLanguageModel, IDisposable
 {
     readonly InferenceSession session;
     readonly string ids, mask;
@@ -144,6 +144,15 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IDisposable
         var o = Run(pooled is null ? [hidden] : [hidden, pooled], inputIds, segmentIds, attentionMask);
         return new ModelOutput { LastHiddenState = o[0], Pooled = pooled is null ? null : o[1] };
     }
+
+    /// <inheritdoc/>
+    public bool HasMaskedLanguageModelHead => session.OutputMetadata.TryGetValue("logits", out var l) && l.Dimensions.Length == 3;
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentException">The graph has no (B, T, V) <c>logits</c> output.</exception>
+    public Tensor MaskedLanguageModelLogits(Tensor ids, Tensor? segments, Tensor? attentionMask) => HasMaskedLanguageModelHead
+        ? Run(["logits"], ids, segments, attentionMask)[0]
+        : throw new ArgumentException($"{GraphPath} has no (batch, sequence, vocabulary) logits output; export the model with --application mlm");
 
     /// <summary>
     /// Any outputs of the graph by name (e.g. <c>logits</c> of an exported classifier) for ids (B, T), optional segments

@@ -40,12 +40,18 @@ internal static class ModelCommands
         return TransformerPipeline.Create(new Onnx.OnnxRuntimeEncoder(dir, new Onnx.OnnxEncoderOptions { Threads = r.GetValue(o.Threads) ?? 0 }), tokenizer);
     }
 
+    static Option<string> Engine()
+    {
+        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx, e.g. from b4s export onnx)", DefaultValueFactory = _ => "torch" };
+        engine.AcceptOnlyFromAmong("torch", "onnx");
+        return engine;
+    }
+
     public static Command Encode()
     {
         var o = Options();
         var text = new Argument<string[]>("text") { Arity = ArgumentArity.OneOrMore, Description = "Texts to encode (one batch)" };
-        var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx)", DefaultValueFactory = _ => "torch" };
-        engine.AcceptOnlyFromAmong("torch", "onnx");
+        var engine = Engine();
         var cmd = new Command("encode", "Sentence vectors ([CLS], mean over tokens, pooler) of texts") { text, engine };
         Add(cmd, o);
         cmd.SetAction(CliErrors.Wrap(r =>
@@ -79,11 +85,12 @@ internal static class ModelCommands
         var o = Options();
         var text = new Argument<string>("text") { Description = "Text with [MASK]" };
         var topK = new Option<int>("--top-k") { Description = "Candidates per mask", DefaultValueFactory = _ => 5 };
-        var cmd = new Command("fill-mask", "Predict the [MASK] tokens of a text") { text, topK };
+        var engine = Engine();
+        var cmd = new Command("fill-mask", "Predict the [MASK] tokens of a text") { text, topK, engine };
         Add(cmd, o);
         cmd.SetAction(CliErrors.Wrap(r =>
         {
-            var p = Load(r, o, Application.MaskedLM);
+            var p = r.GetValue(engine) == "onnx" ? LoadOnnx(r, o) : Load(r, o, Application.MaskedLM);
             var c = p.FillMask(r.GetValue(text)!, r.GetValue(topK));
             if (r.GetValue(o.Json)) { CliErrors.WriteJson(c); return CliErrors.Ok; }
             var table = new Table().Border(TableBorder.Simple).AddColumn("mask").AddColumn("token").AddColumn("p").AddColumn("text");

@@ -23,3 +23,17 @@ public interface IEncoder
     /// </summary>
     ModelOutput Encode(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates = false);
 }
+
+/// <summary>
+/// An engine that also has a masked-LM head: logits (B, T, V) for ids (B, T), optional segments and mask. What
+/// <see cref="TransformerPipeline.FillMask"/> needs from an encoder that is not a <see cref="TransformerModel"/>
+/// (an exported MLM graph on ONNX Runtime).
+/// </summary>
+public interface IMaskedLanguageModel
+{
+    /// <summary>Whether this engine has the head (the graph has a <c>logits</c> output).</summary>
+    bool HasMaskedLanguageModelHead { get; }
+    /// <summary>MLM logits (B, T, V).</summary>
+    Tensor MaskedLanguageModelLogits(Tensor ids, Tensor? segments, Tensor? attentionMask);
+}
+

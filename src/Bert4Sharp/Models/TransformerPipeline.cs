@@ -105,23 +105,31 @@ public sealed class TransformerPipeline
     /// <exception cref="ArgumentException">No mask in the text, or the model has no MLM head.</exception>
     public IReadOnlyList<FillMaskCandidate> FillMask(string text, int topK = 5)
     {
-        var model = Model;
-        if (model.Application is not (Application.MaskedLM or Application.PreTraining))
-            throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
+        // The TorchSharp model's head, or another engine's (an exported MLM graph on ONNX Runtime).
+        Func<Tensor, Tensor, Tensor> logits;
+        if (Encoder is IMaskedLanguageModel { HasMaskedLanguageModelHead: true } other) logits = (i, s) => other.MaskedLanguageModelLogits(i, s, null);
+        else if (Encoder is IMaskedLanguageModel) throw new ArgumentException($"fill-mask needs an MLM head; this {Encoder.Engine} graph has no logits output (export it with --application mlm)");
+        else
+        {
+            var model = Model;
+            if (model.Application is not (Application.MaskedLM or Application.PreTraining))
+                throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
+            logits = (i, s) => { using var o = model.forward(i, s, null); return o.Logits!.alias(); };
+        }
         if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), $"topK must be at least 1, got {topK}");
         var e = Tokenizer.Encode(text);
         var positions = Enumerable.Range(0, e.Count).Where(i => e.Ids[i] == Tokenizer.MaskId).ToList();
         if (positions.Count == 0) throw new ArgumentException($"the text has no {Tokenizer.Options.MaskingToken}: '{text}'");
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var device = model.Device;
+        var device = Encoder.Device;
         var ids = torch.tensor(e.Ids.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);
         var segs = torch.tensor(e.SegmentIds.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);
-        using var output = model.forward(ids, segs, null);
+        var all = logits(ids, segs);                                                        // (1, T, V)
         var result = new List<FillMaskCandidate>();
         for (int k = 0; k < positions.Count; k++)
         {
-            var probs = output.Logits![0, positions[k]].softmax(-1);
+            var probs = all[0, positions[k]].softmax(-1);
             var (values, indices) = probs.topk(Math.Min(topK, (int)probs.shape[0]));
             var span = e.Offsets[positions[k]];
             for (int j = 0; j < values.shape[0]; j++)

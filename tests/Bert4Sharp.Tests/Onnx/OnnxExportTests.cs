@@ -120,6 +120,27 @@ public class OnnxExportTests
     }
 
     [Fact]
+    public void FillMaskRunsOnAnExportedMaskedLanguageModel()
+    {
+        string dir = Search.SearchCliTests.TinyModel("tiny-bert-mlm"), onnx = Path.Combine(dir, "onnx");
+        var torchPipeline = TransformerPipeline.Load(dir, application: Application.MaskedLM);
+        Directory.CreateDirectory(onnx);
+        OnnxExport.Save(torchPipeline.Model, Path.Combine(onnx, "model.onnx"));
+        using var encoder = new OnnxRuntimeEncoder(onnx);
+        Assert.True(encoder.HasMaskedLanguageModelHead);
+        var onnxPipeline = TransformerPipeline.Create(encoder, torchPipeline.Tokenizer);
+        var want = torchPipeline.FillMask("一丁[MASK]七", 5);
+        var got = onnxPipeline.FillMask("一丁[MASK]七", 5);
+        Assert.Equal(want.Select(c => c.Token), got.Select(c => c.Token));
+        Close.Assert(got.Select(c => c.Probability).ToArray(), want.Select(c => c.Probability).ToArray(), "fill-mask probabilities", atol: 1e-5, rtol: 1e-4);
+        // An encoder-only graph has no head to fill with, and says how to get one.
+        OnnxExport.Save(Model("bert", "hf/bert/config.json", Application.Encoder), Path.Combine(onnx, "model.onnx"));
+        using var plain = new OnnxRuntimeEncoder(onnx);
+        var e = Assert.Throws<ArgumentException>(() => TransformerPipeline.Create(plain, torchPipeline.Tokenizer).FillMask("一[MASK]", 5));
+        Assert.Contains("--application mlm", e.Message);
+    }
+
+    [Fact]
     public void WhatCannotBeExportedIsRefusedByName()
     {
         var conditional = Model("bert", "hf/bert/config.json", Application.Encoder, new BuildOptions { Condition = new Bert4Sharp.Layers.ConditionOptions(8) });
