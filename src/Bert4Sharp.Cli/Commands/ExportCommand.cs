@@ -22,8 +22,13 @@ internal static class ExportCommand
     {
         string task = Path.Combine(directory, "task.json");
         if (!File.Exists(task)) return false;
-        using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(task));
-        return doc.RootElement.TryGetProperty("Head", out var head) && head.GetString() == "classifier";
+        try
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(task));
+            return doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty("Head", out var head)
+                && head.ValueKind == System.Text.Json.JsonValueKind.String && head.GetString() == "classifier";
+        }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{task}: not valid JSON ({e.Message}); b4s clue train writes it with the model", e); }
     }
 
     public static Command Create()
