@@ -32,7 +32,11 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         var inputs = session.InputMetadata;
         layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
         if (layers == 0 || !inputs.ContainsKey("input_ids") || !inputs.ContainsKey("attention_mask") || !session.OutputMetadata.ContainsKey("logits"))
-            throw new InvalidDataException($"{file}: not a causal LM graph with a key/value cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", session.OutputMetadata.Keys)}); export a GPT family or an LM/UniLM application with b4s export onnx");
+        {
+            session.Dispose();
+            throw new InvalidDataException($"{file}: not a causal LM graph with a key/value cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", session.OutputMetadata.Keys)}); " +
+                "b4s export onnx writes one for GPT families and LM/UniLM applications, except NEZHA, GAU-α, RoBERTa-style positions and RealFormer, which decode without a cache: use the torch engine for those");
+        }
         var key = inputs["past_key_values.0.key"].Dimensions;
         (heads, keySize, valueSize) = (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
         VocabularySize = session.OutputMetadata["logits"].Dimensions[2];

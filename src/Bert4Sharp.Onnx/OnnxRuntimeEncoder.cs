@@ -31,7 +31,7 @@ public static class OnnxSession
     /// <summary>Disposes <paramref name="session"/>, writing its profile first when it was opened with <see cref="OnnxEncoderOptions.ProfilePrefix"/>.</summary>
     public static void Close(InferenceSession session)
     {
-        if (Profiled.TryGetValue(session, out _)) session.EndProfiling();
+        if (Profiled.Remove(session)) session.EndProfiling();                            // once: a second Dispose must not touch a released session
         session.Dispose();
     }
 
@@ -99,20 +99,27 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IMaskedLanguageModel, IDispos
         mask = Input("attention_mask");
         segments = inputs.ContainsKey("token_type_ids") ? "token_type_ids" : null;
         var outputs = session.OutputMetadata;
-        hidden = outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 3 && o.Value.ElementType == typeof(float)).Key
+        if (inputs.Keys.Any(k => k.StartsWith("past_key_values.", StringComparison.Ordinal)))
+            throw new InvalidDataException($"{file}: a decoding graph with a key/value cache, not an encoder; open it with OnnxCausalLanguageModel (b4s generate --engine onnx)");
+        hidden = outputs.ContainsKey("last_hidden_state") ? "last_hidden_state"
+            : outputs.FirstOrDefault(o => o.Value.Dimensions.Length == 3 && o.Value.ElementType == typeof(float)).Key
             ?? throw new InvalidDataException($"{file}: no float (batch, sequence, hidden) output among {string.Join(", ", outputs.Keys)}");
-        // The pooler by its Hugging Face name; else the one rank-2 output, unless it is a sentence-transformers
-        // embedding (mean-pooled, maybe normalised), which is not a pooler.
-        var rank2 = outputs.Where(o => o.Value.Dimensions.Length == 2 && o.Value.ElementType == typeof(float)).Select(o => o.Key).ToList();
+        int h = outputs[hidden].Dimensions[2];
+        if (h <= 0) throw new InvalidDataException($"{file}: the hidden size of '{hidden}' is not fixed in the graph");
+        // The pooler by its Hugging Face name; else the one rank-2 output of the hidden width, unless it is a
+        // sentence-transformers embedding (mean-pooled, maybe normalised) or a head's logits, which are not a pooler.
+        var rank2 = outputs.Where(o => o.Value.Dimensions.Length == 2 && o.Value.ElementType == typeof(float) && o.Value.Dimensions[1] == h).Select(o => o.Key).ToList();
         pooled = rank2.Contains("pooler_output") ? "pooler_output"
-            : rank2.Count == 1 && !rank2[0].Contains("embedding", StringComparison.OrdinalIgnoreCase) ? rank2[0] : null;
+            : rank2.Count == 1 && !rank2[0].Contains("embedding", StringComparison.OrdinalIgnoreCase) && !rank2[0].Contains("logits", StringComparison.OrdinalIgnoreCase) ? rank2[0] : null;
         foreach (var name in new[] { ids, mask, segments }.OfType<string>())
             if (inputs[name].ElementType != typeof(long) && inputs[name].ElementType != typeof(int))
                 throw new InvalidDataException($"{file}: input '{name}' is {inputs[name].ElementType.Name}; int64 or int32 ids are expected");
-        int h = outputs[hidden].Dimensions[2];
-        if (h <= 0) throw new InvalidDataException($"{file}: the hidden size of '{hidden}' is not fixed in the graph");
         HiddenSize = h;
-        MaxLength = options.MaxLength ?? MaxLengthFromConfig(System.IO.Path.GetDirectoryName(Path.GetFullPath(file))!);
+        // The length the exporter recorded (n² for hierarchical positions), else config.json beside the graph.
+        MaxLength = options.MaxLength
+            ?? (session.ModelMetadata.CustomMetadataMap.TryGetValue("bert4sharp.max_length", out var recorded) && long.TryParse(recorded, out var ml) ? ml : (long?)null)
+            ?? MaxLengthFromConfig(System.IO.Path.GetDirectoryName(Path.GetFullPath(file))!);
+        application = session.ModelMetadata.CustomMetadataMap.GetValueOrDefault("bert4sharp.application");
     }
 
     static long MaxLengthFromConfig(string directory)
@@ -145,8 +152,12 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IMaskedLanguageModel, IDispos
         return new ModelOutput { LastHiddenState = o[0], Pooled = pooled is null ? null : o[1] };
     }
 
+    readonly string? application;
+
     /// <inheritdoc/>
-    public bool HasMaskedLanguageModelHead => session.OutputMetadata.TryGetValue("logits", out var l) && l.Dimensions.Length == 3;
+    /// <remarks>A (B, T, V) <c>logits</c> output of a graph that is not a causal LM or UniLM (as the exporter records it).</remarks>
+    public bool HasMaskedLanguageModelHead => session.OutputMetadata.TryGetValue("logits", out var l) && l.Dimensions.Length == 3
+        && application is null or nameof(Application.MaskedLM) or nameof(Application.PreTraining);
 
     /// <inheritdoc/>
     /// <exception cref="ArgumentException">The graph has no (B, T, V) <c>logits</c> output.</exception>

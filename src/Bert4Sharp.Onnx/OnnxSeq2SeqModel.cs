@@ -28,11 +28,15 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         foreach (var f in new[] { enc, dec })
             if (!File.Exists(f)) throw new FileNotFoundException($"{f}: missing; b4s export onnx writes model.onnx and {Export.OnnxExport.DecoderFileName} for T5/mT5", f);
         encoder = OnnxSession.Open(enc, options, out var warning);
-        decoder = OnnxSession.Open(dec, options, out _);
+        try { decoder = OnnxSession.Open(dec, options, out _); }
+        catch { encoder.Dispose(); throw; }
         Warning = warning;
         var inputs = decoder.InputMetadata;
-        if (!inputs.ContainsKey("encoder_hidden_states") || !inputs.ContainsKey("past_key_values.0.key"))
-            throw new InvalidDataException($"{dec}: not a decoder graph with a cache (inputs {string.Join(", ", inputs.Keys)})");
+        if (!inputs.ContainsKey("encoder_hidden_states") || !inputs.ContainsKey("past_key_values.0.key") || !decoder.OutputMetadata.ContainsKey("logits"))
+        {
+            Dispose();
+            throw new InvalidDataException($"{dec}: not a decoder graph with a cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", decoder.OutputMetadata.Keys)}); export the T5/mT5 model again with b4s export onnx");
+        }
         layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
         var key = inputs["past_key_values.0.key"].Dimensions;
         (heads, keySize, valueSize) = (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
@@ -45,9 +49,9 @@ public sealed class OnnxSeq2SeqModel : IDisposable
     /// <summary>Why CUDA was asked for and not used (running on the CPU), else null.</summary>
     public string? Warning { get; }
 
-    /// <summary>Encodes <paramref name="encoderIds"/> (one sequence) and returns the decoder over it.</summary>
+    /// <summary>Encodes <paramref name="encoderIds"/> (one sequence) and returns the decoder over it (dispose it to free the encoder states).</summary>
     /// <exception cref="ArgumentException">The input is empty.</exception>
-    public ICausalLanguageModel Prepare(IReadOnlyList<int> encoderIds)
+    public OnnxSeq2SeqDecoder Prepare(IReadOnlyList<int> encoderIds)
     {
         if (encoderIds.Count == 0) throw new ArgumentException("the encoder input is empty", nameof(encoderIds));
         long s = encoderIds.Count;
@@ -55,7 +59,7 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         using var mask = OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, (int)s).ToArray(), [1, s]);
         using var run = new RunOptions();
         using var results = encoder.Run(run, ["input_ids", "attention_mask"], [ids, mask], ["last_hidden_state"]);
-        return new Decoder(this, OrtCache.Torch(results[0]).DetachFromDisposeScope());
+        return new OnnxSeq2SeqDecoder(this, OrtCache.Torch(results[0]).DetachFromDisposeScope());
     }
 
     /// <inheritdoc/>
@@ -65,12 +69,24 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         OnnxSession.Close(decoder);
     }
 
-    sealed class Decoder(OnnxSeq2SeqModel owner, Tensor memory) : ICausalLanguageModel
+    /// <summary>The decoder over one encoded input: what the decoders (greedy, beam, sampling) drive.</summary>
+    public sealed class OnnxSeq2SeqDecoder : ICausalLanguageModel, IDisposable
     {
-        public int VocabularySize => owner.VocabularySize;
-        public Device Device => CPU;
-        public KeyValueCache NewCache() => new(owner.layers);
+        readonly OnnxSeq2SeqModel owner;
+        readonly Tensor memory;
 
+        internal OnnxSeq2SeqDecoder(OnnxSeq2SeqModel owner, Tensor memory) => (this.owner, this.memory) = (owner, memory);
+
+        /// <inheritdoc/>
+        public int VocabularySize => owner.VocabularySize;
+        /// <inheritdoc/>
+        public Device Device => CPU;
+        /// <inheritdoc/>
+        public KeyValueCache NewCache() => new(owner.layers);
+        /// <summary>Frees the encoder states.</summary>
+        public void Dispose() => memory.Dispose();
+
+        /// <inheritdoc/>
         public Tensor Logits(Tensor ids, KeyValueCache? cache)
         {
             long b = ids.shape[0], s = memory.shape[1];

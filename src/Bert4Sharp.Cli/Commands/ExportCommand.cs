@@ -96,6 +96,8 @@ internal static class ExportCommand
             }
             string use = classifier is not null
                 ? $"new OnnxRuntimeEncoder(\"{target}\").Run([\"logits\"], ids, segments, mask), or TextClassifier.Predict(examples, logits) in C#"
+                : encoder.Application is Application.LanguageModel or Application.UniLM && !result.Outputs.Contains("present.0.key")
+                ? $"{encoder.Family.Name} decodes without a key/value cache, so this graph gives full-sequence logits; generate with the torch engine"
                 : encoder.Application is Application.LanguageModel or Application.UniLM or Application.Seq2Seq
                 ? $"b4s generate --model {target} --engine onnx \"prompt\"   (or new {(encoder.Application == Application.Seq2Seq ? "OnnxSeq2SeqModel" : "OnnxCausalLanguageModel")}(\"{target}\") in C#)"
                 : $"b4s embed --model {target} --engine onnx \"text\"   (or new OnnxRuntimeEncoder(\"{target}\") in C#)";

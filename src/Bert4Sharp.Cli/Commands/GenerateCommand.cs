@@ -45,16 +45,14 @@ internal static class GenerateCommand
                     if (!File.Exists(spm)) throw new FileNotFoundException($"{dir}: no spiece.model beside the T5 graphs (b4s export onnx copies it from the model directory)", spm);
                     var sp = SpTokenizer.FromFile(spm);
                     using var seq2seq = new Onnx.OnnxSeq2SeqModel(dir);
-                    return Decode(r, seq2seq.Prepare(sp.Encode(r.GetValue(prompt)!)), [onnxConfig.DecoderStartTokenId ?? 0], sp.Decode, onnxConfig.EosTokenId ?? sp.EndId, beams, sampling);
+                    using var decoder = seq2seq.Prepare(sp.Encode(r.GetValue(prompt)!));
+                    return Decode(r, decoder, [onnxConfig.DecoderStartTokenId ?? 0], sp.Decode, onnxConfig.EosTokenId ?? sp.EndId, beams, sampling);
                 }
                 string vocab = Path.Combine(dir, "vocab.txt");
                 if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt beside model.onnx (b4s export onnx copies it from the model directory)", vocab);
                 var tk = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { EndToken = null });
-                lm = new Onnx.OnnxCausalLanguageModel(dir);
-                start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
-                decode = tk.Decode;
-                end = onnxConfig.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
-                return Decode(r, lm, start, decode, end, beams, sampling);
+                using var onnxLm = new Onnx.OnnxCausalLanguageModel(dir);
+                return Decode(r, onnxLm, [.. tk.Encode(r.GetValue(prompt)!).Ids], tk.Decode, onnxConfig.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null), beams, sampling);
             }
             // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
             var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });

@@ -18,14 +18,15 @@ public sealed record OnnxExportOptions
     /// <summary>The ai.onnx opset of the graph, <see cref="MinOpset"/>..<see cref="MaxOpset"/>.</summary>
     public int Opset { get; init; } = MinOpset;
     /// <summary>
-    /// Write ONNX Runtime's fused operators (com.microsoft Gelu / FastGelu) where the standard graph would spell
-    /// them out; such a graph runs on ONNX Runtime only. Default true.
+    /// Write ONNX Runtime's fused operators where the standard graph would spell them out (com.microsoft Attention,
+    /// MultiHeadAttention + RotaryEmbedding, Gelu / FastGelu); such a graph runs on ONNX Runtime only. Default true.
     /// </summary>
     public bool Fused { get; init; } = true;
     /// <summary>
     /// Causal LM and UniLM graphs take <c>past_key_values.N.key</c>/<c>.value</c> (batch, heads, past, d) and return
     /// <c>present.N.key</c>/<c>.value</c> (batch, heads, past + sequence, d): one graph for the prompt (past 0) and each
-    /// step after it. Default true; families that decode without a cache (NEZHA, GAU-α) are written without.
+    /// step after it. Default true; models that decode without a cache (NEZHA, GAU-α, RoBERTa-style positions from
+    /// padding, RealFormer) are written without.
     /// </summary>
     public bool KeyValueCache { get; init; } = true;
     /// <summary>Quantise the dense weights to int8 after writing (<see cref="OnnxQuantization.QuantizeDynamic(string, string, int)"/>).</summary>
@@ -59,9 +60,11 @@ public static class OnnxExport
 {
     /// <summary>
     /// Writes <paramref name="model"/> to <paramref name="path"/> atomically (a failed export leaves any earlier file
-    /// untouched). Inputs <c>input_ids</c>, <c>attention_mask</c>, <c>token_type_ids</c> (when the model has segments);
-    /// outputs <c>last_hidden_state</c>, then <c>pooler_output</c>, <c>logits</c>, <c>seq_relationship_logits</c>,
-    /// <c>discriminator_logits</c> as the application has them.
+    /// untouched). Inputs <c>input_ids</c>, <c>attention_mask</c>, <c>token_type_ids</c> (when the model has segments) and,
+    /// for cached LM / UniLM graphs, <c>past_key_values.N.key</c>/<c>.value</c>; outputs <c>last_hidden_state</c>, then
+    /// <c>pooler_output</c>, <c>logits</c>, <c>present.N.key</c>/<c>.value</c>, <c>seq_relationship_logits</c>,
+    /// <c>discriminator_logits</c> as the application has them. An encoder–decoder also gets <see cref="DecoderFileName"/>
+    /// beside <paramref name="path"/>.
     /// </summary>
     /// <exception cref="NotSupportedException">The model has something the exporter cannot write (named).</exception>
     /// <exception cref="ArgumentOutOfRangeException">Opset outside the supported range.</exception>

@@ -485,7 +485,7 @@ internal sealed partial class TransformerGraph
     {
         var y = x;
         if (parameters.ContainsKey("mlm_dense.weight")) y = Activation(arch.MlmActivation, Linear("mlm_dense", y));
-        if (arch.MlmNorm is NormKind k) y = Norm("mlm_norm", y, k, arch.Layer.Eps);
+        if (arch.MlmTransform && arch.MlmNorm is NormKind k) y = Norm("mlm_norm", y, k, arch.Layer.Eps);   // as the model: the norm belongs to the transform
         if (arch.HeadScale is double s) y = g.Op("Mul", y, g.Float((float)s));
         if (parameters.ContainsKey("lm_head.weight")) return Linear("lm_head", y);
         // Tied: the token embeddings (V, E), transposed once by ONNX Runtime's constant folding, not stored twice.

@@ -112,6 +112,11 @@ public class OnnxExportTests
             Assert.Contains(pairs, p => p.Output == "logits");
             foreach (var (name, got, want) in pairs)
                 Close.Assert(got, want, $"{family} {pooling}: {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
+            // Behind the encoder seam the labels' logits are never taken for a pooler (RoFormerV2 has none).
+            using var engine = new OnnxRuntimeEncoder(path);
+            using var output = engine.Encode(torch.ones(2, 5, dtype: ScalarType.Int64), null, null);
+            Assert.Equal(encoder.named_parameters().Any(p => p.name == "pooler.weight"), output.Pooled is not null);
+            if (output.Pooled is not null) Assert.Equal(encoder.HiddenSize, output.Pooled.shape[1]);
         }
         finally { Directory.Delete(dir, true); }
         using var firstLast = new Bert4Sharp.Tasks.SequenceClassifier(encoder, 5, pooling: Bert4Sharp.Tasks.Pooling.FirstLastAverage);

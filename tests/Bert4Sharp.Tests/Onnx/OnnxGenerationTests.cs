@@ -47,6 +47,7 @@ public class OnnxGenerationTests
         try
         {
             using var onnx = new OnnxCausalLanguageModel(dir);
+            Assert.Contains("decoding graph", Assert.Throws<InvalidDataException>(() => new OnnxRuntimeEncoder(dir)).Message);   // not an encoder
             var torchLm = new CausalLanguageModel(model);
             // A 6-token source / prompt, then one token at a time through both caches: logits equal at every step.
             using var scope = torch.NewDisposeScope();
@@ -89,7 +90,7 @@ public class OnnxGenerationTests
             using var onnx = new OnnxSeq2SeqModel(dir);
             using var doc = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(src, "generate.json")));
             List<int> L(string k) => doc.RootElement.GetProperty(k).EnumerateArray().Select(x => x.GetInt32()).ToList();
-            var lm = onnx.Prepare(L("input"));
+            using var lm = onnx.Prepare(L("input"));
             // Step by step, the decoder's logits equal the TorchSharp engine's.
             using (var scope = torch.NewDisposeScope())
             using (var g = torch.no_grad())
