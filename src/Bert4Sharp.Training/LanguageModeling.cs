@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Training;
 
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -69,7 +70,7 @@ public static class LanguageModeling
         if (t < 2) throw new ArgumentException($"next-token prediction needs sequences of at least 2 tokens, got {t}");
         var pred = logits.narrow(1, 0, t - 1).reshape(-1, logits.shape[^1]).to(ScalarType.Float32);
         var labels = ids.narrow(1, 1, t - 1).reshape(-1);
-        if (keep is not null) labels = labels.masked_fill(keep.reshape(-1).logical_not(), -100);
+        if (keep is not null) labels = labels.MaskedFill(keep.reshape(-1).logical_not(), -100);
         return nn.functional.cross_entropy(pred, labels, ignore_index: -100).MoveToOuterDisposeScope();
     }
 }

@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Embeddings;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -60,7 +61,7 @@ public static class EmbeddingLosses
         var diff = cos.unsqueeze(0) - cos.unsqueeze(1);                                               // (B, B): [i, j] = λcos_j − λcos_i
         var s = scores.to(cos.dtype).to(cos.device);
         var ordered = s.unsqueeze(1) > s.unsqueeze(0);                                                // [i, j]: pair i should rank above j
-        var terms = diff.masked_fill(ordered.logical_not(), double.NegativeInfinity).flatten();
+        var terms = diff.MaskedFill(ordered.logical_not(), double.NegativeInfinity).flatten();
         return torch.logsumexp(torch.cat([torch.zeros(1, dtype: cos.dtype, device: cos.device), terms]), 0).MoveToOuterDisposeScope();
     }
 

@@ -2,6 +2,7 @@ namespace Bert4Sharp.Generation;
 
 using System.Runtime.CompilerServices;
 using Bert4Sharp.Layers;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -74,7 +75,7 @@ public static class LogitsProcessing
         if (s.TopK is int k && k < x.shape[0])
         {
             var kth = x.topk(k).values[-1];
-            x = x.masked_fill(x < kth, float.NegativeInfinity);
+            x = x.MaskedFill(x < kth, float.NegativeInfinity);
         }
         if (s.TopP is double p && p < 1)
         {
@@ -83,7 +84,7 @@ public static class LogitsProcessing
             // Drop a token when the mass before it already reaches p (the most likely token always stays).
             var drop = (cum - sorted.softmax(0)) >= p;
             var mask = torch.zeros_like(drop).index_copy(0, order, drop);
-            x = x.masked_fill(mask, float.NegativeInfinity);
+            x = x.MaskedFill(mask, float.NegativeInfinity);
         }
         if (s.KeepEndToken && endId is int e3 && !float.IsNegativeInfinity(endLogit) && float.IsNegativeInfinity(x[e3].item<float>()))
             x[e3] = endLogit;

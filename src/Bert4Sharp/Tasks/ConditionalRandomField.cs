@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Tasks;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -217,7 +218,7 @@ public sealed class ConditionalRandomField : nn.Module<Tensor, Tensor, Tensor?, 
         long b = emissions.shape[0], time = emissions.shape[1];
         var (transitions, start, end) = Effective(emissions);
         var steps = RealSteps(lengths, time, emissions.device);
-        var y = tags.to(ScalarType.Int64, emissions.device).masked_fill(steps.logical_not(), 0);    // padding → label 0, masked out below
+        var y = tags.to(ScalarType.Int64, emissions.device).MaskedFill(steps.logical_not(), 0);    // padding → label 0, masked out below
         var real = steps.to(emissions.dtype);
         var score = (emissions.gather(2, y.unsqueeze(2)).squeeze(2) * real).sum(1);    // Σ_t emissions[t, y_t]
         if (time > 1)

@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Tasks;
 
 using Bert4Sharp.Layers;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -98,7 +99,7 @@ public abstract class GlobalPointerHead : nn.Module<Tensor, Tensor?, Tensor>
             var upper = torch.ones(t, t, ScalarType.Bool, scores.device).triu();                         // start ≤ end
             keep = keep is null ? upper : keep.logical_and(upper);
         }
-        return keep is null ? scores : scores.masked_fill(keep.logical_not(), double.NegativeInfinity);
+        return keep is null ? scores : scores.MaskedFill(keep.logical_not(), double.NegativeInfinity);
     }
 }
 

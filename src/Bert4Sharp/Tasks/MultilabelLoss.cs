@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Tasks;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -69,11 +70,11 @@ public static class MultilabelLoss
         if (maskZero)   // class 0 out of the negatives too
             all = torch.cat([torch.full_like(zeros, double.NegativeInfinity), all[TensorIndex.Ellipsis, 1..]], -1);
         // log(1 + Σ_pos e^{−s}); padding contributes e^{−∞}
-        var negPicked = pad is null ? -picked : (-picked).masked_fill(pad, double.NegativeInfinity);
+        var negPicked = pad is null ? -picked : (-picked).MaskedFill(pad, double.NegativeInfinity);
         var posLoss = torch.logsumexp(torch.cat([negPicked, zeros], -1), -1);
         // log(1 + Σ_neg e^{s}) = log Σ_all + log(1 − Σ_pos / Σ_all)
         var allLoss = torch.logsumexp(all, -1);
-        var posPicked = pad is null ? picked : picked.masked_fill(pad, double.NegativeInfinity);
+        var posPicked = pad is null ? picked : picked.MaskedFill(pad, double.NegativeInfinity);
         var ratio = torch.logsumexp(posPicked, -1) - allLoss;
         var negLoss = allLoss + torch.log(torch.clamp(1 - torch.exp(ratio), SparseEpsilon, 1));
         return (posLoss + negLoss).MoveToOuterDisposeScope();

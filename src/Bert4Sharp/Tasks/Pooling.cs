@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Tasks;
 
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -41,7 +42,7 @@ public static class Pool
             Pooling.First => output.Pooled ?? h.select(1, 0),
             Pooling.Cls => h.select(1, 0),
             Pooling.Mean => Mean(h),
-            Pooling.Max => h.masked_fill(m == 0, double.NegativeInfinity).amax([1]),
+            Pooling.Max => h.MaskedFill(m == 0, double.NegativeInfinity).amax([1]),
             Pooling.FirstLastAverage => output.HiddenStates is { Count: > 1 } all
                 ? Mean((all[1] + all[^1]) / 2)
                 : throw new ArgumentException("first-last averaging needs every layer's hidden states (run the encoder with OutputHiddenStates)"),

@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Tasks;
 
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -186,7 +187,7 @@ public static class SpanExtractionLoss
     public static Tensor Compute(Tensor logits, Tensor candidates, Tensor starts, Tensor ends)
     {
         using var scope = torch.NewDisposeScope();
-        var masked = logits.masked_fill(candidates.logical_not().unsqueeze(-1), float.NegativeInfinity);   // (B, T, 2)
+        var masked = logits.MaskedFill(candidates.logical_not().unsqueeze(-1), float.NegativeInfinity);   // (B, T, 2)
         var ls = nn.functional.cross_entropy(masked[.., .., 0], starts);
         var le = nn.functional.cross_entropy(masked[.., .., 1], ends);
         return ((ls + le) / 2).MoveToOuterDisposeScope();

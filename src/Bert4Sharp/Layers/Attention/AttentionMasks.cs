@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Layers;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,7 +19,7 @@ public static class AttentionMasks
 
     /// <summary>Turns a boolean "may attend" tensor into an additive bias of the same shape.</summary>
     public static Tensor Additive(Tensor allowed, ScalarType dtype) =>
-        torch.zeros(allowed.shape, dtype: dtype, device: allowed.device).masked_fill(allowed.logical_not(), torch.finfo(dtype).min);
+        torch.zeros(allowed.shape, dtype: dtype, device: allowed.device).MaskedFill(allowed.logical_not(), torch.finfo(dtype).min);
 
     /// <summary>A (B, T) padding mask (nonzero at real tokens, 0 at padding) as an additive (B, 1, 1, T) bias.</summary>
     public static Tensor Padding(Tensor mask, ScalarType dtype) =>
