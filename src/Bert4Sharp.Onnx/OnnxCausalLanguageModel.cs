@@ -30,15 +30,14 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         (session, string file) = OnnxSession.OpenPath(path, options, out var warning);
         Warning = warning;
         var inputs = session.InputMetadata;
-        layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
+        layers = OrtCache.Layers(inputs);
         if (layers == 0 || !inputs.ContainsKey("input_ids") || !inputs.ContainsKey("attention_mask") || !session.OutputMetadata.ContainsKey("logits"))
         {
             session.Dispose();
             throw new InvalidDataException($"{file}: not a causal LM graph with a key/value cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", session.OutputMetadata.Keys)}); " +
                 "b4s export onnx writes one for GPT families and LM/UniLM applications, except NEZHA, GAU-α, RoBERTa-style positions and RealFormer, which decode without a cache: use the torch engine for those");
         }
-        var key = inputs["past_key_values.0.key"].Dimensions;
-        (heads, keySize, valueSize) = (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
+        (heads, keySize, valueSize) = OrtCache.HeadShape(inputs);
         VocabularySize = session.OutputMetadata["logits"].Dimensions[2];
         var meta = session.ModelMetadata.CustomMetadataMap;
         unilm = meta.TryGetValue("bert4sharp.application", out var app) && app == "UniLM";
@@ -110,6 +109,17 @@ internal static class OrtCache
             return Torch(results[0]);
         }
         finally { foreach (var (_, v) in values) v.Dispose(); }
+    }
+
+    /// <summary>Layers of a cached graph: how many <c>past_key_values.N.key</c> inputs it takes.</summary>
+    public static int Layers(IReadOnlyDictionary<string, NodeMetadata> inputs) =>
+        inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
+
+    /// <summary>Heads, key width and value width of a cached graph, from its <c>past_key_values.0.*</c> inputs.</summary>
+    public static (long Heads, long KeySize, long ValueSize) HeadShape(IReadOnlyDictionary<string, NodeMetadata> inputs)
+    {
+        var key = inputs["past_key_values.0.key"].Dimensions;
+        return (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
     }
 
     /// <summary>A float tensor as an ONNX Runtime value (one block copy of its storage), or an empty one of <paramref name="emptyShape"/>.</summary>

@@ -37,9 +37,8 @@ public sealed class OnnxSeq2SeqModel : IDisposable
             Dispose();
             throw new InvalidDataException($"{dec}: not a decoder graph with a cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", decoder.OutputMetadata.Keys)}); export the T5/mT5 model again with b4s export onnx");
         }
-        layers = inputs.Keys.Count(k => k.StartsWith("past_key_values.", StringComparison.Ordinal) && k.EndsWith(".key", StringComparison.Ordinal));
-        var key = inputs["past_key_values.0.key"].Dimensions;
-        (heads, keySize, valueSize) = (key[1], key[3], inputs["past_key_values.0.value"].Dimensions[3]);
+        layers = OrtCache.Layers(inputs);
+        (heads, keySize, valueSize) = OrtCache.HeadShape(inputs);
         VocabularySize = decoder.OutputMetadata["logits"].Dimensions[2];
     }
 

@@ -88,21 +88,23 @@ internal sealed class GraphWriter
         if (written.TryGetValue(name, out var existing)) return existing;
         using var scope = torch.NewDisposeScope();
         var t = value.detach().to(ScalarType.Float32).cpu().contiguous();
-        var tensor = new TensorProto { Name = name, DataType = (int)DataType.Float, RawData = UnsafeByteOperations.UnsafeWrap(MemoryMarshal.AsBytes(t.data<float>().ToArray().AsSpan()).ToArray()) };
-        tensor.Dims.AddRange(t.shape);
-        graph.Initializer.Add(tensor);
-        written[name] = name;
-        return name;
+        return Raw(name, DataType.Float, t.shape, t.bytes.ToArray());                   // one block copy of the storage
     }
 
     /// <summary>An initializer of raw bytes (int8 weights, scales) with the given element type and shape.</summary>
     public string Raw(string name, DataType type, long[] shape, byte[] bytes)
     {
-        var tensor = new TensorProto { Name = name, DataType = (int)type, RawData = UnsafeByteOperations.UnsafeWrap(bytes) };
-        tensor.Dims.AddRange(shape);
-        graph.Initializer.Add(tensor);
+        graph.Initializer.Add(Initializer(name, type, shape, bytes));
         written[name] = name;
         return name;
+    }
+
+    /// <summary>A tensor initializer over <paramref name="bytes"/> (not copied).</summary>
+    public static TensorProto Initializer(string name, DataType type, long[] shape, byte[] bytes)
+    {
+        var tensor = new TensorProto { Name = name, DataType = (int)type, RawData = UnsafeByteOperations.UnsafeWrap(bytes) };
+        tensor.Dims.AddRange(shape);
+        return tensor;
     }
 
     /// <summary>An int64 constant (a 1-D tensor, or a scalar when <paramref name="scalar"/>).</summary>

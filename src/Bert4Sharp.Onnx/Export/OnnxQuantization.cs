@@ -67,9 +67,9 @@ public static class OnnxQuantization
                 if (values.Length != k * n) continue;                                      // external data: left as it is
                 var (bytes, scales) = Quantize(values, k, n, qmax);
                 string wName = w.Name + "_int8", sName = w.Name + "_scale", zName = w.Name + "_zero_point";
-                graph.Initializer.Add(Tensor(wName, DataType.Int8, [k, n], bytes));
-                graph.Initializer.Add(Tensor(sName, DataType.Float, [n], MemoryMarshal.AsBytes(scales.AsSpan()).ToArray()));
-                graph.Initializer.Add(Tensor(zName, DataType.Int8, [n], new byte[n]));
+                graph.Initializer.Add(GraphWriter.Initializer(wName, DataType.Int8, [k, n], bytes));
+                graph.Initializer.Add(GraphWriter.Initializer(sName, DataType.Float, [n], MemoryMarshal.AsBytes(scales.AsSpan()).ToArray()));
+                graph.Initializer.Add(GraphWriter.Initializer(zName, DataType.Int8, [n], new byte[n]));
                 q = (wName, sName, zName);
                 quantised[w.Name] = q;
                 before += k * n * 4;
@@ -122,11 +122,4 @@ public static class OnnxQuantization
     }
 
     static float[] Floats(TensorProto t) => t.RawData.Length > 0 ? MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray() : [.. t.FloatData];
-
-    static TensorProto Tensor(string name, DataType type, long[] dims, byte[] raw)
-    {
-        var t = new TensorProto { Name = name, DataType = (int)type, RawData = UnsafeByteOperations.UnsafeWrap(raw) };
-        t.Dims.AddRange(dims);
-        return t;
-    }
 }

@@ -42,11 +42,8 @@ internal sealed partial class TransformerGraph
         var x = g.Op("Gather", Param("embeddings.word.weight"), "input_ids");            // (B, T, H): T5 embeds tokens only
         if (arch.RelativeBias is { } rb) positionBias = BucketBias("decoder_relative_bias.weight", rb, bidirectional: false);
         // Causal over the cache and the new tokens; the memory mask over the encoder states.
-        var keys = g.Op("Range", g.Ints([0], scalar: true), g.Op("Add", past, length), g.Ints([1], scalar: true));
-        var causal = g.Op("Where", g.Op("LessOrEqual", g.Op("Unsqueeze", keys, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1]))), g.Float(0), g.Float(float.MinValue));
-        var mask = g.Op("Unsqueeze", causal, g.Ints([0, 1]));                           // (1, 1, T, P + T)
-        var keep = g.Op("Cast", ["encoder_attention_mask"], ("to", (long)DataType.Float));
-        var memoryMask = g.Op("Unsqueeze", g.Op("Mul", g.Op("Sub", g.Float(1), keep), g.Float(float.MinValue)), g.Ints([1, 2]));   // (B, 1, 1, S)
+        var mask = g.Op("Unsqueeze", CausalBias(), g.Ints([0, 1]));                     // (1, 1, T, P + T)
+        var memoryMask = PaddingBias("encoder_attention_mask");                          // (B, 1, 1, S)
         string? scores = null;
         var o = dec.Layer;
         for (int i = 0; i < dec.Layers; i++)
@@ -93,8 +90,7 @@ internal sealed partial class TransformerGraph
     /// </summary>
     string BucketBias(string weight, RelativeBiasOptions o, bool bidirectional)
     {
-        var keys = g.Op("Range", g.Ints([0], scalar: true), g.Op("Add", past, length), g.Ints([1], scalar: true));
-        var relative = g.Op("Sub", g.Op("Unsqueeze", keys, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1])));   // (T, P + T): key − query
+        var relative = g.Op("Sub", g.Op("Unsqueeze", Keys(), g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1])));   // (T, P + T): key − query
         int n = o.Buckets;
         string offset = g.Ints([0], scalar: true);
         if (bidirectional)

@@ -300,16 +300,28 @@ internal sealed partial class TransformerGraph
         return r;
     }
 
+    /// <summary>Key positions 0 .. P + T − 1 (int64), written once per graph.</summary>
+    string Keys() => keys ??= g.Op("Range", g.Ints([0], scalar: true), g.Op("Add", past, length), g.Ints([1], scalar: true));
+    string? keys;
+
+    /// <summary>An int64 (B, S) mask input (1 = real) as the additive (B, 1, 1, S) bias the model adds.</summary>
+    string PaddingBias(string maskInput)
+    {
+        var keep = g.Op("Cast", [maskInput], ("to", (long)DataType.Float));
+        return g.Op("Unsqueeze", g.Op("Mul", g.Op("Sub", g.Float(1), keep), g.Float(float.MinValue)), g.Ints([1, 2]));
+    }
+
+    /// <summary>Causal over every key: key position ≤ query position (queries at P .. P + T − 1), as an additive (T, P + T) bias.</summary>
+    string CausalBias() =>
+        g.Op("Where", g.Op("LessOrEqual", g.Op("Unsqueeze", Keys(), g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1]))), g.Float(0), g.Float(float.MinValue));
+
     /// <summary>The additive mask (B, 1, 1, T) from attention_mask, plus the application's structure (causal, UniLM) as (B or 1, 1, T, T).</summary>
     string Mask()
     {
         float min = float.MinValue;
-        var keep = g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Float));
-        var padding = g.Op("Unsqueeze", g.Op("Mul", g.Op("Sub", g.Float(1), keep), g.Float(min)), g.Ints([1, 2]));   // (B, 1, 1, T)
+        var padding = PaddingBias("attention_mask");                                     // (B, 1, 1, T)
         if (model.Application is not (Application.LanguageModel or Application.UniLM)) return padding;
-        // Causal over every key: key position ≤ query position (queries sit at P .. P + T − 1).
-        var keys = g.Op("Range", g.Ints([0], scalar: true), g.Op("Add", past, length), g.Ints([1], scalar: true));
-        var causal = g.Op("Where", g.Op("LessOrEqual", g.Op("Unsqueeze", keys, g.Ints([0])), g.Op("Unsqueeze", positions, g.Ints([1]))), g.Float(0), g.Float(min));   // (T, P + T)
+        var causal = CausalBias();                                                        // (T, P + T)
         string structure = causal;
         if (model.Application == Application.UniLM)
         {
