@@ -3,6 +3,7 @@ namespace Bert4Sharp.Training;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 
 /// <summary>Optimizer section of a recipe.</summary>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
@@ -29,8 +30,8 @@ public sealed record OptimizerRecipe
     /// <summary>EMA momentum (null for none); evaluation then uses the EMA weights.</summary>
     [JsonPropertyName("ema")] public double? Ema { get; init; }
 
-    /// <summary>Builds the optimizer over named parameters.</summary>
-    public Optimizer Create(IEnumerable<(string, TorchSharp.Modules.Parameter)> parameters)
+    /// <summary>Builds the optimizer over named parameters, with dynamic loss scaling when <paramref name="precision"/> needs it (fp16).</summary>
+    public Optimizer Create(IEnumerable<(string, TorchSharp.Modules.Parameter)> parameters, PrecisionPlan? precision = null)
     {
         PiecewiseLinearSchedule? schedule = null;
         if (WarmupSteps < 0) throw new ArgumentOutOfRangeException("optimizer.warmup_steps", $"optimizer.warmup_steps must be ≥ 0, got {WarmupSteps}");
@@ -42,6 +43,7 @@ public sealed record OptimizerRecipe
         {
             LearningRate = LearningRate, WeightDecay = WeightDecay, LayerAdaptation = LayerAdaptation, Schedule = schedule,
             ClipGradientNorm = ClipNorm, GradientAccumulationSteps = GradientAccumulation, EmaMomentum = Ema,
+            LossScaling = precision?.LossScaling == true ? new DynamicLossScale() : null,
         };
         return Name.ToLowerInvariant() switch
         {
@@ -72,6 +74,22 @@ public abstract record Recipe
 {
     /// <summary>Directory of the recipe file (relative paths resolve against it).</summary>
     [JsonIgnore] public string BaseDirectory { get; init; } = Environment.CurrentDirectory;
+
+    /// <summary>
+    /// <c>fp32</c> (default: the same numbers on every CPU), <c>bf16</c>, <c>fp16</c> or <c>auto</c> (bf16 only where the
+    /// hardware has it natively); see <see cref="PrecisionPolicy"/>.
+    /// </summary>
+    [JsonPropertyName("precision")] public string Precision { get; init; } = "fp32";
+
+    /// <summary>The plan for <see cref="Precision"/> on <paramref name="device"/>, for training.</summary>
+    public PrecisionPlan PrecisionPlan(TorchSharp.torch.Device device) => PrecisionPolicy.Resolve(PrecisionPolicy.Parse(Precision), device, training: true);
+
+    /// <summary>Checks the keys every recipe has.</summary>
+    protected void ValidateCommon()
+    {
+        try { PrecisionPolicy.Parse(Precision); }
+        catch (ArgumentException e) { throw new ArgumentException($"'precision': {e.Message}", e); }
+    }
 
     /// <summary>A path from the recipe, resolved against <see cref="BaseDirectory"/>.</summary>
     public string Resolve(string path) => Path.IsPathRooted(path) ? path : Path.GetFullPath(Path.Combine(BaseDirectory, path));
@@ -179,6 +197,7 @@ public sealed record PretrainRecipe : Recipe
     /// <inheritdoc/>
     public override void Validate()
     {
+        ValidateCommon();
         Require(Config.ValueKind == JsonValueKind.Object, "'config' must be an object of config.json fields");
         RequireKnownConfigKeys(Config);
         Require(Vocab.Length > 0, "'vocab' (path to vocab.txt) is required");
@@ -266,6 +285,7 @@ public sealed record TrainRecipe : Recipe
     /// <inheritdoc/>
     public override void Validate()
     {
+        ValidateCommon();
         Require(Task == "classification", $"'task' '{Task}' is unknown (classification)");
         Require(Model is not null || Config.ValueKind == JsonValueKind.Object, "give 'model' (a pretrained directory) or 'config' (random initialisation)");
         Require(Model is not null || Vocab is not null, "random initialisation needs 'vocab'");

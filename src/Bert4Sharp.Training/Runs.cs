@@ -3,6 +3,7 @@ namespace Bert4Sharp.Training;
 using System.Text.Json;
 using Bert4Sharp.Data;
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
@@ -54,7 +55,9 @@ public static class Pretraining
 
         var model = TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.MaskedLM, null, out _);
         log($"model: {r.Family}, {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {model.parameters().Sum(p => p.numel()) / 1e6:F1} M parameters, {torch.get_num_threads()} threads");
-        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)));
+        var precision = r.PrecisionPlan(model.Device);
+        precision.Apply(model);                                                            // before the optimizer: it keeps fp32 masters of 16-bit weights
+        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)), precision);
         string output = r.Resolve(r.Output);
         var evaluation = new EvaluationCallback("mlm_accuracy", () => Evaluate(model, mlm, heldOut, r.Seed)) { EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
         var trainer = new Trainer<PretrainingSequence>(model, optimizer, (batch, ctx) => mlm.Step(model, batch, ctx), new TrainerOptions
@@ -62,6 +65,7 @@ public static class Pretraining
             Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
             Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
             CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
+            Precision = precision,
         }) { Length = s => s.Ids.Length };
         var result = trainer.Fit(train, [evaluation], cancellation);
         if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
@@ -139,7 +143,9 @@ public static class FineTuning
         }
         if (tokenizer.Vocabulary.Count != model.Encoder.Config.VocabSize)
             throw new InvalidDataException($"{vocab} has {tokenizer.Vocabulary.Count} tokens but the model's vocab_size is {model.Encoder.Config.VocabSize}");
-        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)));
+        var precision = r.PrecisionPlan(model.Encoder.Device);
+        precision.Apply(model.Encoder);                                                    // the classifier head stays fp32
+        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)), precision);
         var device = model.Encoder.TokenEmbeddings.device;
         var techniques = new List<TrainingTechnique>();
         if (r.FgmEpsilon is double eps) techniques.Add(new FastGradientMethod(model.Encoder.TokenEmbeddings, eps));
@@ -158,7 +164,7 @@ public static class FineTuning
         }, new TrainerOptions
         {
             Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume, Overwrite = overwrite,
-            Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20,
+            Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20, Precision = precision,
         });
         var result = trainer.Fit(train, [evaluation], cancellation);
         var best = evaluation.Best;

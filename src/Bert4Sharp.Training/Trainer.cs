@@ -5,6 +5,7 @@ using System.Globalization;
 using System.Text.Json;
 using Bert4Sharp.Checkpoints;
 using Spectre.Console;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -85,6 +86,11 @@ public sealed record TrainerOptions
     public IReadOnlyList<TrainingTechnique> Techniques { get; init; } = [];
     /// <summary>Where console lines go (default: standard output).</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>
+    /// The precision the run resolved (<see cref="PrecisionPolicy"/>), applied to the model before the optimizer was
+    /// built: <c>Fit</c> logs it and refuses a model whose parameters do not match; null to only read the model's.
+    /// </summary>
+    public PrecisionPlan? Precision { get; init; }
 
     /// <summary>Checks ranges; names the option and the value.</summary>
     public void Validate()
@@ -228,10 +234,29 @@ public sealed class Trainer<T>
     /// <summary>The checkpoint path (<c>OutputDirectory/checkpoint.safetensors</c>), or null.</summary>
     public string? CheckpointPath => options.OutputDirectory is null ? null : Path.Combine(options.OutputDirectory, "checkpoint.safetensors");
 
+    /// <summary>The model's precision against <see cref="TrainerOptions.Precision"/> and the optimizer's loss scaling.</summary>
+    void CheckPrecision()
+    {
+        var actual = PrecisionPolicy.Of(model);
+        if (options.Precision is { } plan)
+        {
+            if (plan.Chosen != actual)
+                throw new ArgumentException($"TrainerOptions.Precision is {plan.Name} but the model's parameters are {PrecisionPolicy.NameOf(actual)}: call plan.Apply(model) before building the optimizer");
+            if (plan.LossScaling && optimizer.Options.LossScaling is null)
+                throw new ArgumentException($"the {plan.Name} plan needs loss scaling but the optimizer has none: set OptimizerOptions.LossScaling");
+            PrecisionPolicy.Report(plan, Say);
+        }
+        else if (actual != Precision.Fp32)
+            Say($"precision: {PrecisionPolicy.NameOf(actual)} (from the model's parameters; the optimizer keeps fp32 master weights)");
+        if (actual == Precision.Fp16 && optimizer.Options.LossScaling is null)
+            Say("warning: the model computes in fp16 without loss scaling: gradients below fp16's 6e-8 flush to zero; set OptimizerOptions.LossScaling (b4s does with --precision fp16)");
+    }
+
     /// <summary>Trains on <paramref name="data"/> (re-enumerated every epoch; a file-backed sequence streams).</summary>
     public TrainingResult Fit(IEnumerable<T> data, IReadOnlyList<TrainerCallback>? callbacks = null, CancellationToken cancellation = default)
     {
         callbacks ??= [];
+        CheckPrecision();
         var state = new TrainerState(model, optimizer) { OutputDirectory = options.OutputDirectory };
         if (options.Progress != ProgressDisplay.None) state.Log = Say;
         var progress = new TrainingProgress(0, 0, 0, options.Seed);

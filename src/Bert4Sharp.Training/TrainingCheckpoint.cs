@@ -2,6 +2,7 @@ namespace Bert4Sharp.Training;
 
 using System.Globalization;
 using Bert4Sharp.Checkpoints;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -37,6 +38,7 @@ public static class TrainingCheckpoint
         {
             ["format"] = FormatTag,
             ["optimizer"] = optimizer.Name,
+            ["precision"] = PrecisionPolicy.NameOf(PrecisionPolicy.Of(model)),
             ["optimizer_iterations"] = counters.Iterations.ToString(CultureInfo.InvariantCulture),
             ["optimizer_micro_steps"] = counters.MicroSteps.ToString(CultureInfo.InvariantCulture),
             ["loss_scale"] = counters.LossScale.ToString("R", CultureInfo.InvariantCulture),
@@ -65,6 +67,11 @@ public static class TrainingCheckpoint
             throw new CheckpointFormatException(path, null, $"not a Bert4Sharp training checkpoint (metadata 'format' is '{f ?? "absent"}', expected '{FormatTag}'); resume needs the file written by the trainer");
         if (meta["optimizer"] != optimizer.Name)
             throw new CheckpointFormatException(path, null, $"the checkpoint was written by the '{meta["optimizer"]}' optimizer but this run uses '{optimizer.Name}'");
+        // Weights and master copies only continue exactly in the precision they were trained in (checkpoints before
+        // this key were all fp32).
+        string trained = meta.GetValueOrDefault("precision", "fp32"), now = PrecisionPolicy.NameOf(PrecisionPolicy.Of(model));
+        if (trained != now)
+            throw new CheckpointFormatException(path, null, $"the checkpoint was trained in {trained} but this run computes in {now}: resume with --precision {trained} (or start a new run with --overwrite)");
         var own = model.state_dict();
         var missing = own.Keys.Where(k => !ck.TryGetEntry("model/" + k, out _)).ToList();
         if (missing.Count > 0) throw new CheckpointFormatException(path, null, $"the checkpoint lacks {missing.Count} model tensors, e.g. '{missing[0]}': it was written for another model");

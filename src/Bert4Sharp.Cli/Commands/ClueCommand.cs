@@ -53,8 +53,9 @@ internal static class ClueCommand
         var patience = new Option<int?>("--patience") { Description = "Early stopping: stop after N dev evaluations without improvement" };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run" };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace a previous run in the output directory" };
+        var precision = PrecisionOption.Create(training: true);
         var cmd = new Command("train", "Fine-tune on the task's train split, choose the best evaluation on dev, save the model and dev predictions")
-            { task, output, data, model, config, vocab, family, head, minutes, epochs, maxSteps, limit, seed, lr, batch, maxLength, warmup, evalEvery, patience, resume, overwrite };
+            { task, output, data, model, config, vocab, family, head, minutes, epochs, maxSteps, limit, seed, lr, batch, maxLength, warmup, evalEvery, patience, resume, overwrite, precision };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var run = ClueRuns.Get(r.GetValue(task)!);
@@ -72,7 +73,7 @@ internal static class ClueCommand
                 Config = m is null ? cfg : null, Vocabulary = vocabulary, Family = r.GetValue(family), Head = r.GetValue(head),
                 Minutes = r.GetValue(minutes), Epochs = r.GetValue(epochs), MaxSteps = r.GetValue(maxSteps), Limit = r.GetValue(limit), Seed = r.GetValue(seed), LearningRate = r.GetValue(lr),
                 BatchSize = r.GetValue(batch), MaxLength = r.GetValue(maxLength), WarmupSteps = r.GetValue(warmup), EvalEverySteps = r.GetValue(evalEvery), Patience = r.GetValue(patience),
-                Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
+                Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite), Precision = PrecisionOption.Parse(r.GetValue(precision)),
             }, Console.WriteLine, Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar);
             // One summary per run, for tables: the reported dev metrics, steps and wall time (reading data and evaluations included).
             ClueRun.WriteJson(Path.Combine(Path.GetFullPath(r.GetValue(output)!), "result.json"), new

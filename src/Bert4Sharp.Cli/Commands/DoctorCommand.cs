@@ -55,6 +55,20 @@ internal static class DoctorCommand
             ["sse4.2"] = Sse42.IsSupported, ["avx"] = Avx.IsSupported, ["avx2"] = Avx2.IsSupported, ["fma"] = Fma.IsSupported,
             ["avx512f"] = Avx512F.IsSupported, ["avx512bw"] = Avx512BW.IsSupported, ["avx-vnni"] = AvxVnni.IsSupported,
         };
+        var hw = HardwareSupport.Current;
+        var cpuPlan = PrecisionPolicy.Resolve(Precision.Auto, TorchSharp.DeviceType.CPU, hw, training: true);
+        var precision = new
+        {
+            cpu_model = hw.CpuModel,
+            flags_from = hw.Source,
+            cpu_flags = hw.LowPrecisionFlags,
+            cpu_native_bf16 = hw.CpuNativeBf16,
+            cpu_native_fp16 = hw.CpuNativeFp16,
+            gpus = hw.Gpus.Select(g => new { name = g.Name, compute_capability = g.ComputeCapability?.ToString(2), native_bf16 = g.NativeBf16, native_fp16 = g.NativeFp16 }).ToList(),
+            auto_cpu = cpuPlan.Name,
+            auto_cpu_reason = cpuPlan.Reason,
+            auto_gpu = hw.Gpus.Count == 0 ? null : PrecisionPolicy.Resolve(Precision.Auto, TorchSharp.DeviceType.CUDA, hw, training: true).Name,
+        };
         var report = new
         {
             torchsharp = typeof(torch).Assembly.GetName().Version?.ToString(),
@@ -67,6 +81,7 @@ internal static class DoctorCommand
             matmul_gflops_512x768x768 = Math.Round(gflops, 1),
             processors = Environment.ProcessorCount,
             cpu_features = cpu,
+            precision,
             os = RuntimeInformation.OSDescription,
             dotnet = RuntimeInformation.FrameworkDescription,
             runtime_fix = new
@@ -92,6 +107,8 @@ internal static class DoctorCommand
             t.AddRow("CUDA", cuda ? "[green]available[/]" : "not available (CPU)");
             t.AddRow("matmul 512×768×768", $"{gflops:F1} GFLOP/s");
             t.AddRow("CPU features", string.Join(" ", cpu.Where(kv => kv.Value).Select(kv => kv.Key)));
+            t.AddRow("low precision", Markup.Escape(hw.Describe()) + $" [grey](flags from {Markup.Escape(hw.Source)})[/]");
+            t.AddRow("--precision auto", Markup.Escape($"{cpuPlan.Name} on the CPU ({cpuPlan.Reason})" + (precision.auto_gpu is string g ? $"; {g} on the GPU" : "")));
             t.AddRow("OS / .NET", Markup.Escape($"{report.os} / {report.dotnet}"));
             t.AddRow("system libstdc++", Markup.Escape($"{stdcxx ?? "not found"} (GLIBCXX_3.4.32: {(sysHas is null ? "?" : sysHas.Value ? "yes" : "no")})"));
             t.AddRow("runtime fix", Markup.Escape($"{fixState} ({lib ?? "-"})"));

@@ -23,7 +23,8 @@ internal static class GenerateCommand
         var json = new Option<bool>("--json") { Description = "Machine-readable output (no streaming)" };
         var engine = new Option<string>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on the directory's model.onnx from b4s export onnx; GPT families, LM/UniLM graphs, T5/mT5)", DefaultValueFactory = _ => "torch" };
         engine.AcceptOnlyFromAmong("torch", "onnx");
-        var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json, engine };
+        var precision = PrecisionOption.Create(training: false);
+        var cmd = new Command("generate", "Generate text with GPT-2, GPT, GPT2-ML or T5 (greedy, beam search, or sampling), streamed") { prompt, model, family, beam, topP, topK, temperature, maxNew, seed, consistent, json, engine, precision };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             // Decoding flags first: a contradictory or ignored combination fails before the model is loaded.
@@ -37,6 +38,7 @@ internal static class GenerateCommand
             if (r.GetValue(engine) == "onnx")
             {
                 if (r.GetValue(family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
+                PrecisionOption.RefuseForOnnx(r.GetValue(precision));
                 var onnxConfig = TransformerConfig.Load(TransformerConfig.FindIn(dir));
                 if (File.Exists(Path.Combine(dir, Onnx.Export.OnnxExport.DecoderFileName)))
                 {
@@ -57,6 +59,7 @@ internal static class GenerateCommand
             // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
             var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
             var config = loaded.Config;
+            PrecisionOption.ApplyForInference(r.GetValue(precision), loaded.Model, loaded.Model.Device);
             if (loaded.Model.Application == Application.Seq2Seq)
             {
                 var sp = loaded.SentencePiece ?? throw new FileNotFoundException($"{dir}: no spiece.model for the T5 model");

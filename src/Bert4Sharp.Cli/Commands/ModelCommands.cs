@@ -8,7 +8,7 @@ using Spectre.Console;
 /// <summary><c>b4s encode</c> and <c>b4s fill-mask</c> over a model directory.</summary>
 internal static class ModelCommands
 {
-    sealed record Common(Option<string> Model, Option<string?> Family, Option<string?> Vocab, Option<bool> Cased, Option<int?> Threads, Option<bool> Json);
+    sealed record Common(Option<string> Model, Option<string?> Family, Option<string?> Vocab, Option<bool> Cased, Option<int?> Threads, Option<bool> Json, Option<string?> Precision);
 
     static Common Options() => new(
         new Option<string>("--model") { Description = "Model directory (config + weights + vocab.txt)", Required = true },
@@ -16,18 +16,21 @@ internal static class ModelCommands
         new Option<string?>("--vocab") { Description = "vocab.txt (default: the one in the model directory)" },
         new Option<bool>("--cased") { Description = "Do not lower-case" },
         new Option<int?>("--threads") { Description = "CPU threads for libtorch" },
-        new Option<bool>("--json") { Description = "Machine-readable output" });
+        new Option<bool>("--json") { Description = "Machine-readable output" },
+        PrecisionOption.Create(training: false));
 
     static void Add(Command cmd, Common o)
     {
         cmd.Options.Add(o.Model); cmd.Options.Add(o.Family); cmd.Options.Add(o.Vocab);
-        cmd.Options.Add(o.Cased); cmd.Options.Add(o.Threads); cmd.Options.Add(o.Json);
+        cmd.Options.Add(o.Cased); cmd.Options.Add(o.Threads); cmd.Options.Add(o.Json); cmd.Options.Add(o.Precision);
     }
 
     static TransformerPipeline Load(System.CommandLine.ParseResult r, Common o, Application app)
     {
         if (r.GetValue(o.Threads) is int t) TorchInfo.SetThreads(t);
-        return TransformerPipeline.Load(r.GetValue(o.Model)!, r.GetValue(o.Family), app, null, r.GetValue(o.Vocab), !r.GetValue(o.Cased));
+        var pipeline = TransformerPipeline.Load(r.GetValue(o.Model)!, r.GetValue(o.Family), app, null, r.GetValue(o.Vocab), !r.GetValue(o.Cased));
+        PrecisionOption.ApplyForInference(r.GetValue(o.Precision), pipeline.Model, pipeline.Model.Device);
+        return pipeline;
     }
 
     /// <summary>The ONNX Runtime engine over the directory's model.onnx and vocab.txt (same pipeline, another engine).</summary>
@@ -35,6 +38,7 @@ internal static class ModelCommands
     {
         string dir = r.GetValue(o.Model)!;
         if (r.GetValue(o.Family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
+        PrecisionOption.RefuseForOnnx(r.GetValue(o.Precision));
         string vocab = r.GetValue(o.Vocab) ?? Path.Combine(dir, "vocab.txt");
         var tokenizer = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { LowerCase = !r.GetValue(o.Cased) });
         return TransformerPipeline.Create(new Onnx.OnnxRuntimeEncoder(dir, new Onnx.OnnxEncoderOptions { Threads = r.GetValue(o.Threads) ?? 0 }), tokenizer);

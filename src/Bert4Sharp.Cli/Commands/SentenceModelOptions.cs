@@ -33,6 +33,7 @@ internal sealed class SentenceModelOptions
     public Option<int?> MaxLength { get; } = new("--max-length") { Description = "Tokens per text including [CLS] and [SEP] (default: the model's 512); longer texts are cut and counted" };
     public Option<int> BatchSize { get; } = new("--batch-size", "--batch") { Description = "Texts per forward pass", DefaultValueFactory = _ => 32 };
     public Option<int?> Threads { get; } = new("--threads") { Description = "CPU threads (libtorch or ONNX Runtime)" };
+    public Option<string?> Precision { get; } = PrecisionOption.Create(training: false);
 
     public SentenceModelOptions()
     {
@@ -43,7 +44,7 @@ internal sealed class SentenceModelOptions
     /// <summary>Adds the options to <paramref name="command"/>.</summary>
     public void AddTo(Command command)
     {
-        foreach (var o in new Option[] { Model, Engine, Pooling, Whitening, NoNormalize, MaxLength, BatchSize, Threads }) command.Options.Add(o);
+        foreach (var o in new Option[] { Model, Engine, Pooling, Whitening, NoNormalize, MaxLength, BatchSize, Threads, Precision }) command.Options.Add(o);
     }
 
     /// <summary>The model's name (for index manifests): the model directory's name, or the default's.</summary>
@@ -80,6 +81,7 @@ internal sealed class SentenceModelOptions
         SentenceEncoder encoder;
         if (engine == "onnx")
         {
+            PrecisionOption.RefuseForOnnx(r.GetValue(Precision));
             string vocab = Path.Combine(dir, "vocab.txt");
             if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary", vocab);
             var onnx = new Onnx.OnnxRuntimeEncoder(dir, new Onnx.OnnxEncoderOptions { Threads = threads ?? 0 });
@@ -92,6 +94,7 @@ internal sealed class SentenceModelOptions
         {
             if (threads is int n) TorchInfo.SetThreads(n);
             encoder = SentenceEncoder.Load(dir, options, whitening: whiteningFile is null);
+            if (encoder.Encoder is TorchSharp.torch.nn.Module module) PrecisionOption.ApplyForInference(r.GetValue(Precision), module, encoder.Encoder.Device);
         }
         if (whiteningFile is not null)
         {

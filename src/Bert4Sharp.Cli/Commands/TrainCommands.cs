@@ -13,12 +13,14 @@ internal static class TrainCommands
         var minutes = new Option<double?>("--minutes") { Description = "Override the recipe's time budget" };
         var maxSteps = new Option<long?>("--max-steps") { Description = "Override the recipe's step limit" };
         var overwrite = Overwrite();
-        var cmd = new Command("pretrain", "Masked-LM pretraining from scratch (whole-word masking, packing, checkpoints, curves)") { recipe, resume, minutes, maxSteps, overwrite };
+        var precision = PrecisionOption.Create(training: true);
+        var cmd = new Command("pretrain", "Masked-LM pretraining from scratch (whole-word masking, packing, checkpoints, curves)") { recipe, resume, minutes, maxSteps, overwrite, precision };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<PretrainRecipe>(r.GetValue(recipe)!);
             if (r.GetValue(minutes) is double m) rec = rec with { Minutes = m };
             if (r.GetValue(maxSteps) is long s) rec = rec with { MaxSteps = s };
+            if (r.GetValue(precision) is string p) rec = rec with { Precision = p };
             rec.Validate();
             Pretraining.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
             return CliErrors.Ok;
@@ -37,7 +39,8 @@ internal static class TrainCommands
         var lr = new Option<double?>("--learning-rate") { Description = "Override the recipe's optimizer.learning_rate" };
         var pooling = new Option<string?>("--pooling") { Description = "Override the recipe's pooling: first or mean" };
         var overwrite = Overwrite();
-        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr, pooling, overwrite };
+        var precision = PrecisionOption.Create(training: true);
+        var cmd = new Command("train", "Fine-tune a text classifier from a recipe (evaluation, best checkpoint, early stopping, --resume)") { recipe, resume, model, output, epochs, seed, lr, pooling, overwrite, precision };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var rec = Recipe.Load<TrainRecipe>(r.GetValue(recipe)!);
@@ -47,6 +50,7 @@ internal static class TrainCommands
             if (r.GetValue(seed) is int sd) rec = rec with { Seed = sd };
             if (r.GetValue(lr) is double l) rec = rec with { Optimizer = rec.Optimizer with { LearningRate = l } };
             if (r.GetValue(pooling) is string p) rec = rec with { Pooling = p };
+            if (r.GetValue(precision) is string pr) rec = rec with { Precision = pr };
             rec.Validate();
             FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
             return CliErrors.Ok;

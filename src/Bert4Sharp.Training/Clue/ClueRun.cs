@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -52,6 +53,11 @@ public sealed record ClueRunOptions
     public bool Resume { get; init; }
     /// <summary>Replace a previous run's output.</summary>
     public bool Overwrite { get; init; }
+    /// <summary>What the encoder computes in (<see cref="PrecisionPolicy"/>); heads stay in fp32.</summary>
+    public Precision Precision { get; init; } = Precision.Fp32;
+
+    /// <summary>The precision this run resolves to on <paramref name="device"/> (training: fp16 gets loss scaling).</summary>
+    public PrecisionPlan PrecisionPlan(Device device) => PrecisionPolicy.Resolve(Precision, device, training: true);
 
     /// <summary>The learning rate this run uses.</summary>
     public double EffectiveLearningRate => LearningRate ?? (Model is null ? 3e-4 : 2e-5);
@@ -115,6 +121,13 @@ public static class ClueRun
     /// <returns>The encoder, the tokenizer and a description for the log.</returns>
     public static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer, string Source) Encoder(ClueRunOptions o)
     {
+        var (encoder, tokenizer, source) = LoadEncoder(o);
+        o.PrecisionPlan(encoder.Device).Apply(encoder);     // before any head is built around it: heads stay fp32
+        return (encoder, tokenizer, source);
+    }
+
+    static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer, string Source) LoadEncoder(ClueRunOptions o)
+    {
         if (o.Model is not null)
         {
             var loaded = AutoModel.Load(o.Model, new AutoModelOptions { Family = o.Family, Application = Application.Encoder });
@@ -151,17 +164,19 @@ public static class ClueRun
         Func<IReadOnlyDictionary<string, double>> evaluate, string metric, ClueRunOptions o, int batchSize, Action<string> log, ProgressDisplay progress,
         CancellationToken cancellation, Func<T, int>? length = null)
     {
+        var plan = o.PrecisionPlan(model.parameters().First().device);
         using var optimizer = new Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions
         {
             LearningRate = o.EffectiveLearningRate, WeightDecay = 0.01, ClipGradientNorm = 1.0,
             Schedule = o.WarmupSteps > 0 ? new PiecewiseLinearSchedule(new Dictionary<long, double> { [o.WarmupSteps] = 1.0 }) : null,
+            LossScaling = plan.LossScaling ? new DynamicLossScale() : null,
         });
         var evaluation = new EvaluationCallback(metric, evaluate) { EverySteps = o.EvalEverySteps, Patience = o.Patience, DataName = "dev" };
         var trainer = new Trainer<T>(model, optimizer, (batch, _) => step(batch), new TrainerOptions
         {
             Epochs = o.Epochs, MaxSteps = o.MaxSteps, TimeBudget = o.Minutes is double m ? TimeSpan.FromMinutes(m) : null, Batching = new BatchingOptions { BatchSize = batchSize },
             Seed = o.Seed, OutputDirectory = o.Output, Resume = o.Resume, Overwrite = o.Overwrite, Progress = progress,
-            Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 50,
+            Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 50, Precision = plan,
         }) { Length = length };
         var result = trainer.Fit(train, [evaluation], cancellation);
         string bestPath = evaluation.SavedBestPath ?? Path.Combine(o.Output, "best.safetensors");

@@ -2,6 +2,7 @@ namespace Bert4Sharp.Generation;
 
 using Bert4Sharp.Layers;
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -54,7 +55,7 @@ public sealed class CausalLanguageModel : ICausalLanguageModel
             throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
         using var segments = source ? torch.zeros_like(ids) : torch.ones_like(ids);
         using var output = model.Forward(new ModelInput(ids) { Segments = segments, Cache = cache });
-        return output.Logits!.alias();
+        return PrecisionPolicy.Fp32Handle(output.Logits!);
     }
 }
 
@@ -106,7 +107,7 @@ public sealed class Seq2SeqLanguageModel : ICausalLanguageModel, IDisposable
             expandedMask = mask.expand(b, -1).contiguous().DetachFromDisposeScope();
         }
         using var output = model.Decode(new DecoderInput(ids, expanded) { MemoryMask = expandedMask, Cache = cache });
-        return output.Logits!.alias();
+        return PrecisionPolicy.Fp32Handle(output.Logits!);
     }
 
     /// <inheritdoc/>

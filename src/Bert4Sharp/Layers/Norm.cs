@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Layers;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -84,21 +85,30 @@ public sealed class Norm : nn.Module<Tensor, Tensor>
         }
         if (condition is null) throw new ArgumentException("this model was built for conditional LayerNorm: pass a condition (B, C)");
         using var scope = torch.NewDisposeScope();
-        var c = condition.unsqueeze(1);                                                   // (B, 1, C)
+        var c = condition.unsqueeze(1).to(x.dtype);                                       // (B, 1, C)
         if (condition_hidden is not null) c = Activations.Apply(conditionActivation, Dense.Apply(condition_hidden, c));
-        var y = kind == NormKind.LayerNorm ? nn.functional.layer_norm(x, shape, null, null, eps) : x * (x.square().mean([-1L], keepdim: true) + eps).rsqrt();
-        y = y * (weight! + Dense.Apply(condition_weight, c));
-        if (bias is not null) y = y + bias + Dense.Apply(condition_bias!, c);
-        return y.MoveToOuterDisposeScope();
+        var wide = PrecisionPolicy.Widen(x);
+        var y = kind == NormKind.LayerNorm ? nn.functional.layer_norm(wide, shape, null, null, eps) : wide * (wide.square().mean([-1L], keepdim: true) + eps).rsqrt();
+        y = y * PrecisionPolicy.Widen(weight! + Dense.Apply(condition_weight, c));
+        if (bias is not null) y = y + PrecisionPolicy.Widen(bias + Dense.Apply(condition_bias!, c));
+        return y.to(x.dtype).MoveToOuterDisposeScope();
     }
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)
     {
-        if (kind == NormKind.LayerNorm) return nn.functional.layer_norm(x, shape, weight!, bias!, eps);
+        if (kind == NormKind.LayerNorm && !PrecisionPolicy.IsHalf(x.dtype)) return nn.functional.layer_norm(x, shape, weight!, bias!, eps);
+        // 16-bit inputs are normalised in fp32 (the mean of squares is where bf16's 8-bit mantissa hurts) and rounded back.
         using var scope = torch.NewDisposeScope();
-        var y = x * (x.square().mean([-1L], keepdim: true) + eps).rsqrt();
-        if (weight is not null) y = y * weight;
-        return y.MoveToOuterDisposeScope();
+        var wide = PrecisionPolicy.Widen(x);
+        Tensor y;
+        if (kind == NormKind.LayerNorm)
+            y = nn.functional.layer_norm(wide, shape, PrecisionPolicy.Widen(weight!), PrecisionPolicy.Widen(bias!), eps);
+        else
+        {
+            y = wide * (wide.square().mean([-1L], keepdim: true) + eps).rsqrt();
+            if (weight is not null) y = y * PrecisionPolicy.Widen(weight);
+        }
+        return y.to(x.dtype).MoveToOuterDisposeScope();
     }
 }

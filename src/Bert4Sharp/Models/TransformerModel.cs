@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Models;
 
 using Bert4Sharp.Layers;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -123,6 +124,25 @@ public sealed class ModelOutput : IDisposable
         return this;
     }
 
+    /// <summary>
+    /// This output with every 16-bit tensor converted to fp32 (the 16-bit originals disposed), or itself when nothing is
+    /// 16-bit. The layer list keeps sharing the last hidden state as the original does.
+    /// </summary>
+    public ModelOutput Widened()
+    {
+        if (!PrecisionPolicy.IsHalf(LastHiddenState.dtype)) return this;
+        static Tensor? W(Tensor? t) => t is null ? null : PrecisionPolicy.Widen(t);
+        var last = PrecisionPolicy.Widen(LastHiddenState);
+        var widened = new ModelOutput
+        {
+            LastHiddenState = last,
+            HiddenStates = HiddenStates?.Select(h => ReferenceEquals(h, LastHiddenState) ? last : PrecisionPolicy.Widen(h)).ToList(),
+            Pooled = W(Pooled), Logits = W(Logits), SentenceLogits = W(SentenceLogits), DiscriminatorLogits = W(DiscriminatorLogits),
+        };
+        Dispose();
+        return widened;
+    }
+
     /// <inheritdoc/>
     public void Dispose()
     {
@@ -231,8 +251,9 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// <inheritdoc/>
     public int HiddenSize => arch.Layer.Attention.HiddenSize;
     /// <inheritdoc/>
+    /// <remarks>The encoder seam speaks fp32: a model computing in bf16/fp16 returns its hidden and pooled states widened, so heads, pooling and callers never see 16-bit tensors.</remarks>
     public ModelOutput Encode(Tensor ids, Tensor? segments, Tensor? attentionMask, bool outputHiddenStates = false) =>
-        Forward(ids, segments, attentionMask, outputHiddenStates);
+        Forward(ids, segments, attentionMask, outputHiddenStates).Widened();
     /// <summary>Decoder blocks (0 without a decoder).</summary>
     public int DecoderLayers => decoder_layers?.Count ?? 0;
 
@@ -271,7 +292,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     public Tensor Logits(Tensor ids)
     {
         using var output = Forward(new ModelInput(ids));
-        return output.Logits?.alias() ?? throw new InvalidOperationException($"this {Family.Name} model was built for {Application}, which has no LM head");
+        return (output.Logits is { } l ? PrecisionPolicy.Fp32Handle(l) : null) ?? throw new InvalidOperationException($"this {Family.Name} model was built for {Application}, which has no LM head");
     }
 
     /// <summary>Writes config.json and model.safetensors in Hugging Face layout (see <see cref="WeightLoader.SavePretrained"/>).</summary>

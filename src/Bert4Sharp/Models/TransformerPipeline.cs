@@ -2,6 +2,7 @@ namespace Bert4Sharp.Models;
 
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -114,7 +115,7 @@ public sealed class TransformerPipeline
             var model = Model;
             if (model.Application is not (Application.MaskedLM or Application.PreTraining))
                 throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
-            logits = (i, s) => { using var o = model.forward(i, s, null); return o.Logits!.alias(); };
+            logits = (i, s) => { using var o = model.forward(i, s, null); return PrecisionPolicy.Fp32Handle(o.Logits!); };
         }
         if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), $"topK must be at least 1, got {topK}");
         var e = Tokenizer.Encode(text);

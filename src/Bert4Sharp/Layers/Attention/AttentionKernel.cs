@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Layers;
 
+using Bert4Sharp.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -74,7 +75,9 @@ public abstract class ScoreKernel : IAttentionKernel
     public virtual Tensor Attend(AttentionCall c)
     {
         using var scope = torch.NewDisposeScope();
-        var s = c.Query.matmul(c.Key.transpose(-1, -2));                                   // (B, h, Tq, Tk)
+        // Scores and their normalisation in fp32 whatever the compute type (docs/training.md, "Mixed precision"): a
+        // 16-bit softmax loses the small weights, and fp16 scores plus the mask's −65,504 overflow to −∞.
+        var s = PrecisionPolicy.Widen(c.Query.matmul(c.Key.transpose(-1, -2)));            // (B, h, Tq, Tk)
         if (c.RelativeKeys is { } rk) s = s + torch.einsum("bhjd,jkd->bhjk", c.Query, rk);
         if (c.Scale != 1) s = s * c.Scale;
         if (c.PositionBias is { } pb) s = s + pb;
@@ -82,6 +85,7 @@ public abstract class ScoreKernel : IAttentionKernel
         if (c.KeepScores) c.Scores = s.MoveToOuterDisposeScope();
         var w = Weights(s, c.Mask);
         if (c.Dropout > 0) w = nn.functional.dropout(w, c.Dropout, true);
+        w = w.to(c.Value.dtype);
         var o = w.matmul(c.Value);                                                         // (B, h, Tq, dv)
         if (c.RelativeValues is { } rv) o = o + torch.einsum("bhjk,jkd->bhjd", w, rv);
         return o.MoveToOuterDisposeScope();
