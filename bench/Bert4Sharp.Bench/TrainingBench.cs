@@ -2,13 +2,14 @@ namespace Bert4Sharp.Bench;
 
 using System.Diagnostics;
 using Bert4Sharp.Models;
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
 /// <summary>
 /// Training throughput against the matmul peak, trainer overhead against a bare loop, recompute memory and
-/// time, bf16 against fp32 — all measured in the same run (no fair CPU peer exists here).
+/// time, fp32 against bf16 and fp16 (<see cref="PrecisionBench"/>) — all measured in the same run (no fair CPU peer exists here).
 ///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- training [--quick]
 /// Recompute memory, measured in a child process per setting (libtorch on the CPU has no allocator statistics, so
 /// it is the process's resident set): what a training forward pass keeps resident for backward, and the peak
@@ -68,31 +69,30 @@ static class TrainingBench
             Console.WriteLine(RecomputeMemory(batch, seq, 12));
         }
 
-        // 4. bf16 vs fp32 (fp32 master weights) on the small model: step time and the loss after the same steps.
-        {
-            int steps = quick ? 20 : 60;
-            var (f32, lossF32, b16, lossB16) = SmallTimedPair(steps);
-            Console.WriteLine($"bf16 vs fp32 ({steps} steps, 4 x 256, batch 32 x 64): {f32 / steps * 1e3:F0} ms -> {b16 / steps * 1e3:F0} ms per step = {f32 / b16:F2}x speed; " +
-                $"mean loss of the last 10 steps {lossF32:F3} (fp32) vs {lossB16:F3} (bf16)");
-        }
+        // 4. fp32 vs bf16 vs fp16 (fp32 master weights), with the path each took on this hardware.
+        PrecisionBench.Run(["--steps", quick ? "20" : "60", "--budget", quick ? "30" : "90"]);
         return 0;
     }
 
-    static (TransformerModel, Optimizer) Bert(int layers, int hidden, int heads, int inner, ScalarType dtype = ScalarType.Float32, string family = "bert")
+    /// <summary>A seeded MLM model and AdamW; with a 16-bit <paramref name="plan"/> the model is converted first and fp16 gets loss scaling.</summary>
+    internal static (TransformerModel, Optimizer) Bert(int layers, int hidden, int heads, int inner, string family = "bert", PrecisionPlan? plan = null, Device? device = null)
     {
         torch.manual_seed(1);
         var config = new TransformerConfig
         {
             VocabSize = Vocab, HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = heads, IntermediateSize = inner, MaxPositionEmbeddings = 512,
         };
-        var model = TransformerModels.Build(config, null, ModelFamily.Get(family), Application.MaskedLM, new BuildOptions { Device = CPU }, out _);
-        if (dtype != ScalarType.Float32) model.to(dtype);
+        var model = TransformerModels.Build(config, null, ModelFamily.Get(family), Application.MaskedLM, new BuildOptions { Device = device ?? CPU }, out _);
+        plan?.Apply(model);
         model.train();
-        var opt = new Training.Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions { LearningRate = 1e-4, WeightDecay = 0.01 });
+        var opt = new Training.Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions
+        {
+            LearningRate = 1e-4, WeightDecay = 0.01, LossScaling = plan?.LossScaling == true ? new DynamicLossScale() : null,
+        });
         return (model, opt);
     }
 
-    static (Tensor Ids, Tensor Labels, Tensor Mask) Batch(int b, int t, int seed)
+    internal static (Tensor Ids, Tensor Labels, Tensor Mask) Batch(int b, int t, int seed, Device? device = null)
     {
         var g = new Random(seed);
         var ids = new long[b * t];
@@ -102,7 +102,7 @@ static class TrainingBench
             ids[i] = 1000 + g.Next(5000);
             labels[i] = g.NextDouble() < 0.15 ? ids[i] : -100;
         }
-        return (torch.tensor(ids, [b, t]), torch.tensor(labels, [b, t]), torch.ones(b, t, dtype: ScalarType.Int64));
+        return (torch.tensor(ids, [b, t], device: device), torch.tensor(labels, [b, t], device: device), torch.ones(b, t, dtype: ScalarType.Int64, device: device));
     }
 
     static void Step(TransformerModel model, Optimizer opt, Tensor ids, Tensor labels, Tensor mask)
@@ -153,35 +153,6 @@ static class TrainingBench
         double t = sw.Elapsed.TotalSeconds;
         opt.Dispose();
         return t;
-    }
-
-    /// <summary>The same steps of an fp32 and a bf16 model, one step of each in turn: total seconds and the mean loss of the last 10 steps of each.</summary>
-    static (double F32Seconds, double F32Loss, double Bf16Seconds, double Bf16Loss) SmallTimedPair(int steps)
-    {
-        var (m32, o32) = Bert(4, 256, 4, 1024, ScalarType.Float32, "roformer_v2");
-        var (m16, o16) = Bert(4, 256, 4, 1024, ScalarType.BFloat16, "roformer_v2");
-        var batches = SmallBatches(4);
-        var l32 = new List<double>();
-        var l16 = new List<double>();
-        double TimedStep(TransformerModel model, Optimizer opt, List<double> losses, int s)
-        {
-            using var scope = torch.NewDisposeScope();
-            var (ids, labels, mask) = batches[s % batches.Count];
-            var sw = Stopwatch.StartNew();
-            var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
-            loss.backward();
-            opt.Step();
-            opt.ZeroGrad();
-            losses.Add(loss.ToDouble());
-            return sw.Elapsed.TotalSeconds;
-        }
-        Step(m32, o32, batches[0].Item1, batches[0].Item2, batches[0].Item3);
-        Step(m16, o16, batches[0].Item1, batches[0].Item2, batches[0].Item3);
-        int step32 = 0, step16 = 0;
-        var (t32, t16) = Measure.Interleave(() => TimedStep(m32, o32, l32, step32++), () => TimedStep(m16, o16, l16, step16++), 0, steps);
-        o32.Dispose();
-        o16.Dispose();
-        return (t32.Sum(), l32.TakeLast(10).Average(), t16.Sum(), l16.TakeLast(10).Average());
     }
 
     /// <summary>Both settings' memory, each in a fresh child process, as one report line.</summary>

@@ -51,7 +51,7 @@ public sealed record PrecisionPlan(Precision Requested, Precision Chosen, bool N
 /// <summary>
 /// The precision policy (docs/training.md, "Mixed precision"): <see cref="Precision.Auto"/> picks a 16-bit type only
 /// where the hardware has it natively; an explicit request is honoured but warned about once per process when the
-/// hardware emulates it. Measured on an AVX2-only AMD EPYC: a bf16 training step 28× slower than fp32; on an EPYC
+/// hardware emulates it. Measured on AVX2-only AMD EPYCs: a bf16 training step 28-42× slower than fp32; on an EPYC
 /// with AVX512_BF16, 1.67× faster (docs/training.md).
 /// </summary>
 public static class PrecisionPolicy
@@ -115,15 +115,15 @@ public static class PrecisionPolicy
                 return hw.CpuNativeBf16
                     ? new(requested, Precision.Bf16, true, false, $"bf16 as asked, native on this CPU ({Flags(hw, "avx512_bf16", "amx_bf16")})", null)
                     : new(requested, Precision.Bf16, false, false, "bf16 as asked, emulated on this CPU",
-                        $"this CPU ({cpu}) has no native bf16 (no avx512_bf16 or amx_bf16 flag): libtorch emulates bf16 arithmetic, measured 28× slower " +
-                        "than fp32 for a training step on an AVX2-only AMD EPYC (816 → 22,596 ms per step; inference about 10× slower). Continuing in bf16; " +
+                        $"this CPU ({cpu}) has no native bf16 (no avx512_bf16 or amx_bf16 flag): libtorch emulates bf16 arithmetic, measured 28-42× slower " +
+                        "than fp32 for a training step and 8× for inference on AVX2-only AMD EPYCs (500 → 21,090 ms per step of a 4 × 256 model). Continuing in bf16; " +
                         "--precision fp32 (or auto) runs at full speed here.");
             default:
                 return hw.CpuNativeFp16
                     ? new(requested, Precision.Fp16, true, training, $"fp16 as asked, native on this CPU ({Flags(hw, "avx512_fp16", "amx_fp16")})" + (training ? ", with dynamic loss scaling" : ""), null)
                     : new(requested, Precision.Fp16, false, training, "fp16 as asked, emulated on this CPU" + (training ? ", with dynamic loss scaling" : ""),
-                        $"this CPU ({cpu}) has no native fp16 arithmetic (no avx512_fp16 or amx_fp16 flag): libtorch emulates it, measured 31× slower " +
-                        "than fp32 for a training step on an AVX2-only AMD EPYC, and fp16's range needs loss scaling that bf16 and fp32 do not. " +
+                        $"this CPU ({cpu}) has no native fp16 arithmetic (no avx512_fp16 or amx_fp16 flag): libtorch emulates it, measured 40× slower " +
+                        "than fp32 for a training step and 7× for inference on an AVX2-only AMD EPYC, and fp16's range needs loss scaling that bf16 and fp32 do not. " +
                         "Continuing in fp16; --precision fp32 (or auto) runs at full speed here.");
         }
     }
