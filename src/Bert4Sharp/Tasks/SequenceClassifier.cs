@@ -57,7 +57,7 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Forward(ids, segments, attentionMask, Pool.NeedsHiddenStates(pooling));
+        using var output = encoder.Encode(ids, segments, attentionMask, Pool.NeedsHiddenStates(pooling));   // fp32 states whatever the encoder computes in
         var x = Pool.Apply(pooling, output, attentionMask);
         if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
         return classifier.forward(x).MoveToOuterDisposeScope();

@@ -56,6 +56,44 @@ public sealed class ClueRunTests
         finally { Directory.Delete(dir, recursive: true); }
     }
 
+    /// <summary>
+    /// Every head around a bf16 encoder (emulated on CPUs without bf16: the tiny model keeps it quick): the heads get
+    /// fp32 states at the encoder seam and keep fp32 parameters, training stays finite, and the saved bf16 model predicts.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Tasks))]
+    public void Trains_a_bf16_encoder_under_fp32_heads(string task)
+    {
+        string data = TestPaths.SharedOrSkip("data");
+        string dir = Directory.CreateTempSubdirectory("b4s-clue-bf16-").FullName;
+        try
+        {
+            string config = Path.Combine(dir, "tiny.json");
+            File.WriteAllText(config, """
+                {"model_type": "roformer_v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                 "intermediate_size": 64, "max_position_embeddings": 512, "vocab_size": 1}
+                """);
+            var run = ClueRuns.Get(task);
+            var lines = new List<string>();
+            var result = run.Train(new ClueRunOptions
+            {
+                DataDirectory = data, Output = Path.Combine(dir, "run"), Config = config, Seed = 1,
+                Vocabulary = TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")),
+                MaxSteps = 2, Limit = 16, BatchSize = 4, EvalEverySteps = 2, WarmupSteps = 0, MaxLength = 64, Precision = Bert4Sharp.Runtime.Precision.Bf16,
+            }, lines.Add, ProgressDisplay.Lines, TestContext.Current.CancellationToken);
+            Assert.Equal(2, result.Training.Steps);
+            Assert.Contains(lines, l => l.StartsWith("precision: bf16"));
+            Assert.All(result.Metrics.Values, v => Assert.True(double.IsFinite(v), $"{task}: a metric is not finite: {string.Join(", ", result.Metrics)}"));
+            Assert.All(result.Training.Losses, l => Assert.True(double.IsFinite(l), $"{task}: a loss is not finite"));
+            string model = Path.Combine(dir, "run", "model");
+            using (var head = Bert4Sharp.Checkpoints.Checkpoint.Open(Path.Combine(model, "head.safetensors")))
+                Assert.All(head.Entries, e => Assert.Equal(Bert4Sharp.Checkpoints.TensorDType.F32, e.DType));
+            int count = run.Predict(model, run.DefaultInput(data), Path.Combine(dir, "predictions.json"), lines.Add, limit: 8);
+            Assert.True(count > 0, $"{task}: nothing predicted");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Fact]
     public void An_unknown_task_names_the_known_ones()
     {
