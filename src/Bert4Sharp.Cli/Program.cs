@@ -22,4 +22,5 @@ root.Subcommands.Add(SearchCommands.Search());
 root.Subcommands.Add(StsCommand.Create());
 root.Subcommands.Add(EmbedCommand.Whiten());
 root.Subcommands.Add(ExportCommand.Create());
+root.Subcommands.Add(ServeCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

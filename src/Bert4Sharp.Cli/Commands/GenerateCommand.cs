@@ -29,55 +29,9 @@ internal static class GenerateCommand
         {
             // Decoding flags first: a contradictory or ignored combination fails before the model is loaded.
             var (beams, sampling) = DecodingChoice(r.GetValue(beam), r.GetValue(topK), r.GetValue(topP), r.GetValue(temperature), r.GetValue(seed), r.GetValue(consistent));
-            string dir = r.GetValue(model)!;
-            if (!Directory.Exists(dir)) throw new DirectoryNotFoundException($"{dir}: model directory not found");
-            ICausalLanguageModel lm;
-            List<int> start;
-            Func<IEnumerable<int>, string> decode;
-            int? end;
-            if (r.GetValue(engine) == "onnx")
-            {
-                if (r.GetValue(family) is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
-                PrecisionOption.RefuseForOnnx(r.GetValue(precision));
-                var onnxConfig = TransformerConfig.Load(TransformerConfig.FindIn(dir));
-                if (File.Exists(Path.Combine(dir, Onnx.Export.OnnxExport.DecoderFileName)))
-                {
-                    // An exported encoder–decoder (T5, mT5): SentencePiece in, the decoder graph with its cache.
-                    string spm = Path.Combine(dir, "spiece.model");
-                    if (!File.Exists(spm)) throw new FileNotFoundException($"{dir}: no spiece.model beside the T5 graphs (b4s export onnx copies it from the model directory)", spm);
-                    var sp = SpTokenizer.FromFile(spm);
-                    using var seq2seq = new Onnx.OnnxSeq2SeqModel(dir);
-                    using var decoder = seq2seq.Prepare(sp.Encode(r.GetValue(prompt)!));
-                    return Decode(r, decoder, [onnxConfig.DecoderStartTokenId ?? 0], sp.Decode, onnxConfig.EosTokenId ?? sp.EndId, beams, sampling);
-                }
-                string vocab = Path.Combine(dir, "vocab.txt");
-                if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt beside model.onnx (b4s export onnx copies it from the model directory)", vocab);
-                var tk = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { EndToken = null });
-                using var onnxLm = new Onnx.OnnxCausalLanguageModel(dir);
-                return Decode(r, onnxLm, [.. tk.Encode(r.GetValue(prompt)!).Ids], tk.Decode, onnxConfig.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null), beams, sampling);
-            }
-            // GPT-style prompts are [CLS] text with no end token; T5 reads its input through SentencePiece.
-            var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = r.GetValue(family), EndToken = null });
-            var config = loaded.Config;
-            PrecisionOption.ApplyForInference(r.GetValue(precision), loaded.Model, loaded.Model.Device);
-            if (loaded.Model.Application == Application.Seq2Seq)
-            {
-                var sp = loaded.SentencePiece ?? throw new FileNotFoundException($"{dir}: no spiece.model for the T5 model");
-                lm = new Seq2SeqLanguageModel(loaded.Model, sp.Encode(r.GetValue(prompt)!));
-                start = [config.DecoderStartTokenId ?? 0];
-                decode = sp.Decode;
-                end = config.EosTokenId ?? sp.EndId;
-            }
-            else if (loaded.Model.Application is Application.LanguageModel)
-            {
-                var tk = loaded.WordPiece ?? throw new FileNotFoundException($"{dir}: no vocab.txt for the {loaded.Family.Name} model");
-                lm = new CausalLanguageModel(loaded.Model);
-                start = [.. tk.Encode(r.GetValue(prompt)!).Ids];
-                decode = tk.Decode;
-                end = config.EosTokenId ?? (tk.EndId >= 0 ? tk.EndId : null);
-            }
-            else throw new ArgumentException($"'{loaded.Family.Name}' is not a generative family; use gpt2, gpt, gpt2_ml, t5 or mt5");
-            return Decode(r, lm, start, decode, end, beams, sampling);
+            using var generator = Serving.TextGenerator.Load(r.GetValue(model)!, r.GetValue(engine)!, r.GetValue(family), PrecisionOption.Parse(r.GetValue(precision)));
+            using var session = generator.Start(r.GetValue(prompt)!);
+            return Decode(r, session.Model, session.Start, generator.Decode, generator.EndId, beams, sampling);
         }));
         return cmd;
 

@@ -1,0 +1,57 @@
+namespace Bert4Sharp.Cli;
+
+using System.CommandLine;
+using Bert4Sharp.Serving;
+
+/// <summary><c>b4s serve</c>: models behind an OpenAI-compatible HTTP API and a web page (<see cref="ServerApp"/>; docs/serving.md).</summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var models = new Option<string[]>("--model")
+        {
+            Description = $"A model directory to serve, as DIR or NAME=DIR (repeat for several: sentence encoders serve embeddings and fill-mask, GPT/T5 models completions). Default: {DefaultModel.Description}",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var engine = new Option<string?>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on model.onnx); default onnx for the built-in model, torch otherwise" };
+        engine.AcceptOnlyFromAmong("torch", "onnx");
+        var host = new Option<string>("--host") { Description = "Address to listen on (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port (0: any free one, printed)", DefaultValueFactory = _ => 8000 };
+        var maxBatch = new Option<int>("--max-batch") { Description = "Texts per forward pass of the embedding micro-batcher (1: no batching across requests)", DefaultValueFactory = _ => 64 };
+        var maxDelay = new Option<double>("--max-batch-delay-ms") { Description = "How long a batch waits for more requests", DefaultValueFactory = _ => 5 };
+        var maxConcurrent = new Option<int>("--max-concurrent") { Description = "Requests in progress at most; beyond it 429 with Retry-After", DefaultValueFactory = _ => 32 };
+        var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body", DefaultValueFactory = _ => 1 << 20 };
+        var precision = PrecisionOption.Create(training: false);
+        var cmd = new Command("serve", "Serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/completions, /v1/chat/completions (streaming), /v1/fill-mask, a web page at /")
+            { models, engine, host, port, maxBatch, maxDelay, maxConcurrent, maxBody, precision };
+        cmd.SetAction(CliErrors.Wrap(r =>
+        {
+            var given = r.GetValue(models) ?? [];
+            var specs = new List<ModelSpec>();
+            var p = PrecisionOption.Parse(r.GetValue(precision));
+            if (given.Length == 0)
+                specs.Add(new ModelSpec(DefaultModel.Name, DefaultModel.Ensure(), r.GetValue(engine) ?? "onnx", p));
+            foreach (string m in given)
+            {
+                int eq = m.IndexOf('=');
+                string dir = eq > 0 ? m[(eq + 1)..] : m;
+                string name = eq > 0 ? m[..eq] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+                specs.Add(new ModelSpec(name, dir, r.GetValue(engine) ?? "torch", p));
+            }
+            var options = new ServeOptions
+            {
+                Models = specs, MaxBatch = r.GetValue(maxBatch), MaxBatchDelay = TimeSpan.FromMilliseconds(r.GetValue(maxDelay)),
+                MaxConcurrentRequests = r.GetValue(maxConcurrent), MaxBodyBytes = r.GetValue(maxBody),
+            };
+            string h = r.GetValue(host)!;
+            string url = $"http://{(h.Contains(':') ? $"[{h}]" : h)}:{r.GetValue(port)}";
+            var server = ServerApp.Create(options, [url]);
+            server.StartAsync().GetAwaiter().GetResult();
+            foreach (string a in server.Addresses) Console.WriteLine($"serving on {a} — the page at {a}/, the API under {a}/v1, OpenAPI at {a}/openapi/v1.json (Ctrl+C stops)");
+            server.WaitForShutdownAsync().GetAwaiter().GetResult();
+            server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            return CliErrors.Ok;
+        }));
+        return cmd;
+    }
+}

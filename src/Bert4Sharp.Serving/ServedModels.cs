@@ -1,0 +1,161 @@
+namespace Bert4Sharp.Serving;
+
+using Bert4Sharp.Embeddings;
+using Bert4Sharp.Models;
+using Bert4Sharp.Onnx;
+using Bert4Sharp.Runtime;
+using Bert4Sharp.Tokenization;
+
+/// <summary>A model the server loads: a name clients use, a directory, an engine.</summary>
+/// <param name="Name">The id in requests and <c>/v1/models</c>.</param>
+/// <param name="Directory">The model directory.</param>
+/// <param name="Engine"><c>torch</c> or <c>onnx</c>.</param>
+/// <param name="Precision">TorchSharp engine only: what the model computes in.</param>
+public sealed record ModelSpec(string Name, string Directory, string Engine = "torch", Precision Precision = Precision.Fp32);
+
+/// <summary>Options of <c>b4s serve</c>.</summary>
+public sealed record ServeOptions
+{
+    /// <summary>The models served (at least one; names unique).</summary>
+    public required IReadOnlyList<ModelSpec> Models { get; init; }
+    /// <summary>Largest request body in bytes (413 above it).</summary>
+    public long MaxBodyBytes { get; init; } = 1 << 20;
+    /// <summary>Texts per embeddings request at most.</summary>
+    public int MaxInputs { get; init; } = 2048;
+    /// <summary>Tokens per request at most (all inputs together, or prompt + max_tokens).</summary>
+    public int MaxTokensPerRequest { get; init; } = 65_536;
+    /// <summary>Tokens one completion may generate at most.</summary>
+    public int MaxNewTokens { get; init; } = 512;
+    /// <summary>Requests in progress at most; beyond it, 429 with Retry-After.</summary>
+    public int MaxConcurrentRequests { get; init; } = 32;
+    /// <summary>Texts per forward pass of the embedding micro-batcher (1: no batching across requests).</summary>
+    public int MaxBatch { get; init; } = 64;
+    /// <summary>How long the micro-batcher waits for more requests.</summary>
+    public TimeSpan MaxBatchDelay { get; init; } = TimeSpan.FromMilliseconds(5);
+
+    /// <summary>Checks the values; names the option.</summary>
+    public void Validate()
+    {
+        if (Models.Count == 0) throw new ArgumentException("serve needs at least one model");
+        var dup = Models.GroupBy(m => m.Name).FirstOrDefault(g => g.Count() > 1);
+        if (dup is not null) throw new ArgumentException($"two models are named '{dup.Key}'; give them names with --model NAME=DIR");
+        if (MaxBodyBytes < 1024) throw new ArgumentOutOfRangeException(nameof(MaxBodyBytes), $"the body limit must be at least 1024 bytes, got {MaxBodyBytes}");
+        if (MaxConcurrentRequests < 1) throw new ArgumentOutOfRangeException(nameof(MaxConcurrentRequests), $"--max-concurrent must be at least 1, got {MaxConcurrentRequests}");
+        if (MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatch), $"--max-batch must be at least 1, got {MaxBatch}");
+        if (MaxInputs < 1 || MaxTokensPerRequest < 1 || MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxInputs), "the request limits must be at least 1");
+    }
+}
+
+/// <summary>A loaded model and what it can do.</summary>
+public abstract class ServedModel : IDisposable
+{
+    /// <summary>The id clients use.</summary>
+    public required string Name { get; init; }
+    /// <summary>torch or onnx.</summary>
+    public required string Engine { get; init; }
+    /// <summary>embedding or generation (for <c>/v1/models</c> and the page).</summary>
+    public abstract string Kind { get; }
+    /// <summary>Loads a model as what its directory holds: a generative family, else a sentence encoder.</summary>
+    public static ServedModel Load(ModelSpec spec, ServeOptions options)
+    {
+        if (!Directory.Exists(spec.Directory)) throw new DirectoryNotFoundException($"{spec.Directory}: model directory not found (model '{spec.Name}')");
+        if (spec.Engine == "onnx" && spec.Precision != Precision.Fp32)
+            throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported");
+        return TextGenerator.IsGenerative(spec.Directory)
+            ? new GenerationModel(TextGenerator.Load(spec.Directory, spec.Engine, null, spec.Precision)) { Name = spec.Name, Engine = spec.Engine }
+            : EmbeddingModel.Create(spec, options);
+    }
+
+    /// <inheritdoc/>
+    public abstract void Dispose();
+}
+
+/// <summary>A sentence encoder (embeddings, batched across requests) and, when it has an MLM head, fill-mask.</summary>
+public sealed class EmbeddingModel : ServedModel
+{
+    readonly TransformerPipeline? masked;
+    readonly object maskedLock = new();
+
+    EmbeddingModel(SentenceEncoder encoder, TransformerPipeline? masked, ServeOptions options)
+    {
+        Encoder = encoder;
+        this.masked = masked;
+        Batcher = new MicroBatcher<string, float[]>(texts => encoder.Embed(texts).Vectors, options.MaxBatch, options.MaxBatchDelay);
+    }
+
+    /// <inheritdoc/>
+    public override string Kind => "embedding";
+    /// <summary>The encoder.</summary>
+    public SentenceEncoder Encoder { get; }
+    /// <summary>The micro-batcher every embeddings request goes through.</summary>
+    public MicroBatcher<string, float[]> Batcher { get; }
+    /// <summary>Whether fill-mask is available (an MLM head in the checkpoint or the graph).</summary>
+    public bool CanFillMask => masked is not null;
+
+    internal static EmbeddingModel Create(ModelSpec spec, ServeOptions options)
+    {
+        string dir = spec.Directory;
+        if (spec.Engine == "onnx")
+        {
+            string vocab = Path.Combine(dir, "vocab.txt");
+            if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt; the model '{spec.Name}' needs its WordPiece vocabulary", vocab);
+            var onnx = new OnnxRuntimeEncoder(dir);
+            var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
+            string beside = Path.Combine(dir, Whitening.FileName);
+            var sentence = new SentenceEncoder(onnx, tokenizer, SentenceEncoderOptions.Read(dir), File.Exists(beside) ? Whitening.Load(beside, onnx.HiddenSize) : null);
+            return new EmbeddingModel(sentence, onnx.HasMaskedLanguageModelHead ? TransformerPipeline.Create(onnx, tokenizer) : null, options) { Name = spec.Name, Engine = spec.Engine };
+        }
+        // One TorchSharp model for both: with its MLM head when the checkpoint has one (fill-mask), else the encoder.
+        TransformerPipeline pipeline;
+        bool mlm = true;
+        try { pipeline = TransformerPipeline.Load(dir, null, Application.MaskedLM); }
+        catch (CheckpointMismatchException) { pipeline = TransformerPipeline.Load(dir, null, Application.Encoder); mlm = false; }
+        pipeline.Model.eval();
+        var plan = PrecisionPolicy.Resolve(spec.Precision, pipeline.Model.Device, training: false);
+        if (plan.Chosen != Precision.Fp32 || plan.Warning is not null) PrecisionPolicy.Report(plan, Console.Error.WriteLine);
+        plan.Apply(pipeline.Model);
+        string file = Path.Combine(dir, Whitening.FileName);
+        var encoder = new SentenceEncoder(pipeline.Model, pipeline.Tokenizer, SentenceEncoderOptions.Read(dir),
+            File.Exists(file) ? Whitening.Load(file, pipeline.Model.Config.HiddenSize) : null);
+        return new EmbeddingModel(encoder, mlm ? pipeline : null, options) { Name = spec.Name, Engine = spec.Engine };
+    }
+
+    /// <summary>Fill-mask candidates (serialised: the pipeline is not re-entrant across its tokenizer state).</summary>
+    public IReadOnlyList<FillMaskCandidate> FillMask(string text, int topK)
+    {
+        lock (maskedLock) return masked!.FillMask(text, topK);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        Batcher.Dispose();
+        (Encoder.Encoder as IDisposable)?.Dispose();
+    }
+}
+
+/// <summary>A generative model: completions and chat completions.</summary>
+public sealed class GenerationModel(TextGenerator generator) : ServedModel
+{
+    /// <inheritdoc/>
+    public override string Kind => "generation";
+    /// <summary>The generator.</summary>
+    public TextGenerator Generator { get; } = generator;
+    /// <summary>Decoding loops running now.</summary>
+    public int ActiveDecodes => active;
+    /// <summary>Decoding loops stopped because the client went away.</summary>
+    public long CancelledDecodes => Interlocked.Read(ref cancelled);
+
+    int active;
+    long cancelled;
+
+    internal void Started() => Interlocked.Increment(ref active);
+    internal void Ended(bool wasCancelled)
+    {
+        Interlocked.Decrement(ref active);
+        if (wasCancelled) Interlocked.Increment(ref cancelled);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose() => Generator.Dispose();
+}
