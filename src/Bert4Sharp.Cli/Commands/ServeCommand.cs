@@ -13,12 +13,12 @@ internal static class ServeCommand
             Description = $"A model directory to serve, as DIR or NAME=DIR (repeat for several: sentence encoders serve embeddings and fill-mask, GPT/T5 models completions). Default: {DefaultModel.Description}",
             AllowMultipleArgumentsPerToken = false,
         };
-        var engine = new Option<string?>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on model.onnx); default onnx for the built-in model, torch otherwise" };
+        var engine = new Option<string?>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on model.onnx) for every model; default per model: onnx for a directory whose only weights are model.onnx (the built-in model, b4s export onnx), torch otherwise" };
         engine.AcceptOnlyFromAmong("torch", "onnx");
         var host = new Option<string>("--host") { Description = "Address to listen on (0.0.0.0 for every interface)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port (0: any free one, printed)", DefaultValueFactory = _ => 8000 };
         var maxBatch = new Option<int>("--max-batch") { Description = "Texts per forward pass of the embedding micro-batcher (1: no batching across requests)", DefaultValueFactory = _ => 64 };
-        var maxDelay = new Option<double>("--max-batch-delay-ms") { Description = "How long a batch waits for more requests", DefaultValueFactory = _ => 5 };
+        var maxDelay = new Option<double>("--max-batch-delay-ms") { Description = "How long a batch waits for more requests (default 0: it takes whatever queued while the previous forward pass ran)", DefaultValueFactory = _ => 0 };
         var maxConcurrent = new Option<int>("--max-concurrent") { Description = "Requests in progress at most; beyond it 429 with Retry-After", DefaultValueFactory = _ => 32 };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body", DefaultValueFactory = _ => 1 << 20 };
         var precision = PrecisionOption.Create(training: false);
@@ -36,7 +36,7 @@ internal static class ServeCommand
                 int eq = m.IndexOf('=');
                 string dir = eq > 0 ? m[(eq + 1)..] : m;
                 string name = eq > 0 ? m[..eq] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
-                specs.Add(new ModelSpec(name, dir, r.GetValue(engine) ?? "torch", p));
+                specs.Add(new ModelSpec(name, dir, r.GetValue(engine) ?? EngineFor(dir), p));
             }
             var options = new ServeOptions
             {
@@ -53,5 +53,13 @@ internal static class ServeCommand
             return CliErrors.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>onnx when model.onnx is the directory's only weights file, else torch (which reads every format).</summary>
+    static string EngineFor(string dir)
+    {
+        if (!Directory.Exists(dir) || !File.Exists(Path.Combine(dir, "model.onnx"))) return "torch";
+        string[] weights = ["*.safetensors", "*.bin", "*.pt", "*.pth", "*.index", "*.ckpt*"];
+        return weights.Any(w => Directory.EnumerateFiles(dir, w).Any()) ? "torch" : "onnx";
     }
 }

@@ -63,3 +63,7 @@ public sealed class ServerFixture : IAsyncLifetime
         try { Directory.Delete(Root, true); } catch (IOException) { }
     }
 }
+
+/// <summary>The serving tests share one server and run one after another (the 429 test counts requests in flight).</summary>
+[CollectionDefinition("serving")]
+public sealed class ServingCollection : ICollectionFixture<ServerFixture>;

@@ -17,7 +17,7 @@ using OpenAI;
 /// decoding stopped by a disconnecting client, stop strings, the OpenAPI document and the page's files.
 /// </summary>
 [Collection("serving")]
-public sealed class ServerTests(ServerFixture f) : IClassFixture<ServerFixture>
+public sealed class ServerTests(ServerFixture f)
 {
     static CancellationToken Ct => TestContext.Current.CancellationToken;
 
