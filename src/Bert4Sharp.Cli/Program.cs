@@ -23,4 +23,5 @@ root.Subcommands.Add(StsCommand.Create());
 root.Subcommands.Add(EmbedCommand.Whiten());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
+root.Subcommands.Add(DownloadCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

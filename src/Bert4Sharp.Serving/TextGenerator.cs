@@ -64,6 +64,7 @@ public sealed class TextGenerator : IDisposable
     /// <exception cref="FileNotFoundException">The tokenizer file is missing.</exception>
     public static TextGenerator Load(string directory, string engine = "torch", string? family = null, Precision precision = Precision.Fp32, Action<string>? log = null)
     {
+        if (Hub.HubClient.LooksLikeRepoId(directory)) directory = Hub.HubClient.Download(directory);       // org/name from the hub
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: model directory not found");
         return engine switch
         {

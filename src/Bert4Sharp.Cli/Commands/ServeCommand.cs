@@ -35,7 +35,8 @@ internal static class ServeCommand
             {
                 int eq = m.IndexOf('=');
                 string dir = eq > 0 ? m[(eq + 1)..] : m;
-                string name = eq > 0 ? m[..eq] : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+                string name = eq > 0 ? m[..eq] : Hub.HubClient.LooksLikeRepoId(dir) ? dir : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
+                if (Hub.HubClient.LooksLikeRepoId(dir)) dir = Hub.HubClient.Download(dir);                 // org/name from the hub
                 specs.Add(new ModelSpec(name, dir, r.GetValue(engine) ?? EngineFor(dir), p));
             }
             var options = new ServeOptions

@@ -21,6 +21,10 @@ public sealed record AutoModelOptions
     public bool LowerCase { get; init; } = true;
     /// <summary>WordPiece end token; null for none (GPT-style vocabularies whose prompts must not end in [SEP]).</summary>
     public string? EndToken { get; init; } = "[SEP]";
+    /// <summary>For a hub model id (<c>org/name</c>): the branch, tag or commit (default main).</summary>
+    public string Revision { get; init; } = "main";
+    /// <summary>For a hub model id: endpoint, token, cache and offline mode (default: the HF_* environment variables).</summary>
+    public Hub.HubOptions? Hub { get; init; }
 }
 
 /// <summary>A loaded model with what came with it.</summary>
@@ -46,14 +50,18 @@ public static class AutoModel
 {
     /// <summary>
     /// Loads <paramref name="path"/>: a directory with a config (config.json, bert_config.json, albert_config*.json),
-    /// weights and a vocabulary, or a weights file whose directory has the config.
+    /// weights and a vocabulary, a weights file whose directory has the config, or a Hugging Face hub model id
+    /// (<c>org/name</c>, <see cref="Hub.HubClient"/>) that is not a local path.
     /// </summary>
+    /// <exception cref="Hub.HubException">A hub id that cannot be fetched (offline without it, no access, a failed check).</exception>
     /// <exception cref="FileNotFoundException">No such path, or no config.</exception>
     /// <exception cref="CheckpointMismatchException">Strict loading found missing, unexpected or mis-shaped weights.</exception>
     /// <exception cref="InvalidDataException">The vocabulary does not fit the model.</exception>
     public static LoadedModel Load(string path, AutoModelOptions? options = null)
     {
         options ??= new();
+        // "org/name" that is not a local path: the Hugging Face hub's snapshot (downloaded into its cache when missing).
+        if (Hub.HubClient.LooksLikeRepoId(path)) path = Hub.HubClient.Download(path, options.Revision, options.Hub);
         string directory = Directory.Exists(path) ? path
             : File.Exists(path) ? Path.GetDirectoryName(Path.GetFullPath(path))!
             : throw new FileNotFoundException($"{path}: no such model directory or weights file", path);
