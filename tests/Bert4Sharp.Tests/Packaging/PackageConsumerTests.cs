@@ -20,6 +20,7 @@ using Bert4Sharp.Runtime;
 /// the throwaway version is removed from it afterwards.
 /// </summary>
 [Trait("Category", "Packaging")]
+[Collection("packaging")]
 public sealed class PackageConsumerTests
 {
     static readonly string[] Projects = ["src/Bert4Sharp/Bert4Sharp.csproj", "src/Bert4Sharp.Training/Bert4Sharp.Training.csproj"];
@@ -157,7 +158,7 @@ public sealed class PackageConsumerTests
     }
 
     /// <summary>Runs dotnet; fails with the command, its output and the log so far when it fails, warns or hangs.</summary>
-    static string Run(string dotnet, string cwd, StringBuilder log, TimeSpan timeout, params string[] args)
+    internal static string Run(string dotnet, string cwd, StringBuilder log, TimeSpan timeout, params string[] args)
     {
         var psi = new ProcessStartInfo(dotnet) { WorkingDirectory = cwd, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var a in args) psi.ArgumentList.Add(a);
@@ -221,7 +222,7 @@ public sealed class PackageConsumerTests
             }
     }
 
-    static string? FindOnPath(string name)
+    internal static string? FindOnPath(string name)
     {
         foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries))
             foreach (var candidate in OperatingSystem.IsWindows() ? new[] { name + ".exe", name } : [name])
