@@ -4,8 +4,8 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using Bert4Sharp.Checkpoints;
-using Spectre.Console;
 using Bert4Sharp.Runtime;
+using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
 

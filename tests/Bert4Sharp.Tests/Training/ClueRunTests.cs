@@ -12,6 +12,23 @@ public sealed class ClueRunTests
 {
     public static TheoryData<string> Tasks() => [.. ClueRuns.All.Select(r => r.Task)];
 
+    /// <summary>A few steps of a 1 × 32 RoFormerV2 from scratch on the task's real data, output under <paramref name="dir"/>/run.</summary>
+    static RunResult TrainTiny(IClueRun run, string data, string dir, List<string> lines, Func<ClueRunOptions, ClueRunOptions> adjust)
+    {
+        string config = Path.Combine(dir, "tiny.json");
+        File.WriteAllText(config, """
+            {"model_type": "roformer_v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 512, "vocab_size": 1}
+            """);
+        var options = new ClueRunOptions
+        {
+            DataDirectory = data, Output = Path.Combine(dir, "run"), Config = config, Seed = 1,
+            Vocabulary = TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")),
+            BatchSize = 4, EvalEverySteps = 2, WarmupSteps = 0,
+        };
+        return run.Train(adjust(options), lines.Add, ProgressDisplay.Lines, TestContext.Current.CancellationToken);
+    }
+
     [Theory]
     [MemberData(nameof(Tasks))]
     public void Trains_saves_and_predicts_in_the_submission_format(string task)
@@ -20,19 +37,9 @@ public sealed class ClueRunTests
         string dir = Directory.CreateTempSubdirectory("b4s-clue-").FullName;
         try
         {
-            string config = Path.Combine(dir, "tiny.json");
-            File.WriteAllText(config, """
-                {"model_type": "roformer_v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "intermediate_size": 64, "max_position_embeddings": 512, "vocab_size": 1}
-                """);
             var run = ClueRuns.Get(task);
             var lines = new List<string>();
-            var result = run.Train(new ClueRunOptions
-            {
-                DataDirectory = data, Output = Path.Combine(dir, "run"), Config = config, Seed = 1,
-                Vocabulary = TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")),
-                MaxSteps = 3, Limit = 24, BatchSize = 4, EvalEverySteps = 2, WarmupSteps = 0, MaxLength = 128,
-            }, lines.Add, ProgressDisplay.Lines, TestContext.Current.CancellationToken);
+            var result = TrainTiny(run, data, dir, lines, o => o with { MaxSteps = 3, Limit = 24, MaxLength = 128 });
             Assert.Equal(3, result.Training.Steps);
             Assert.NotEmpty(result.Metrics);
             Assert.All(result.Metrics.Values, v => Assert.True(double.IsFinite(v), $"{task}: a metric is not finite: {string.Join(", ", result.Metrics)}"));
@@ -68,19 +75,9 @@ public sealed class ClueRunTests
         string dir = Directory.CreateTempSubdirectory("b4s-clue-bf16-").FullName;
         try
         {
-            string config = Path.Combine(dir, "tiny.json");
-            File.WriteAllText(config, """
-                {"model_type": "roformer_v2", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                 "intermediate_size": 64, "max_position_embeddings": 512, "vocab_size": 1}
-                """);
             var run = ClueRuns.Get(task);
             var lines = new List<string>();
-            var result = run.Train(new ClueRunOptions
-            {
-                DataDirectory = data, Output = Path.Combine(dir, "run"), Config = config, Seed = 1,
-                Vocabulary = TestPaths.SharedOrSkip(Path.Combine("models", "roformer_v2_char_small", "vocab.txt")),
-                MaxSteps = 2, Limit = 16, BatchSize = 4, EvalEverySteps = 2, WarmupSteps = 0, MaxLength = 64, Precision = Bert4Sharp.Runtime.Precision.Bf16,
-            }, lines.Add, ProgressDisplay.Lines, TestContext.Current.CancellationToken);
+            var result = TrainTiny(run, data, dir, lines, o => o with { MaxSteps = 2, Limit = 16, MaxLength = 64, Precision = Bert4Sharp.Runtime.Precision.Bf16 });
             Assert.Equal(2, result.Training.Steps);
             Assert.Contains(lines, l => l.StartsWith("precision: bf16"));
             Assert.All(result.Metrics.Values, v => Assert.True(double.IsFinite(v), $"{task}: a metric is not finite: {string.Join(", ", result.Metrics)}"));
