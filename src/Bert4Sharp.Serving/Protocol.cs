@@ -48,6 +48,17 @@ public sealed record FillMaskRequest(
     [property: JsonPropertyName("model")] string? Model = null,
     [property: JsonPropertyName("top_k")] int? TopK = null);
 
+/// <summary>POST /v1/classify: a text classifier task model.</summary>
+public sealed record ClassifyRequest(
+    [property: JsonPropertyName("input")] JsonElement Input,
+    [property: JsonPropertyName("pair")] JsonElement? Pair = null,
+    [property: JsonPropertyName("model")] string? Model = null);
+
+/// <summary>POST /v1/ner: a CLUENER task model.</summary>
+public sealed record NerRequest(
+    [property: JsonPropertyName("input")] JsonElement Input,
+    [property: JsonPropertyName("model")] string? Model = null);
+
 /// <summary>The OpenAI error body: <c>{"error": {"message", "type", "param", "code"}}</c>.</summary>
 public sealed record ErrorBody([property: JsonPropertyName("error")] ErrorDetail Error);
 

@@ -61,6 +61,7 @@ public abstract class ServedModel : IDisposable
         if (!Directory.Exists(spec.Directory)) throw new DirectoryNotFoundException($"{spec.Directory}: model directory not found (model '{spec.Name}')");
         if (spec.Engine == "onnx" && spec.Precision != Precision.Fp32)
             throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported");
+        if (File.Exists(Path.Combine(spec.Directory, "task.json"))) return TaskModel.Load(spec);
         return TextGenerator.IsGenerative(spec.Directory)
             ? new GenerationModel(TextGenerator.Load(spec.Directory, spec.Engine, null, spec.Precision)) { Name = spec.Name, Engine = spec.Engine }
             : EmbeddingModel.Create(spec, options);
@@ -158,4 +159,71 @@ public sealed class GenerationModel(TextGenerator generator) : ServedModel
 
     /// <inheritdoc/>
     public override void Dispose() => Generator.Dispose();
+}
+
+/// <summary>
+/// A task model <c>b4s clue train</c> (or <c>TextClassifier.Save</c>) wrote: a text classifier (AFQMC, TNEWS, IFLYTEK,
+/// OCNLI, CMNLI, CSL, CLUEWSC or any TextClassifier) or a CLUENER entity recognizer. Calls are serialised per model.
+/// </summary>
+public sealed class TaskModel : ServedModel
+{
+    readonly object gate = new();
+    readonly Training.TextClassifier? classifier;
+    readonly Tasks.EntityRecognizer? recognizer;
+    readonly BertWordPieceTokenizer? tokenizer;
+    readonly int maxLength;
+
+    TaskModel(Training.TextClassifier? classifier, Tasks.EntityRecognizer? recognizer, BertWordPieceTokenizer? tokenizer, int maxLength, string task)
+    {
+        this.classifier = classifier;
+        this.recognizer = recognizer;
+        this.tokenizer = tokenizer;
+        this.maxLength = maxLength;
+        Task = task;
+    }
+
+    /// <inheritdoc/>
+    public override string Kind => recognizer is null ? "classification" : "ner";
+    /// <summary>The task the model was trained for.</summary>
+    public string Task { get; }
+    /// <summary>The classifier's labels or the recognizer's entity types.</summary>
+    public IReadOnlyList<string> Labels => classifier?.Labels ?? recognizer!.Types;
+
+    internal static TaskModel Load(ModelSpec spec)
+    {
+        if (spec.Engine != "torch") throw new ArgumentException($"model '{spec.Name}': task models run on the torch engine");
+        var file = Training.ClueRun.ReadTask(spec.Directory, null);
+        if (file.Task == "cluener")
+        {
+            var (model, tokenizer, task) = Training.EntityRuns.Load(spec.Directory);
+            model.eval();
+            return new TaskModel(null, model, tokenizer, task.MaxLength, file.Task) { Name = spec.Name, Engine = spec.Engine };
+        }
+        if (file.Head != "classifier")
+            throw new ArgumentException($"model '{spec.Name}': {spec.Directory} holds a {file.Task} model with a '{file.Head}' head; the server serves text classifiers and CLUENER recognizers");
+        var classifier = Training.TextClassifier.Load(spec.Directory);
+        classifier.Model.eval();
+        return new TaskModel(classifier, null, null, classifier.Options.MaxLength, file.Task) { Name = spec.Name, Engine = spec.Engine };
+    }
+
+    /// <summary>Labels with probabilities for texts (and optional second texts of a pair).</summary>
+    public IReadOnlyList<Training.ClassPrediction> Classify(IReadOnlyList<string> texts, IReadOnlyList<string>? pairs)
+    {
+        if (classifier is null) throw new InvalidOperationException("not a classifier");
+        lock (gate) return classifier.Predict([.. texts.Select((t, i) => new Training.TextExample(t, pairs?[i]))]);
+    }
+
+    /// <summary>Entity spans [Start, End) in UTF-16 units of each text.</summary>
+    public IReadOnlyList<IReadOnlyList<Tasks.EntitySpan>> Recognize(IReadOnlyList<string> texts)
+    {
+        if (recognizer is null) throw new InvalidOperationException("not an entity recognizer");
+        lock (gate) return recognizer.Predict(tokenizer!, texts, maxLength);
+    }
+
+    /// <inheritdoc/>
+    public override void Dispose()
+    {
+        classifier?.Dispose();
+        recognizer?.Dispose();
+    }
 }

@@ -105,9 +105,12 @@ public sealed class ServerApp : IAsyncDisposable
             {
                 id = m.Name, @object = "model", created = 0, owned_by = "bert4sharp", kind = m.Kind, engine = m.Engine,
                 fill_mask = m is EmbeddingModel { CanFillMask: true },
+                labels = (m as TaskModel)?.Labels,
             }),
         })).WithSummary("The models this server holds");
         App.MapPost("/v1/embeddings", (Delegate)Embeddings).Accepts<EmbeddingRequest>("application/json").Produces(200).Produces<ErrorBody>(400).WithSummary("OpenAI embeddings");
+        App.MapPost("/v1/classify", (Delegate)Classify).Accepts<ClassifyRequest>("application/json").Produces(200).Produces<ErrorBody>(400).WithSummary("Labels with probabilities from a text classifier task model");
+        App.MapPost("/v1/ner", (Delegate)Recognize).Accepts<NerRequest>("application/json").Produces(200).Produces<ErrorBody>(400).WithSummary("Entity spans from a CLUENER task model");
         App.MapPost("/v1/fill-mask", (Delegate)FillMask).Accepts<FillMaskRequest>("application/json").Produces(200).Produces<ErrorBody>(400).WithSummary("Candidates for each [MASK]");
         Completions.Map(this);
         App.MapGet("/", (HttpContext c) => Static(c, "index.html")).ExcludeFromDescription();
@@ -159,15 +162,15 @@ public sealed class ServerApp : IAsyncDisposable
     }
 
     /// <summary>The model a request names, of the wanted kind; without a name, the only model of that kind.</summary>
-    internal T Resolve<T>(string? name, string kind) where T : ServedModel
+    internal T Resolve<T>(string? name, string kind, string? modelKind = null) where T : ServedModel
     {
         if (name is not null)
         {
             if (!Models.TryGetValue(name, out var m))
                 throw new RequestException(404, $"model '{name}' does not exist here; this server has {string.Join(", ", Models.Keys.Select(k => $"'{k}'"))} (GET /v1/models)", "model", "invalid_request_error", "model_not_found");
-            return m as T ?? throw new RequestException(400, $"model '{name}' is a {m.Kind} model and cannot serve {kind}", "model");
+            return m is T t && (modelKind is null || m.Kind == modelKind) ? t : throw new RequestException(400, $"model '{name}' is a {m.Kind} model and cannot serve {kind}", "model");
         }
-        var candidates = Models.Values.OfType<T>().ToList();
+        var candidates = Models.Values.OfType<T>().Where(m => modelKind is null || m.Kind == modelKind).ToList();
         return candidates.Count == 1 ? candidates[0]
             : throw new RequestException(400, candidates.Count == 0 ? $"this server has no model for {kind}" : $"'model' is required: this server has several models for {kind}", "model");
     }
@@ -213,6 +216,40 @@ public sealed class ServerApp : IAsyncDisposable
         double norm = Math.Sqrt(t.Sum(x => (double)x * x));
         if (norm > 0) for (int i = 0; i < k; i++) t[i] = (float)(t[i] / norm);
         return t;
+    }
+
+    /// <summary>The texts of a task request, each within the model's length (longer ones are refused, not cut).</summary>
+    IReadOnlyList<string> TaskTexts(RequestReader req, string field) => req.Strings(field, required: true, Options.MaxInputs);
+
+    async Task<IResult> Classify(HttpContext context)
+    {
+        var (req, doc) = await RequestReader.ReadAsync(context.Request, context.RequestAborted);
+        using var _ = doc;
+        var input = TaskTexts(req, "input");
+        var pairs = req.Field("pair") is null ? null : TaskTexts(req, "pair");
+        if (pairs is not null && pairs.Count != input.Count) throw new RequestException(400, $"'pair' has {pairs.Count} texts but 'input' has {input.Count}", "pair");
+        var model = Resolve<TaskModel>(req.String("model"), "classification", "classification");
+        var predictions = await Task.Run(() => model.Classify(input, pairs), context.RequestAborted);
+        return Results.Json(new
+        {
+            model = model.Name,
+            data = predictions.Select((p, i) => new { index = i, label = p.Label, probabilities = model.Labels.Select((l, k) => (l, k)).ToDictionary(x => x.l, x => p.Probabilities[x.k]) }),
+        });
+    }
+
+    async Task<IResult> Recognize(HttpContext context)
+    {
+        var (req, doc) = await RequestReader.ReadAsync(context.Request, context.RequestAborted);
+        using var _ = doc;
+        var input = TaskTexts(req, "input");
+        var model = Resolve<TaskModel>(req.String("model"), "entity recognition", "ner");
+        var spans = await Task.Run(() => model.Recognize(input), context.RequestAborted);
+        // Offsets are UTF-16 code units [start, end), as JavaScript and .NET index strings.
+        return Results.Json(new
+        {
+            model = model.Name,
+            data = spans.Select((s, i) => new { index = i, entities = s.Select(e => new { type = e.Type, start = e.Start, end = e.End, text = input[i][e.Start..e.End] }) }),
+        });
     }
 
     async Task<IResult> FillMask(HttpContext context)

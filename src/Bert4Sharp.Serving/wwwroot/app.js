@@ -25,6 +25,7 @@ async function loadModels() {
   fill($('embedding-model'), data.filter(m => m.kind === 'embedding'));
   fill($('mask-model'), data.filter(m => m.fill_mask));
   fill($('generation-model'), data.filter(m => m.kind === 'generation'));
+  fill($('ner-model'), data.filter(m => m.kind === 'ner'));
 }
 
 function cosine(a, b) {
@@ -66,6 +67,29 @@ $('fill').onclick = async () => {
       li.textContent = `${c.token}  ${(c.probability * 100).toFixed(1)} %  — ${c.text}`;
       return li;
     }));
+  } catch (e) { showError(e.message); }
+};
+
+$('recognize').onclick = async () => {
+  showError();
+  const text = $('ner-text').value;
+  try {
+    const { data } = await (await api('/v1/ner', { model: $('ner-model').value, input: text })).json();
+    // Offsets are UTF-16 code units, as JavaScript indexes strings; overlapping spans keep the first.
+    const parts = [];
+    let at = 0;
+    for (const e of [...data[0].entities].sort((a, b) => a.start - b.start)) {
+      if (e.start < at) continue;
+      parts.push(document.createTextNode(text.slice(at, e.start)));
+      const mark = document.createElement('mark');
+      mark.textContent = text.slice(e.start, e.end);
+      mark.dataset.type = e.type;
+      mark.title = e.type;
+      parts.push(mark);
+      at = e.end;
+    }
+    parts.push(document.createTextNode(text.slice(at)));
+    $('entities').replaceChildren(...parts);
   } catch (e) { showError(e.message); }
 };
 

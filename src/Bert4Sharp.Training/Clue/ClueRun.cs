@@ -212,17 +212,17 @@ public static class ClueRun
         return directory;
     }
 
-    /// <summary>Reads <c>task.json</c> of a saved task model and checks it belongs to <paramref name="task"/>.</summary>
+    /// <summary>Reads <c>task.json</c> of a saved task model and checks it belongs to <paramref name="task"/> (null: any task).</summary>
     /// <exception cref="InvalidDataException">No task.json, or one for another task.</exception>
-    public static TaskModelFile ReadTask(string modelDirectory, string task)
+    public static TaskModelFile ReadTask(string modelDirectory, string? task)
     {
         string taskPath = Path.Combine(modelDirectory, "task.json");
-        if (!File.Exists(taskPath)) throw new InvalidDataException($"{modelDirectory} has no task.json: give the model directory that `b4s clue train {task}` saved (<output>/model)");
+        if (!File.Exists(taskPath)) throw new InvalidDataException($"{modelDirectory} has no task.json: give the model directory that `b4s clue train {task ?? "<task>"}` saved (<output>/model)");
         TaskModelFile? file;
         try { file = JsonSerializer.Deserialize<TaskModelFile>(File.ReadAllText(taskPath), JsonOptions); }
         catch (JsonException e) { throw new InvalidDataException($"{taskPath}: not a task file ({e.Message})", e); }
         if (file is null || file.Task is null || file.Labels is null) throw new InvalidDataException($"{taskPath}: missing task, head or labels");
-        if (file.Task != task) throw new InvalidDataException($"{modelDirectory} holds a model for '{file.Task}', not for '{task}': use `b4s clue predict {file.Task}` or a model trained for {task}");
+        if (task is not null && file.Task != task) throw new InvalidDataException($"{modelDirectory} holds a model for '{file.Task}', not for '{task}': use `b4s clue predict {file.Task}` or a model trained for {task}");
         return file;
     }
 

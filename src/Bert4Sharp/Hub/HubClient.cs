@@ -145,7 +145,7 @@ public static class HubClient
         string url = $"{options.Endpoint}/api/models/{repo}/revision/{Uri.EscapeDataString(revision)}?blobs=true";
         HttpResponseMessage response;
         try { response = await http.SendAsync(Request(HttpMethod.Get, url, options), ct); }
-        catch (HttpRequestException e) { throw new HubException($"cannot reach {options.Endpoint} for {repo}: {e.Message} (offline? set HF_HUB_OFFLINE=1 to use the cache, HF_ENDPOINT for a mirror)", e); }
+        catch (HttpRequestException e) { throw new HubException($"{repo} is not a local directory, and {options.Endpoint} cannot be reached to fetch it as a hub model: {e.Message} (offline? HF_HUB_OFFLINE=1 uses the cache, HF_ENDPOINT a mirror)", e); }
         using (response)
         {
             Check(response, repo, revision, options);
@@ -177,7 +177,7 @@ public static class HubClient
         throw response.StatusCode switch
         {
             HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden => new HubException($"{options.Endpoint} refused {repo} ({(int)response.StatusCode}): a gated or private model needs HF_TOKEN with access to it"),
-            HttpStatusCode.NotFound => new HubException($"{options.Endpoint} has no model {repo} at revision {revision} (404): check the id and --revision"),
+            HttpStatusCode.NotFound => new HubException($"{options.Endpoint} has no model {repo} at revision {revision} (404), and no local directory {repo} exists: check the path, or the id and --revision"),
             _ => new HubException($"{options.Endpoint} answered {(int)response.StatusCode} {response.ReasonPhrase} for {repo}"),
         };
     }

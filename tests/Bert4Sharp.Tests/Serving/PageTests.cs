@@ -42,6 +42,20 @@ public sealed class PageTests(ServerFixture f)
         await Assertions.Expect(page.Locator("#candidates li")).ToHaveCountAsync(5);
         Assert.Matches(@"^\S+\s+\d+\.\d %\s+— 一.三$", await page.Locator("#candidates li").First.InnerTextAsync());
 
+        // Named entities: every highlighted span is one the API found, with its type.
+        await page.ClickAsync("#recognize");
+        await Assertions.Expect(page.Locator("#entities mark").First).ToBeVisibleAsync();
+        string nerText = await page.InputValueAsync("#ner-text");
+        using (var ner = await f.Http.PostAsJsonAsync("/v1/ner", new { model = "ner", input = nerText }, ct))
+        {
+            var found = JsonDocument.Parse(await ner.Content.ReadAsStringAsync(ct)).RootElement.GetProperty("data")[0].GetProperty("entities").EnumerateArray()
+                .Select(e => (e.GetProperty("text").GetString(), e.GetProperty("type").GetString())).ToHashSet();
+            var marks = page.Locator("#entities mark");
+            for (int i = 0; i < await marks.CountAsync(); i++)
+                Assert.Contains((await marks.Nth(i).InnerTextAsync(), await marks.Nth(i).GetAttributeAsync("data-type")), found);
+            Assert.Equal(nerText, await page.Locator("#entities").TextContentAsync());          // the text itself is all there
+        }
+
         // Generation: greedy text equal to the API's, finished; then a long one seen mid-stream and stopped by the person.
         using var response = await f.Http.PostAsJsonAsync("/v1/completions", new { model = "gpt", prompt = "二", max_tokens = 24, temperature = 0 }, ct);
         string expected = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct)).RootElement.GetProperty("choices")[0].GetProperty("text").GetString()!;

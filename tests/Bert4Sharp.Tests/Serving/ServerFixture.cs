@@ -40,15 +40,43 @@ public sealed class ServerFixture : IAsyncLifetime
         model.SavePretrained(dir);
     }
 
+    /// <summary>A random-weight TNEWS-style classifier and a CLUENER GlobalPointer recognizer, saved as b4s clue train saves them.</summary>
+    internal static void WriteTaskModels(string classifierDir, string nerDir)
+    {
+        foreach (var (dir, seed) in new[] { (classifierDir, 6), (nerDir, 7) })
+        {
+            WriteTinyModel(dir, "bert", Application.Encoder, seed, maxPositions: 64);
+            var tokenizer = BertWordPieceTokenizer.FromFile(Path.Combine(dir, "vocab.txt"));
+            var encoder = AutoModel.Load(dir, new AutoModelOptions { Application = Application.Encoder }).Model;
+            torch.manual_seed(seed);
+            if (dir == classifierDir)
+            {
+                string[] labels = ["news_story", "news_culture", "news_sports"];
+                using var model = new Bert4Sharp.Tasks.SequenceClassifier(encoder, labels.Length, 0.1, Bert4Sharp.Tasks.Pooling.First);
+                Bert4Sharp.Training.ClueRun.Save(model, encoder, tokenizer, new Bert4Sharp.Training.TaskModelFile("tnews", "classifier", labels, 32,
+                    new Dictionary<string, string> { ["pooling"] = "First", ["dropout"] = "0.1" }), dir);
+            }
+            else
+            {
+                string[] types = ["address", "company", "name"];
+                using var model = new Bert4Sharp.Tasks.EntityRecognizer(encoder, types, new Bert4Sharp.Tasks.EntityRecognizerOptions { Head = Bert4Sharp.Tasks.EntityHead.GlobalPointer });
+                Bert4Sharp.Training.ClueRun.Save(model, encoder, tokenizer, new Bert4Sharp.Training.TaskModelFile("cluener", "GlobalPointer", types, 64,
+                    new Dictionary<string, string> { ["scheme"] = "Bio" }), dir);
+            }
+        }
+    }
+
     public async ValueTask InitializeAsync()
     {
+        WriteTaskModels(Path.Combine(Root, "tnews"), Path.Combine(Root, "ner"));
         WriteTinyModel(GptDirectory, "gpt2", Application.LanguageModel, 3);
         WriteTinyModel(BertDirectory, "bert", Application.MaskedLM, 4, maxPositions: 64);
         // Slow enough (about 10 ms a token here) that a client can leave in the middle of 3,000 tokens.
         WriteTinyModel(SlowDirectory, "gpt2", Application.LanguageModel, 5, maxPositions: 4096, hidden: 256, layers: 6);
         Server = ServerApp.Create(new ServeOptions
         {
-            Models = [new ModelSpec("minilm", MiniLm.Directory, "onnx"), new ModelSpec("bert", BertDirectory), new ModelSpec("gpt", GptDirectory), new ModelSpec("gpt-slow", SlowDirectory)],
+            Models = [new ModelSpec("minilm", MiniLm.Directory, "onnx"), new ModelSpec("bert", BertDirectory), new ModelSpec("gpt", GptDirectory), new ModelSpec("gpt-slow", SlowDirectory),
+                new ModelSpec("tnews", Path.Combine(Root, "tnews")), new ModelSpec("ner", Path.Combine(Root, "ner"))],
             MaxNewTokens = 3000, MaxBatch = 64, MaxBatchDelay = TimeSpan.FromMilliseconds(20), MaxBodyBytes = 64 * 1024,
         }, ["http://127.0.0.1:0"], _ => { });
         await Server.StartAsync();

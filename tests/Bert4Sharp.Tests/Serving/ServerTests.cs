@@ -191,11 +191,54 @@ public sealed class ServerTests(ServerFixture f)
     }
 
     [Fact]
+    public async Task Task_models_classify_and_find_entities_as_the_library_does()
+    {
+        string[] texts = ["一丁七万丈", "三上下不与丐丑专"];
+        var tnews = (TaskModel)f.Server.Models["tnews"];
+        using (var response = await f.Http.PostAsJsonAsync("/v1/classify", new { input = texts }, Ct))
+        {
+            Assert.True(response.IsSuccessStatusCode, await response.Content.ReadAsStringAsync(Ct));
+            var data = JsonDocument.Parse(await response.Content.ReadAsStringAsync(Ct)).RootElement.GetProperty("data");
+            var direct = tnews.Classify(texts, null);
+            for (int i = 0; i < texts.Length; i++)
+            {
+                Assert.Equal(direct[i].Label, data[i].GetProperty("label").GetString());
+                var p = tnews.Labels.Select(l => data[i].GetProperty("probabilities").GetProperty(l).GetSingle()).ToArray();
+                Close.Assert(p, [.. direct[i].Probabilities], $"text {i} probabilities over HTTP vs the library");
+                Close.Assert(p.Sum(), 1f, "probabilities sum", atol: 1e-5, rtol: 0);
+            }
+        }
+        var ner = (TaskModel)f.Server.Models["ner"];
+        using (var response = await f.Http.PostAsJsonAsync("/v1/ner", new { input = texts }, Ct))
+        {
+            var data = JsonDocument.Parse(await response.Content.ReadAsStringAsync(Ct)).RootElement.GetProperty("data");
+            var direct = ner.Recognize(texts);
+            Assert.True(direct.Sum(d => d.Count) > 0, "the random recognizer found nothing: pick another seed for the test");
+            for (int i = 0; i < texts.Length; i++)
+            {
+                var got = data[i].GetProperty("entities").EnumerateArray().Select(e => (e.GetProperty("type").GetString()!, e.GetProperty("start").GetInt32(), e.GetProperty("end").GetInt32(), e.GetProperty("text").GetString()!)).ToList();
+                Assert.Equal(direct[i].Select(e => (e.Type, e.Start, e.End, texts[i][e.Start..e.End])), got);
+            }
+        }
+        foreach (var (path, body, message) in new[]
+        {
+            ("/v1/classify", (object)new { model = "ner", input = "一" }, "is a ner model and cannot serve classification"),
+            ("/v1/ner", new { model = "tnews", input = "一" }, "is a classification model and cannot serve entity recognition"),
+            ("/v1/classify", new { input = new[] { "一", "二" }, pair = new[] { "三" } }, "'pair' has 1 texts but 'input' has 2"),
+        })
+        {
+            using var response = await f.Http.PostAsJsonAsync(path, body, Ct);
+            Assert.Equal(System.Net.HttpStatusCode.BadRequest, response.StatusCode);
+            Assert.Contains(message, await response.Content.ReadAsStringAsync(Ct));
+        }
+    }
+
+    [Fact]
     public async Task The_openapi_document_the_models_and_the_page_are_served()
     {
         var doc = JsonDocument.Parse(await f.Http.GetStringAsync("/openapi/v1.json", Ct)).RootElement;
         var paths = doc.GetProperty("paths");
-        foreach (string p in new[] { "/v1/embeddings", "/v1/completions", "/v1/chat/completions", "/v1/fill-mask", "/v1/models", "/health" })
+        foreach (string p in new[] { "/v1/embeddings", "/v1/completions", "/v1/chat/completions", "/v1/fill-mask", "/v1/classify", "/v1/ner", "/v1/models", "/health" })
             Assert.True(paths.TryGetProperty(p, out _), $"{p} missing from the OpenAPI document");
         var models = JsonDocument.Parse(await f.Http.GetStringAsync("/v1/models", Ct)).RootElement.GetProperty("data").EnumerateArray()
             .ToDictionary(m => m.GetProperty("id").GetString()!, m => (m.GetProperty("kind").GetString(), m.GetProperty("fill_mask").GetBoolean()));
