@@ -34,15 +34,17 @@ public sealed record ServeOptions
     public TimeSpan MaxBatchDelay { get; init; } = TimeSpan.Zero;
 
     /// <summary>Checks the values; names the option.</summary>
+    /// <exception cref="ArgumentException">No model, a name twice, or a limit out of range.</exception>
     public void Validate()
     {
         if (Models.Count == 0) throw new ArgumentException("serve needs at least one model");
         var dup = Models.GroupBy(m => m.Name).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new ArgumentException($"two models are named '{dup.Key}'; give them names with --model NAME=DIR");
-        if (MaxBodyBytes < 1024) throw new ArgumentOutOfRangeException(nameof(MaxBodyBytes), $"the body limit must be at least 1024 bytes, got {MaxBodyBytes}");
-        if (MaxConcurrentRequests < 1) throw new ArgumentOutOfRangeException(nameof(MaxConcurrentRequests), $"--max-concurrent must be at least 1, got {MaxConcurrentRequests}");
-        if (MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(MaxBatch), $"--max-batch must be at least 1, got {MaxBatch}");
-        if (MaxInputs < 1 || MaxTokensPerRequest < 1 || MaxNewTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxInputs), "the request limits must be at least 1");
+        if (MaxBodyBytes < 1024) throw new ArgumentException($"--max-body-bytes must be at least 1024, got {MaxBodyBytes}");
+        if (MaxConcurrentRequests < 1) throw new ArgumentException($"--max-concurrent must be at least 1, got {MaxConcurrentRequests}");
+        if (MaxBatch < 1) throw new ArgumentException($"--max-batch must be at least 1, got {MaxBatch}");
+        if (MaxBatchDelay < TimeSpan.Zero) throw new ArgumentException($"--max-batch-delay-ms must be at least 0, got {MaxBatchDelay.TotalMilliseconds}");
+        if (MaxInputs < 1 || MaxTokensPerRequest < 1 || MaxNewTokens < 1) throw new ArgumentException("the request limits (inputs, tokens per request, new tokens) must be at least 1");
     }
 }
 

@@ -10,7 +10,7 @@ internal static class ServeCommand
     {
         var models = new Option<string[]>("--model")
         {
-            Description = $"A model directory to serve, as DIR or NAME=DIR (repeat for several: sentence encoders serve embeddings and fill-mask, GPT/T5 models completions). Default: {DefaultModel.Description}",
+            Description = $"A model directory or Hugging Face hub id to serve, as DIR or NAME=DIR (repeat for several: sentence encoders serve embeddings and fill-mask, GPT/T5 models completions, b4s clue train models classification or NER). Default: {DefaultModel.Description}",
             AllowMultipleArgumentsPerToken = false,
         };
         var engine = new Option<string?>("--engine") { Description = "torch (TorchSharp, any checkpoint) or onnx (ONNX Runtime on model.onnx) for every model; default per model: onnx for a directory whose only weights are model.onnx (the built-in model, b4s export onnx), torch otherwise" };
@@ -22,7 +22,7 @@ internal static class ServeCommand
         var maxConcurrent = new Option<int>("--max-concurrent") { Description = "Requests in progress at most; beyond it 429 with Retry-After", DefaultValueFactory = _ => 32 };
         var maxBody = new Option<long>("--max-body-bytes") { Description = "Largest request body", DefaultValueFactory = _ => 1 << 20 };
         var precision = PrecisionOption.Create(training: false);
-        var cmd = new Command("serve", "Serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/completions, /v1/chat/completions (streaming), /v1/fill-mask, a web page at /")
+        var cmd = new Command("serve", "Serve models over HTTP: OpenAI-compatible /v1/embeddings, /v1/completions, /v1/chat/completions (streaming); /v1/fill-mask, /v1/classify, /v1/ner; a web page at / (docs/serving.md)")
             { models, engine, host, port, maxBatch, maxDelay, maxConcurrent, maxBody, precision };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
