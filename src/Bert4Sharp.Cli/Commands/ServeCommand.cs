@@ -45,7 +45,12 @@ internal static class ServeCommand
                 MaxConcurrentRequests = r.GetValue(maxConcurrent), MaxBodyBytes = r.GetValue(maxBody),
             };
             string h = r.GetValue(host)!;
-            string url = $"http://{(h.Contains(':') ? $"[{h}]" : h)}:{r.GetValue(port)}";
+            // Kestrel would take a host it cannot parse as "every interface": a typo must not expose the server.
+            if (h != "localhost" && !System.Net.IPAddress.TryParse(h, out _))
+                throw new ArgumentException($"--host must be an IP address (127.0.0.1, 0.0.0.0 for every interface, ::1) or localhost, got '{h}'");
+            int portNumber = r.GetValue(port);
+            if (portNumber is < 0 or > 65535) throw new ArgumentException($"--port must be in [0, 65535], got {portNumber}");
+            string url = $"http://{(h.Contains(':') ? $"[{h}]" : h)}:{portNumber}";
             var server = ServerApp.Create(options, [url]);
             server.StartAsync().GetAwaiter().GetResult();
             foreach (string a in server.Addresses) Console.WriteLine($"serving on {a} — the page at {a}/, the API under {a}/v1, OpenAPI at {a}/openapi/v1.json (Ctrl+C stops)");

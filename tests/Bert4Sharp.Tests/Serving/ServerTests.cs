@@ -283,6 +283,17 @@ public sealed class ServerLimitTests
     }
 
     [Fact]
+    public void B4s_serve_refuses_a_host_it_cannot_parse_instead_of_listening_everywhere()
+    {
+        var (code, _, stderr) = CliTests.B4s("serve", "--host", "999.1.1.1", "--port", "0");
+        Assert.Equal(1, code);
+        Assert.Contains("--host must be an IP address", stderr);
+        var (code2, _, stderr2) = CliTests.B4s("serve", "--port", "70000");
+        Assert.Equal(1, code2);
+        Assert.Contains("--port must be in [0, 65535], got 70000", stderr2);
+    }
+
+    [Fact]
     public async Task B4s_serve_runs_as_a_process_on_loopback()
     {
         string dir = Directory.CreateTempSubdirectory("b4s-serve-process-").FullName;
