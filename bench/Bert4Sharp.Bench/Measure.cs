@@ -22,6 +22,14 @@ static class Measure
         return 2.0 * 2048 * 2048 * 2048 / times.Min() / 1e9;
     }
 
+    /// <summary>The nearest-rank percentile (0–100) of the values.</summary>
+    public static double Percentile(IEnumerable<double> xs, double percent)
+    {
+        var s = xs.Order().ToList();
+        if (s.Count == 0) throw new ArgumentException("the percentile of no values");
+        return s[Math.Clamp((int)Math.Ceiling(percent / 100.0 * s.Count) - 1, 0, s.Count - 1)];
+    }
+
     /// <summary>The median: the middle value, or the mean of the two middle values of an even count.</summary>
     public static double Median(IEnumerable<double> xs)
     {

@@ -21,8 +21,8 @@ static class PrecisionBench
 {
     public static int Run(string[] args)
     {
-        int steps = Arg(args, "--steps", 60);
-        double budget = Arg(args, "--budget", 120);
+        int steps = BenchArgs.Get(args, "--steps", 60);
+        double budget = BenchArgs.Get(args, "--budget", 120.0);
         var device = CPU;
         if (args.Contains("--cuda"))
         {
@@ -96,12 +96,6 @@ static class PrecisionBench
             .Select(k => $"{PrecisionPolicy.NameOf(k)} {Measure.Median(forward[k]) * 1e3:F0} ms ({Path(k)}, {f32f / Measure.Median(forward[k]):F2}x fp32 speed)")));
         foreach (var r in runs.Values) r.Optimizer.Dispose();
         return 0;
-    }
-
-    static T Arg<T>(string[] args, string name, T fallback) where T : IParsable<T>
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? T.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
     }
 
     /// <summary>One precision's model, optimizer, step times and losses.</summary>

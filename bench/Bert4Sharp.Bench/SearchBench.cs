@@ -14,8 +14,8 @@ static class SearchBench
     {
         int count = Arg(args, "--count", 100_000), queries = Arg(args, "--queries", 200), dims = Arg(args, "--dims", 384);
         int connectivity = Arg(args, "--connectivity", 16), expansionAdd = Arg(args, "--expansion-add", 128);
-        float noise = float.Parse(Value(args, "--noise") ?? "0.05", System.Globalization.CultureInfo.InvariantCulture);
-        var efs = (Value(args, "--ef") ?? "32,64,128,256").Split(',').Select(int.Parse).ToArray();
+        float noise = float.Parse(BenchArgs.Value(args, "--noise") ?? "0.05", System.Globalization.CultureInfo.InvariantCulture);
+        var efs = (BenchArgs.Value(args, "--ef") ?? "32,64,128,256").Split(',').Select(int.Parse).ToArray();
         const int k = 10;
 
         var sw = Stopwatch.StartNew();
@@ -62,7 +62,7 @@ static class SearchBench
             Console.WriteLine();
             Console.WriteLine("| search | ef | recall@10 | p50 ms | p99 ms | queries/s (one thread) |");
             Console.WriteLine("|---|---:|---:|---:|---:|---:|");
-            Console.WriteLine($"| exact (brute force) | – | 1.0000 | {P(exactTimes, 50):F2} | {P(exactTimes, 99):F2} | {1000 / exactTimes.Average():F0} |");
+            Console.WriteLine($"| exact (brute force) | – | 1.0000 | {Measure.Percentile(exactTimes, 50):F2} | {Measure.Percentile(exactTimes, 99):F2} | {1000 / exactTimes.Average():F0} |");
             foreach (int ef in efs)
             {
                 index.ExpansionSearch = ef;
@@ -76,7 +76,7 @@ static class SearchBench
                     times.Add(t.Elapsed.TotalMilliseconds);
                     found += hits.Count(h => exact[i].Contains(h.Key));
                 }
-                Console.WriteLine($"| HNSW | {ef} | {found / (qs.Length * k):F4} | {P(times, 50):F3} | {P(times, 99):F3} | {1000 / times.Average():F0} |");
+                Console.WriteLine($"| HNSW | {ef} | {found / (qs.Length * k):F4} | {Measure.Percentile(times, 50):F3} | {Measure.Percentile(times, 99):F3} | {1000 / times.Average():F0} |");
             }
             Console.WriteLine("(latency includes reading the hits' keys and texts from DuckDB)");
             return 0;
@@ -87,17 +87,6 @@ static class SearchBench
         }
     }
 
-    private static double P(List<double> xs, int percentile)
-    {
-        var s = xs.Order().ToList();
-        return s[Math.Min(s.Count - 1, (int)Math.Ceiling(percentile / 100.0 * s.Count) - 1)];
-    }
 
-    private static string? Value(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
-    }
-
-    private static int Arg(string[] args, string name, int fallback) => Value(args, name) is { } v ? int.Parse(v) : fallback;
+    private static int Arg(string[] args, string name, int fallback) => BenchArgs.Get(args, name, fallback);
 }

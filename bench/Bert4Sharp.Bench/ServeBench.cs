@@ -17,8 +17,8 @@ static class ServeBench
 {
     public static int Run(string[] args)
     {
-        int clients = Arg(args, "--clients", 16), maxBatch = Arg(args, "--max-batch", 64);
-        double seconds = Arg(args, "--seconds", 20.0), delay = Arg(args, "--delay-ms", 0.0);
+        int clients = BenchArgs.Get(args, "--clients", 16), maxBatch = BenchArgs.Get(args, "--max-batch", 64);
+        double seconds = BenchArgs.Get(args, "--seconds", 20.0), delay = BenchArgs.Get(args, "--delay-ms", 0.0);
         string dir = EmbeddingBench.ExtractModel();
         try
         {
@@ -36,9 +36,8 @@ static class ServeBench
                 var model = (EmbeddingModel)server.Models["minilm"];
                 double worst = answers.Max(a => MaxAbs(a.Vector, alone[a.Index]));
                 int wrong = answers.Count(a => WorstRatio(a.Vector, alone[a.Index]) > 1);
-                latencies.Sort();
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{name}: {answers.Count / elapsed:F1} requests/s, latency p50 {Percentile(latencies, 0.50):F1} ms, p99 {Percentile(latencies, 0.99):F1} ms; " +
+                    $"{name}: {answers.Count / elapsed:F1} requests/s, latency p50 {Measure.Percentile(latencies, 50):F1} ms, p99 {Measure.Percentile(latencies, 99):F1} ms; " +
                     $"{model.Batcher.Batches} forward passes for {model.Batcher.Inputs} texts (largest {model.Batcher.Largest}); " +
                     $"answers outside 2e-5 + 1e-4·|x| of the sentence embedded alone: {wrong} of {answers.Count} (largest |Δ| {worst:G3})"));
                 server.DisposeAsync().AsTask().GetAwaiter().GetResult();
@@ -79,11 +78,4 @@ static class ServeBench
 
     static double MaxAbs(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs((double)p.First - p.Second));
 
-    static double Percentile(List<double> sorted, double q) => sorted.Count == 0 ? double.NaN : sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
-
-    static T Arg<T>(string[] args, string name, T fallback) where T : IParsable<T>
-    {
-        int i = Array.IndexOf(args, name);
-        return i >= 0 && i + 1 < args.Length ? T.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
-    }
 }

@@ -87,7 +87,7 @@ static class TrainingBench
         model.train();
         var opt = new Training.Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions
         {
-            LearningRate = 1e-4, WeightDecay = 0.01, LossScaling = plan?.LossScaling == true ? new DynamicLossScale() : null,
+            LearningRate = 1e-4, WeightDecay = 0.01, LossScaling = DynamicLossScale.For(plan),
         });
         return (model, opt);
     }

@@ -1,6 +1,8 @@
 namespace Bert4Sharp.Onnx;
 
+using Bert4Sharp.Embeddings;
 using Bert4Sharp.Models;
+using Bert4Sharp.Tokenization;
 using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -82,6 +84,20 @@ public sealed class OnnxRuntimeEncoder : IEncoder, IMaskedLanguageModel, IDispos
     readonly string? segments;
     readonly string hidden;
     readonly string? pooled;
+
+    /// <summary>
+    /// Sentence vectors on ONNX Runtime from a model directory (model.onnx + vocab.txt, e.g. <c>b4s export onnx</c> output or
+    /// the built-in model): the directory's pooling options and whitening as <see cref="SentenceEncoder.FromDirectory"/> reads them.
+    /// The encoder is <see cref="SentenceEncoder.Encoder"/> (dispose it with the sentence encoder's owner).
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No vocab.txt or no graph.</exception>
+    public static SentenceEncoder LoadSentenceEncoder(string directory, SentenceEncoderOptions? options = null, OnnxEncoderOptions? engine = null, bool whitening = true)
+    {
+        string vocab = Path.Combine(directory, "vocab.txt");
+        if (!File.Exists(vocab)) throw new FileNotFoundException($"{directory}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary", vocab);
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });   // as AutoModel reads vocab.txt
+        return SentenceEncoder.FromDirectory(new OnnxRuntimeEncoder(directory, engine), tokenizer, directory, options, whitening);
+    }
 
     /// <summary>Opens <paramref name="path"/> (a .onnx file, or a directory holding model.onnx).</summary>
     /// <exception cref="FileNotFoundException">No graph there.</exception>

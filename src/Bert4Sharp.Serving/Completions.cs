@@ -16,7 +16,7 @@ static class Completions
     static readonly JsonSerializerOptions Json = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
     /// <summary>What a completion request asks, read and checked.</summary>
-    sealed record Ask(GenerationModel Model, string Prompt, int MaxTokens, SamplingOptions? Sampling, int N, IReadOnlyList<string> Stop, bool Stream);
+    sealed record Ask(GenerationModel Model, string Prompt, int PromptTokens, int MaxTokens, SamplingOptions? Sampling, int N, IReadOnlyList<string> Stop, bool Stream);
 
     public static void Map(ServerApp server)
     {
@@ -50,7 +50,7 @@ static class Completions
             return;
         }
         var choices = new List<object>();
-        int completionTokens = 0, promptTokens = ask.Model.Generator.Tokenize(ask.Prompt).Count;
+        int completionTokens = 0, promptTokens = ask.PromptTokens;
         for (int i = 0; i < ask.N; i++)
         {
             var text = new System.Text.StringBuilder();
@@ -99,7 +99,7 @@ static class Completions
             throw new RequestException(400, $"prompt + max_tokens = {promptTokens + max:N0} tokens; at most {server.Options.MaxTokensPerRequest:N0} per request", "max_tokens");
         // Temperature 0 is greedy decoding; otherwise sampling from the (top-p truncated) distribution.
         SamplingOptions? sampling = temperature == 0 ? null : new SamplingOptions { Temperature = temperature, TopP = topP is < 1 ? topP : null, Seed = seed };
-        return new Ask(model, prompt, max, sampling, n, stop, stream);
+        return new Ask(model, prompt, promptTokens, max, sampling, n, stop, stream);
     }
 
     /// <summary>

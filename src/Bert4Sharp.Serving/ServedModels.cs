@@ -61,8 +61,7 @@ public abstract class ServedModel : IDisposable
     public static ServedModel Load(ModelSpec spec, ServeOptions options)
     {
         if (!Directory.Exists(spec.Directory)) throw new DirectoryNotFoundException($"{spec.Directory}: model directory not found (model '{spec.Name}')");
-        if (spec.Engine == "onnx" && spec.Precision != Precision.Fp32)
-            throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported");
+        if (spec.Engine == "onnx") PrecisionPolicy.RequireFp32ForOnnx(spec.Precision);
         if (File.Exists(Path.Combine(spec.Directory, "task.json"))) return TaskModel.Load(spec);
         return TextGenerator.IsGenerative(spec.Directory)
             ? new GenerationModel(TextGenerator.Load(spec.Directory, spec.Engine, null, spec.Precision)) { Name = spec.Name, Engine = spec.Engine }
@@ -100,13 +99,9 @@ public sealed class EmbeddingModel : ServedModel
         string dir = spec.Directory;
         if (spec.Engine == "onnx")
         {
-            string vocab = Path.Combine(dir, "vocab.txt");
-            if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt; the model '{spec.Name}' needs its WordPiece vocabulary", vocab);
-            var onnx = new OnnxRuntimeEncoder(dir);
-            var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
-            string beside = Path.Combine(dir, Whitening.FileName);
-            var sentence = new SentenceEncoder(onnx, tokenizer, SentenceEncoderOptions.Read(dir), File.Exists(beside) ? Whitening.Load(beside, onnx.HiddenSize) : null);
-            return new EmbeddingModel(sentence, onnx.HasMaskedLanguageModelHead ? TransformerPipeline.Create(onnx, tokenizer) : null, options) { Name = spec.Name, Engine = spec.Engine };
+            var sentence = OnnxRuntimeEncoder.LoadSentenceEncoder(dir);
+            var onnx = (OnnxRuntimeEncoder)sentence.Encoder;
+            return new EmbeddingModel(sentence, onnx.HasMaskedLanguageModelHead ? TransformerPipeline.Create(onnx, sentence.Tokenizer) : null, options) { Name = spec.Name, Engine = spec.Engine };
         }
         // One TorchSharp model for both: with its MLM head when the checkpoint has one (fill-mask), else the encoder.
         TransformerPipeline pipeline;
@@ -114,12 +109,8 @@ public sealed class EmbeddingModel : ServedModel
         try { pipeline = TransformerPipeline.Load(dir, null, Application.MaskedLM); }
         catch (CheckpointMismatchException) { pipeline = TransformerPipeline.Load(dir, null, Application.Encoder); mlm = false; }
         pipeline.Model.eval();
-        var plan = PrecisionPolicy.Resolve(spec.Precision, pipeline.Model.Device, training: false);
-        if (plan.Chosen != Precision.Fp32 || plan.Warning is not null) PrecisionPolicy.Report(plan, Console.Error.WriteLine);
-        plan.Apply(pipeline.Model);
-        string file = Path.Combine(dir, Whitening.FileName);
-        var encoder = new SentenceEncoder(pipeline.Model, pipeline.Tokenizer, SentenceEncoderOptions.Read(dir),
-            File.Exists(file) ? Whitening.Load(file, pipeline.Model.Config.HiddenSize) : null);
+        PrecisionPolicy.ApplyForInference(spec.Precision, pipeline.Model, pipeline.Model.Device, Console.Error.WriteLine);
+        var encoder = SentenceEncoder.FromDirectory(pipeline.Model, pipeline.Tokenizer, dir);
         return new EmbeddingModel(encoder, mlm ? pipeline : null, options) { Name = spec.Name, Engine = spec.Engine };
     }
 

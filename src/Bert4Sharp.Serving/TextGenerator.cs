@@ -77,7 +77,7 @@ public sealed class TextGenerator : IDisposable
     static TextGenerator LoadOnnx(string dir, string? family, Precision precision)
     {
         if (family is not null) throw new ArgumentException("--family applies to the torch engine; the onnx engine runs the graph as exported");
-        if (precision != Precision.Fp32) throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported (int8: b4s export onnx --int8)");
+        PrecisionPolicy.RequireFp32ForOnnx(precision);
         var config = TransformerConfig.Load(TransformerConfig.FindIn(dir));
         if (File.Exists(Path.Combine(dir, OnnxExport.DecoderFileName)))
         {
@@ -102,9 +102,7 @@ public sealed class TextGenerator : IDisposable
         var loaded = AutoModel.Load(dir, new AutoModelOptions { Family = family, EndToken = null });
         var model = loaded.Model;
         model.eval();
-        var plan = PrecisionPolicy.Resolve(precision, model.Device, training: false);
-        if (plan.Chosen != Precision.Fp32 || plan.Warning is not null) PrecisionPolicy.Report(plan, log);
-        plan.Apply(model);
+        PrecisionPolicy.ApplyForInference(precision, model, model.Device, log);
         var config = loaded.Config;
         if (model.Application == Application.Seq2Seq)
         {

@@ -86,7 +86,11 @@ public sealed record OptimizerCounters(long Iterations, int MicroSteps = 0, doub
 /// <param name="Growth">Factor after <paramref name="GrowthInterval"/> steps without overflow.</param>
 /// <param name="Backoff">Factor after an overflow.</param>
 /// <param name="GrowthInterval">Good steps between growths.</param>
-public sealed record DynamicLossScale(double InitialScale = 65536, double Growth = 2, double Backoff = 0.5, int GrowthInterval = 2000);
+public sealed record DynamicLossScale(double InitialScale = 65536, double Growth = 2, double Backoff = 0.5, int GrowthInterval = 2000)
+{
+    /// <summary>GradScaler's defaults when <paramref name="plan"/> needs loss scaling (fp16 training), else null.</summary>
+    public static DynamicLossScale? For(Runtime.PrecisionPlan? plan) => plan?.LossScaling == true ? new() : null;
+}
 
 /// <summary>
 /// Lookahead options (Zhang et al. 2019; bert4keras defaults k = 5, α = 0.5). The slow weights start at the

@@ -43,7 +43,7 @@ public sealed record OptimizerRecipe
         {
             LearningRate = LearningRate, WeightDecay = WeightDecay, LayerAdaptation = LayerAdaptation, Schedule = schedule,
             ClipGradientNorm = ClipNorm, GradientAccumulationSteps = GradientAccumulation, EmaMomentum = Ema,
-            LossScaling = precision?.LossScaling == true ? new DynamicLossScale() : null,
+            LossScaling = DynamicLossScale.For(precision),
         };
         return Name.ToLowerInvariant() switch
         {

@@ -21,17 +21,9 @@ internal static class PrecisionOption
     /// Resolves the option for inference on <paramref name="model"/>'s device and converts the model; the choice and any
     /// warning go to standard error (standard output may be JSON).
     /// </summary>
-    public static void ApplyForInference(string? value, nn.Module model, Device device)
-    {
-        var plan = PrecisionPolicy.Resolve(Parse(value), device, training: false);
-        if (plan.Chosen != Precision.Fp32 || plan.Warning is not null) PrecisionPolicy.Report(plan, Console.Error.WriteLine);
-        plan.Apply(model);
-    }
+    public static void ApplyForInference(string? value, nn.Module model, Device device) =>
+        PrecisionPolicy.ApplyForInference(Parse(value), model, device, Console.Error.WriteLine);
 
     /// <summary>Refuses a 16-bit precision for the ONNX Runtime engine, which runs the graph as exported.</summary>
-    public static void RefuseForOnnx(string? value)
-    {
-        if (value is not null && Parse(value) != Precision.Fp32)
-            throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported (int8: b4s export onnx --int8)");
-    }
+    public static void RefuseForOnnx(string? value) => PrecisionPolicy.RequireFp32ForOnnx(Parse(value));
 }

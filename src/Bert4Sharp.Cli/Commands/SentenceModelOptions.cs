@@ -82,13 +82,7 @@ internal sealed class SentenceModelOptions
         if (engine == "onnx")
         {
             PrecisionOption.RefuseForOnnx(r.GetValue(Precision));
-            string vocab = Path.Combine(dir, "vocab.txt");
-            if (!File.Exists(vocab)) throw new FileNotFoundException($"{dir}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary", vocab);
-            var onnx = new Onnx.OnnxRuntimeEncoder(dir, new Onnx.OnnxEncoderOptions { Threads = threads ?? 0 });
-            var tokenizer = Tokenization.BertWordPieceTokenizer.FromFile(vocab, new Tokenization.BertWordPieceOptions { LowerCase = true });   // as AutoModel reads vocab.txt
-            string beside = Path.Combine(dir, Embeddings.Whitening.FileName);
-            var w = whiteningFile is null && File.Exists(beside) ? Embeddings.Whitening.Load(beside, onnx.HiddenSize) : null;
-            encoder = new SentenceEncoder(onnx, tokenizer, options, w);
+            encoder = Onnx.OnnxRuntimeEncoder.LoadSentenceEncoder(dir, options, new Onnx.OnnxEncoderOptions { Threads = threads ?? 0 }, whitening: whiteningFile is null);
         }
         else
         {

@@ -169,7 +169,7 @@ public static class ClueRun
         {
             LearningRate = o.EffectiveLearningRate, WeightDecay = 0.01, ClipGradientNorm = 1.0,
             Schedule = o.WarmupSteps > 0 ? new PiecewiseLinearSchedule(new Dictionary<long, double> { [o.WarmupSteps] = 1.0 }) : null,
-            LossScaling = plan.LossScaling ? new DynamicLossScale() : null,
+            LossScaling = DynamicLossScale.For(plan),
         });
         var evaluation = new EvaluationCallback(metric, evaluate) { EverySteps = o.EvalEverySteps, Patience = o.Patience, DataName = "dev" };
         var trainer = new Trainer<T>(model, optimizer, (batch, _) => step(batch), new TrainerOptions

@@ -118,10 +118,18 @@ public sealed class SentenceEncoder
         var loaded = AutoModel.Load(path, new AutoModelOptions { Application = Application.Encoder });
         loaded.Model.eval();
         var tokenizer = loaded.WordPiece ?? throw new FileNotFoundException($"{path}: no vocab.txt; sentence vectors need the model's WordPiece vocabulary");
-        string dir = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
-        string file = Path.Combine(dir, Whitening.FileName);
-        return new SentenceEncoder(loaded.Model, tokenizer, options ?? SentenceEncoderOptions.Read(dir),
-            whitening && File.Exists(file) ? Whitening.Load(file, loaded.Model.Config.HiddenSize) : null);
+        return FromDirectory(loaded.Model, tokenizer, Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!, options, whitening);
+    }
+
+    /// <summary>
+    /// A sentence encoder over an engine already loaded from <paramref name="directory"/>: <paramref name="options"/> or the
+    /// directory's <c>sentence_encoder.json</c>, and its <c>whitening.safetensors</c> unless <paramref name="whitening"/> is false.
+    /// </summary>
+    public static SentenceEncoder FromDirectory(IEncoder encoder, BertWordPieceTokenizer tokenizer, string directory, SentenceEncoderOptions? options = null, bool whitening = true)
+    {
+        string file = Path.Combine(directory, Whitening.FileName);
+        return new SentenceEncoder(encoder, tokenizer, options ?? SentenceEncoderOptions.Read(directory),
+            whitening && File.Exists(file) ? Whitening.Load(file, encoder.HiddenSize) : null);
     }
 
     /// <summary>The encoder.</summary>

@@ -60,15 +60,10 @@ public sealed record HardwareSupport(string CpuModel, IReadOnlySet<string> CpuFl
     public static HardwareSupport Detect()
     {
         var gpus = DetectGpus();
+        var (model, kernelFlags) = ReadCpuInfo();
         if (Environment.GetEnvironmentVariable(CpuFlagsVariable) is { Length: > 0 } given)
-            return FromFlags(given.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries), gpus, ReadCpuModel() ?? "?", $"${CpuFlagsVariable}");
-        if (File.Exists("/proc/cpuinfo"))
-        {
-            // The first processor's "flags" line (x86; ARM kernels write "Features", which has no bf16 flag of this kind).
-            foreach (string line in File.ReadLines("/proc/cpuinfo"))
-                if (line.StartsWith("flags", StringComparison.Ordinal) && line.IndexOf(':') is int colon and > 0)
-                    return FromFlags(line[(colon + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries), gpus, ReadCpuModel() ?? "?", "/proc/cpuinfo");
-        }
+            return FromFlags(given.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries), gpus, model ?? "?", $"${CpuFlagsVariable}");
+        if (kernelFlags is not null) return FromFlags(kernelFlags.Split(' ', StringSplitOptions.RemoveEmptyEntries), gpus, model ?? "?", "/proc/cpuinfo");
         // No kernel flags (Windows, macOS): .NET's intrinsics say AVX2/AVX-512, but not bf16 or AMX, so those read as absent.
         var flags = new List<string>();
         if (System.Runtime.Intrinsics.X86.Avx2.IsSupported) flags.Add("avx2");
@@ -77,13 +72,22 @@ public sealed record HardwareSupport(string CpuModel, IReadOnlySet<string> CpuFl
         return FromFlags(flags, gpus, "?", ".NET intrinsics (bf16/AMX not detectable)");
     }
 
-    static string? ReadCpuModel()
+    /// <summary>
+    /// The first processor's model name and "flags" line from /proc/cpuinfo, in one pass (x86; ARM kernels write "Features",
+    /// which has no bf16 flag of this kind); nulls where there is no such file or line.
+    /// </summary>
+    static (string? Model, string? Flags) ReadCpuInfo()
     {
-        if (!File.Exists("/proc/cpuinfo")) return null;
+        if (!File.Exists("/proc/cpuinfo")) return (null, null);
+        string? model = null, flags = null;
         foreach (string line in File.ReadLines("/proc/cpuinfo"))
-            if (line.StartsWith("model name", StringComparison.Ordinal) && line.IndexOf(':') is int colon and > 0)
-                return line[(colon + 1)..].Trim();
-        return null;
+        {
+            if (line.IndexOf(':') is not (int colon and > 0)) continue;
+            if (model is null && line.StartsWith("model name", StringComparison.Ordinal)) model = line[(colon + 1)..].Trim();
+            else if (flags is null && line.StartsWith("flags", StringComparison.Ordinal)) flags = line[(colon + 1)..];
+            if (model is not null && flags is not null) break;
+        }
+        return (model, flags);
     }
 
     /// <summary>GPUs from <c>nvidia-smi --query-gpu=name,compute_cap</c> (empty when it is absent, fails or takes over 10 s).</summary>

@@ -167,6 +167,26 @@ public static class PrecisionPolicy
     }
 
     /// <summary>
+    /// Resolves <paramref name="requested"/> for inference on <paramref name="device"/>, converts <paramref name="model"/>,
+    /// and writes the choice (when it is not fp32) and any warning to <paramref name="log"/>.
+    /// </summary>
+    public static PrecisionPlan ApplyForInference(Precision requested, nn.Module model, Device device, Action<string> log)
+    {
+        var plan = Resolve(requested, device, training: false);
+        if (plan.Chosen != Precision.Fp32 || plan.Warning is not null) Report(plan, log);
+        plan.Apply(model);
+        return plan;
+    }
+
+    /// <summary>Refuses a 16-bit precision for the ONNX Runtime engine, which runs a graph as it was exported.</summary>
+    /// <exception cref="ArgumentException">Anything but fp32.</exception>
+    public static void RequireFp32ForOnnx(Precision requested)
+    {
+        if (requested != Precision.Fp32)
+            throw new ArgumentException("--precision applies to the torch engine; the onnx engine runs the graph as exported (int8: b4s export onnx --int8)");
+    }
+
+    /// <summary>
     /// A tensor in fp32 if it is bf16 or fp16, else itself: the one helper every fp32-only operation (softmax, norms,
     /// losses, heads) uses to widen its input.
     /// </summary>
