@@ -66,8 +66,11 @@ internal sealed partial class TransformerGraph
         string name = model.Family.Name;
         if (a.Layer.Condition is not null) throw new NotSupportedException($"{name}: conditional LayerNorm takes a condition input the exported graph does not have");
         var kernel = a.Gau?.Kernel ?? a.Layer.Attention.Kernel ?? AttentionKernels.Softmax;
-        if (kernel is not (SoftmaxKernel or SquaredReluKernel or SoftmaxPlusKernel))
-            throw new NotSupportedException($"{name}: the attention kernel '{kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
+        string? made = a.Gau is { } gau ? gau.KernelName : a.Layer.Attention.KernelName;
+        if (made is not null || kernel is not (SoftmaxKernel or SquaredReluKernel or SoftmaxPlusKernel))
+            throw new NotSupportedException($"{name}: the attention kernel '{made ?? kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
+        if (a.Layer.Attention.Position is AttentionPosition.Alibi or AttentionPosition.Rotary2D)
+            throw new NotSupportedException($"{name}: the position scheme {a.Layer.Attention.Position} has no ONNX form here; the exporter writes absolute, rotary, NEZHA and T5 positions");
     }
 
     /// <summary>Writes the graph of <paramref name="model"/> (and <paramref name="head"/> on it) into <paramref name="g"/>; returns the output names written.</summary>
@@ -169,6 +172,7 @@ internal sealed partial class TransformerGraph
     {
         "gelu" or "gelu_erf" => Gelu(x),
         "gelu_new" or "gelu_tanh" or "gelu_pytorch_tanh" or "gelu_fast" => GeluTanh(x),
+        "gelu_sigmoid" or "quick_gelu" => g.Op("Mul", x, g.Op("Sigmoid", g.Op("Mul", x, g.Float(1.702f)))),
         "relu" => g.Op("Relu", x),
         "silu" or "swish" => g.Op("Mul", x, g.Op("Sigmoid", x)),
         "tanh" => g.Op("Tanh", x),
@@ -353,11 +357,13 @@ internal sealed partial class TransformerGraph
             case NormPlacement.AroundFeedForward:
                 x = g.Op("Add", x, Attention(p + ".attention", x, mask, ref scores));
                 return Norm(p + ".ffn_norm", g.Op("Add", x, FeedForward(p + ".ffn", Norm(p + ".attention_norm", x, o.Norm, o.Eps))), o.Norm, o.Eps);
-            default:
-                x = Norm(p + ".attention_norm", g.Op("Add", x, Attention(p + ".attention", x, mask, ref scores)), o.Norm, o.Eps);
-                return Norm(p + ".ffn_norm", g.Op("Add", x, FeedForward(p + ".ffn", x)), o.Norm, o.Eps);
+            default:                                                                     // post-norm; DeepNorm scales the residual by α
+                x = Norm(p + ".attention_norm", g.Op("Add", Residual(x), Attention(p + ".attention", x, mask, ref scores)), o.Norm, o.Eps);
+                return Norm(p + ".ffn_norm", g.Op("Add", Residual(x), FeedForward(p + ".ffn", x)), o.Norm, o.Eps);
         }
     }
+
+    string Residual(string x) => arch.Layer.ResidualScale == 1 ? x : g.Op("Mul", x, g.Float((float)arch.Layer.ResidualScale));
 
     string FeedForward(string p, string x)
     {

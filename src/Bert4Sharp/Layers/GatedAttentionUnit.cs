@@ -13,8 +13,10 @@ using static TorchSharp.torch;
 /// <param name="UseBias">Biases (false in GAU-α).</param>
 /// <param name="Rotary">Rotary positions on q and k.</param>
 /// <param name="Dropout">Dropout on attention weights (training only).</param>
+/// <param name="KernelName">A kernel made by <see cref="AttentionKernelFactory"/> (config <c>attention_kernel</c>), used when <paramref name="Kernel"/> is null.</param>
+/// <param name="KernelOptions">Its settings.</param>
 public sealed record GauOptions(int HiddenSize, int Units, int KeySize, string Activation = "swish", IAttentionKernel? Kernel = null,
-    bool UseBias = false, bool Rotary = true, double Dropout = 0);
+    bool UseBias = false, bool Rotary = true, double Dropout = 0, string? KernelName = null, AttentionKernelOptions? KernelOptions = null);
 
 /// <summary>
 /// Gated attention unit (Hua et al., "Transformer Quality in Linear Time"; bert4keras
@@ -26,6 +28,7 @@ public sealed class GatedAttentionUnit : nn.Module
 {
     readonly GauOptions options;
 #pragma warning disable IDE0044
+    IAttentionKernel kernel;                                                                // a module kernel registers as "kernel"
     Linear i_dense;
     Linear o_dense;
     Parameter q_gamma;
@@ -40,6 +43,9 @@ public sealed class GatedAttentionUnit : nn.Module
         Activations.Check(options.Activation);
         if (options.Rotary && options.KeySize % 2 != 0) throw new ArgumentException($"rotary positions need an even key size, got {options.KeySize}");
         this.options = options;
+        kernel = options.Kernel ?? (options.KernelName is { } kn
+            ? AttentionKernelFactory.Create(kn, options.KernelOptions, new KernelShape(1, options.KeySize, options.Units))
+            : AttentionKernels.SoftmaxPlus);
         i_dense = nn.Linear(options.HiddenSize, 2 * options.Units + options.KeySize, hasBias: options.UseBias);
         o_dense = nn.Linear(options.Units, options.HiddenSize, hasBias: options.UseBias);
         q_gamma = new Parameter(torch.ones(options.KeySize));
@@ -72,9 +78,9 @@ public sealed class GatedAttentionUnit : nn.Module
         var call = new AttentionCall
         {
             Query = q.unsqueeze(1), Key = k.unsqueeze(1), Value = v.unsqueeze(1), Scale = 1.0 / Math.Sqrt(options.KeySize),
-            Mask = ctx.Mask, Dropout = training ? options.Dropout : 0,
+            Mask = ctx.Mask, Causal = ctx.Causal, Dropout = training ? options.Dropout : 0,
         };
-        var mixed = (options.Kernel ?? AttentionKernels.SoftmaxPlus).Attend(call).squeeze(1);   // (B, T, U)
+        var mixed = kernel.Attend(call).squeeze(1);                                         // (B, T, U)
         return Dense.Apply(o_dense, u * mixed).MoveToOuterDisposeScope();
     }
 }

@@ -15,9 +15,13 @@ using static TorchSharp.torch;
 /// <param name="Condition">Conditional LayerNorm (every norm of the block), or null.</param>
 /// <param name="Placement">Where the norms sit.</param>
 /// <param name="CrossAttention">A decoder block: cross attention to the encoder memory between self attention and the feed-forward.</param>
+/// <param name="ResidualScale">
+/// Post-norm only: α in <c>x = norm(α·x + f(x))</c>. DeepNorm (Wang et al., "DeepNet: Scaling Transformers to 1,000
+/// Layers") sets α = (2N)^¼ for an N-layer encoder and scales the initial value/output/feed-forward weights by β = (8N)^−¼.
+/// </param>
 public sealed record BlockOptions(AttentionOptions Attention, int IntermediateSize, string Activation, NormKind Norm, double Eps,
     bool UseBias = true, double Dropout = 0, bool GatedFeedForward = false, ConditionOptions? Condition = null,
-    NormPlacement Placement = NormPlacement.Post, bool CrossAttention = false);
+    NormPlacement Placement = NormPlacement.Post, bool CrossAttention = false, double ResidualScale = 1);
 
 /// <summary>Where a block's norms sit.</summary>
 public enum NormPlacement
@@ -42,6 +46,7 @@ public sealed class TransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
 {
     readonly double dropout;
     readonly NormPlacement placement;
+    readonly double residualScale;
 #pragma warning disable IDE0044
     MultiHeadAttention attention;
     Norm attention_norm;
@@ -55,6 +60,9 @@ public sealed class TransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
     public TransformerBlock(BlockOptions o, string name = "block") : base(name)
     {
         if (o.CrossAttention && o.Placement != NormPlacement.Pre) throw new ArgumentException("decoder blocks with cross attention are pre-norm");
+        if (o.ResidualScale != 1 && o.Placement != NormPlacement.Post) throw new ArgumentException($"a residual scale (DeepNorm α) belongs to post-norm blocks, not {o.Placement}");
+        if (!(o.ResidualScale > 0)) throw new ArgumentException($"the residual scale must be positive, got {o.ResidualScale}");
+        residualScale = o.ResidualScale;
         dropout = o.Dropout;
         placement = o.Placement;
         int hidden = o.Attention.HiddenSize;
@@ -94,14 +102,16 @@ public sealed class TransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
                 x = x + Drop(attention.Forward(x, ctx, layer));
                 x = ffn_norm.Forward(x + Drop(ffn.forward(attention_norm.Forward(x, c))), c);
                 break;
-            default:
-                x = attention_norm.Forward(x + Drop(attention.Forward(x, ctx, layer)), c);
-                x = ffn_norm.Forward(x + Drop(ffn.forward(x)), c);
+            default:                                                                      // post-norm; DeepNorm: α·x
+                x = attention_norm.Forward(Residual(x) + Drop(attention.Forward(x, ctx, layer)), c);
+                x = ffn_norm.Forward(Residual(x) + Drop(ffn.forward(x)), c);
                 break;
         }
         if (ctx.ResidualScores) ctx.Scores?.MoveToOuterDisposeScope();                 // RealFormer's scores live as long as the model's forward
         return x.MoveToOuterDisposeScope();
     }
+
+    Tensor Residual(Tensor x) => residualScale == 1 ? x : x * residualScale;
 
     Tensor Drop(Tensor x) => training && dropout > 0 ? nn.functional.dropout(x, dropout, true) : x;
 }

@@ -55,6 +55,7 @@ public abstract class ModelFamily
     {
         foreach (var (name, p) in model.named_parameters())
         {
+            if (name.Contains(".kernel.", StringComparison.Ordinal)) continue;              // research kernels initialise themselves
             bool norm = name.Contains("norm", StringComparison.Ordinal);
             if (norm && p.dim() >= 2) continue;                                       // conditional LayerNorm starts at zero: the plain model
             if (p.dim() >= 2) p.normal_(0, model.Config.InitializerRange);
@@ -87,6 +88,14 @@ public abstract class ModelFamily
     /// <exception cref="ArgumentException">Unknown name; lists the known ones.</exception>
     public static ModelFamily Get(string name) => All.TryGetValue(name, out var f)
         ? f : throw new ArgumentException($"unknown model family '{name}'; known: {string.Join(", ", All.Keys.Order())}");
+
+    /// <summary>
+    /// Names of the research kernels' parameters (<c>….kernel.…</c>), which no published checkpoint has: saved and
+    /// loaded as <c>bert4sharp.{internal name}</c> (TF: <c>bert4sharp/{internal name}</c>) in every family.
+    /// </summary>
+    public static IEnumerable<NameMapping> KernelNames(IEnumerable<string> parameterNames) =>
+        parameterNames.Where(n => n.Contains(".kernel.", StringComparison.Ordinal))
+            .Select(n => new NameMapping(n, ["bert4sharp." + n], ["bert4sharp/" + n], false));
 
     // Helpers that spell the usual tables.
     internal static IEnumerable<NameMapping> Dense(string internalName, string hf, string tf, bool bias = true)

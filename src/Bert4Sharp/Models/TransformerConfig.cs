@@ -70,6 +70,22 @@ public sealed record TransformerConfig
     [JsonPropertyName("attention_key_size")] public int? AttentionKeySize { get; init; }
     /// <summary>Initialiser standard deviation (used when weights are not loaded).</summary>
     [JsonPropertyName("initializer_range")] public double InitializerRange { get; init; } = 0.02;
+    /// <summary>
+    /// Bert4Sharp research kit: the attention kernel of every layer (softmax, squared_relu, softmax_plus, linear,
+    /// performer, nystrom, flash, synthesizer_dense/random/factorized/mixture; see docs/attention.md); null = the family's.
+    /// </summary>
+    [JsonPropertyName("attention_kernel")] public string? AttentionKernel { get; init; }
+    /// <summary>Settings of <see cref="AttentionKernel"/> (features, landmarks, chunk_size, …).</summary>
+    [JsonPropertyName("attention_kernel_options")] public Layers.AttentionKernelOptions? AttentionKernelOptions { get; init; }
+    /// <summary>Research kit: positions inside attention (none, rotary, rotary_2d, alibi); null = the family's.</summary>
+    [JsonPropertyName("attention_position")] public string? AttentionPositionScheme { get; init; }
+    /// <summary>Research kit: where the norms sit (post, pre, deepnorm); null = the family's.</summary>
+    [JsonPropertyName("norm_placement")] public string? NormPlacementScheme { get; init; }
+
+    /// <summary>Values of <see cref="AttentionPositionScheme"/>.</summary>
+    public static readonly IReadOnlyList<string> AttentionPositionSchemes = ["none", "rotary", "rotary_2d", "alibi"];
+    /// <summary>Values of <see cref="NormPlacementScheme"/>.</summary>
+    public static readonly IReadOnlyList<string> NormPlacementSchemes = ["post", "pre", "deepnorm"];
 
     /// <summary>bert4keras / Google spellings → Hugging Face keys.</summary>
     public static readonly IReadOnlyDictionary<string, string> Aliases = new Dictionary<string, string>
@@ -184,6 +200,16 @@ public sealed record TransformerConfig
         if (DKv is null && HiddenSize % NumAttentionHeads != 0)
             throw new InvalidDataException($"{source}: num_attention_heads must divide hidden_size, got {NumAttentionHeads} and {HiddenSize}");
         if (EmbeddingSize is <= 0) throw new InvalidDataException($"{source}: embedding_size must be positive, got {EmbeddingSize}");
+        if (AttentionKernel is { } kernel)
+        {
+            try { Layers.AttentionKernelFactory.Check(kernel, AttentionKernelOptions); }
+            catch (ArgumentException e) { throw new InvalidDataException($"{source}: {e.Message}", e); }
+        }
+        else if (AttentionKernelOptions is not null) throw new InvalidDataException($"{source}: attention_kernel_options without attention_kernel");
+        if (AttentionPositionScheme is { } pos && !AttentionPositionSchemes.Contains(pos))
+            throw new InvalidDataException($"{source}: attention_position must be one of {string.Join(", ", AttentionPositionSchemes)}, got '{pos}'");
+        if (NormPlacementScheme is { } np && !NormPlacementSchemes.Contains(np))
+            throw new InvalidDataException($"{source}: norm_placement must be one of {string.Join(", ", NormPlacementSchemes)}, got '{np}'");
         if (NumHiddenGroups <= 0 || NumHiddenLayers % NumHiddenGroups != 0)
             throw new InvalidDataException($"{source}: num_hidden_groups must divide num_hidden_layers, got {NumHiddenGroups} and {NumHiddenLayers}");
     }

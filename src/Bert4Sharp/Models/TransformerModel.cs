@@ -46,10 +46,11 @@ public enum Application
 /// <param name="RelativeBias">T5's bucketed relative position bias (encoder bidirectional, decoder causal), or null.</param>
 /// <param name="TiedHead">The LM head is the token embedding (false: a separate <c>lm_head</c>, t5.1.1/mT5).</param>
 /// <param name="HeadScale">Factor on the hidden states before the LM head (t5.1.0: d_model^-½), or null.</param>
+/// <param name="DeepNormBeta">DeepNet's β: fresh value/output/feed-forward weights are scaled by it (set by <c>norm_placement: deepnorm</c>), or null.</param>
 public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, BlockOptions Layer, int Layers, bool ShareLayers, bool Pooler,
     int MlmWidth, string MlmActivation, NormKind? MlmNorm, bool MlmTransform = true, bool MlmBias = true, GauOptions? Gau = null,
     bool ResidualAttentionScores = false, bool FinalNorm = false, DecoderOptions? Decoder = null, RelativeBiasOptions? RelativeBias = null,
-    bool TiedHead = true, double? HeadScale = null);
+    bool TiedHead = true, double? HeadScale = null, double? DeepNormBeta = null);
 
 /// <summary>The decoder stack of an encoder–decoder: <paramref name="Layers"/> pre-norm blocks with cross attention.</summary>
 /// <param name="Layers">Number of decoder blocks.</param>
@@ -231,7 +232,11 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             discriminator_output = nn.Linear(h, 1);
         }
         RegisterComponents();
-        using (torch.no_grad()) family.Initialize(this);
+        using (torch.no_grad())
+        {
+            family.Initialize(this);
+            if (arch.DeepNormBeta is double beta) ArchitectureOverrides.ScaleDeepNormInit(this, beta);
+        }
     }
 
     /// <summary>The family.</summary>
@@ -356,12 +361,12 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         if (cache is not null && arch.Gau is not null) throw new NotSupportedException($"{Family.Name}: gated attention units keep no key/value cache; decode without one");
         var structure = StructureBias(ids, segments, past);
         if (structure is not null) bias = bias is null ? structure : bias + structure;
-        var x = embeddings.Forward(ids, segments, positionIds);                          // (B, T, H)
-        using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = relative_bias?.Forward(t, past, x.device) };
+        var x = embeddings.Forward(ids, segments, absolute ? positionIds : null);         // (B, T, H)
+        using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = relative_bias?.Forward(t, past, x.device), PositionIds = absolute ? null : input.PositionIds };
         bool causal = Application == Application.LanguageModel && past == 0 && input.AttentionMask is null;
         var ctx = new AttentionContext
         {
-            Mask = bias, MaskIsCausal = causal, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores,
+            Mask = bias, MaskIsCausal = causal, Causal = Application == Application.LanguageModel, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores,
         };
         bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null;
         var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
@@ -405,7 +410,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = decoder_relative_bias?.Forward(t, past, x.device) };
         var ctx = new AttentionContext
         {
-            Mask = causal, Positions = positions, Cache = input.Cache, Memory = input.Memory,
+            Mask = causal, Causal = true, Positions = positions, Cache = input.Cache, Memory = input.Memory,
             MemoryMask = input.MemoryMask is null ? null : AttentionMasks.Padding(input.MemoryMask, x.dtype),
         };
         var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;

@@ -62,7 +62,7 @@ public static class TransformerModels
         vocab += options.CompoundTokens?.Count ?? 0;
         var effective = config with { VocabSize = vocab };
         effective.Validate();
-        var arch = family.Architecture(effective);
+        var arch = ArchitectureOverrides.Apply(family.Architecture(effective), effective, family.Name);
         if (options.HierarchicalPositionAlpha is double alpha)
         {
             if (arch.Embeddings.MaxPositions == 0) throw new ArgumentException($"{family.Name} has no learned position table to decompose");

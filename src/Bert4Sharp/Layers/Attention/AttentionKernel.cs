@@ -23,6 +23,12 @@ public sealed class AttentionCall
     public Tensor? Mask { get; init; }
     /// <summary><see cref="Mask"/> is exactly the causal mask over Tq = Tk positions (fused kernels may skip it and mask by position).</summary>
     public bool MaskIsCausal { get; init; }
+    /// <summary>
+    /// Causal attention (a language model, a decoder's self attention): query i sits at key position Tk − Tq + i and
+    /// sees keys up to it, with or without a cache or padding. <see cref="Mask"/> already says so for kernels that form
+    /// scores; kernels that never do (linear, Performer, FLASH) read it here.
+    /// </summary>
+    public bool Causal { get; init; }
     /// <summary>Additive score bias from the position scheme (T5's bucketed relative bias), added after scaling, or null.</summary>
     public Tensor? PositionBias { get; init; }
     /// <summary>NEZHA-style relative key table (Tq, Tk, dk): scores get q·rᵀ before scaling; null for none.</summary>
@@ -161,4 +167,6 @@ public static class AttentionKernels
     public static readonly IAttentionKernel SquaredRelu = new SquaredReluKernel();
     /// <summary>GAU-α's length-aware softmax.</summary>
     public static readonly IAttentionKernel SoftmaxPlus = new SoftmaxPlusKernel();
+    /// <summary>Linear attention, φ = elu + 1.</summary>
+    public static readonly IAttentionKernel Linear = new LinearKernel();
 }

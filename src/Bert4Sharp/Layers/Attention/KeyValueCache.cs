@@ -53,6 +53,8 @@ public sealed class AttentionContext
     public Tensor? Mask { get; init; }
     /// <summary><see cref="Mask"/> is exactly causal (no padding, no cache): kernels may use a fused causal path.</summary>
     public bool MaskIsCausal { get; init; }
+    /// <summary>Self attention is causal (language model, decoder): see <see cref="AttentionCall.Causal"/>.</summary>
+    public bool Causal { get; init; }
     /// <summary>Position tables of this forward.</summary>
     public required PositionContext Positions { get; init; }
     /// <summary>Key/value cache (self attention; <see cref="KeyValueCache.Cross"/> holds cross-attention keys), or null.</summary>

@@ -14,12 +14,14 @@ using static TorchSharp.torch;
 /// <param name="RotateValues">Rotary also on values (RoFormer <c>rotary_value</c>).</param>
 /// <param name="Dropout">Dropout on attention probabilities (training only).</param>
 /// <param name="MaxRelativePosition">Clipping distance for <see cref="AttentionPosition.TypicalRelative"/> (64 in NEZHA).</param>
-/// <param name="Kernel">How scores become mixed values; null = softmax.</param>
+/// <param name="Kernel">How scores become mixed values; null = softmax (or <paramref name="KernelName"/>).</param>
 /// <param name="Scale">Factor on q·kᵀ; null = 1/√key size (T5 uses 1).</param>
 /// <param name="Cross">Cross attention: queries from the input, keys and values from <see cref="AttentionContext.Memory"/>.</param>
+/// <param name="KernelName">A kernel made per layer by <see cref="AttentionKernelFactory"/> (config <c>attention_kernel</c>), used when <paramref name="Kernel"/> is null.</param>
+/// <param name="KernelOptions">Its settings (config <c>attention_kernel_options</c>).</param>
 public sealed record AttentionOptions(int HiddenSize, int Heads, int HeadSize, int? KeySize = null, bool UseBias = true,
     AttentionPosition Position = AttentionPosition.None, bool RotateValues = false, double Dropout = 0, int MaxRelativePosition = 64,
-    IAttentionKernel? Kernel = null, double? Scale = null, bool Cross = false)
+    IAttentionKernel? Kernel = null, double? Scale = null, bool Cross = false, string? KernelName = null, AttentionKernelOptions? KernelOptions = null)
 {
     /// <summary>Width of each head's queries and keys.</summary>
     public int QueryKeySize => KeySize ?? HeadSize;
@@ -52,10 +54,17 @@ public sealed class MultiHeadAttention : nn.Module
             throw new ArgumentException($"sinusoidal positions need an even key size, got {options.QueryKeySize}");
         if (options.Position == AttentionPosition.TypicalRelative && options.QueryKeySize != options.HeadSize)
             throw new ArgumentException($"typical relative positions need key size = head size, got {options.QueryKeySize} and {options.HeadSize}");
-        if (options.Cross && options.Position is AttentionPosition.Rotary or AttentionPosition.TypicalRelative)
-            throw new ArgumentException("cross attention takes no rotary or relative positions");
+        if (options.Position == AttentionPosition.Rotary2D && options.QueryKeySize % 4 != 0)
+            throw new ArgumentException($"2D rotary positions need a key size divisible by 4, got {options.QueryKeySize}");
+        if (options.Cross && options.Position != AttentionPosition.None)
+            throw new ArgumentException($"cross attention takes no positions, got {options.Position}");
         this.options = options;
-        kernel = options.Kernel ?? AttentionKernels.Softmax;
+        kernel = options.Kernel ?? (options.KernelName is { } kn && !options.Cross
+            ? AttentionKernelFactory.Create(kn, options.KernelOptions, new KernelShape(options.Heads, options.QueryKeySize, options.HeadSize))
+            : AttentionKernels.Softmax);
+        // Research kernels with parameters are modules: RegisterComponents registers this field's value as "kernel".
+        if (kernel is LinearKernel or PerformerKernel or NystromKernel or FlashKernel && options.Position is AttentionPosition.Alibi or AttentionPosition.RelativeBuckets or AttentionPosition.TypicalRelative)
+            throw new ArgumentException($"the {kernel.Name} kernel never forms the score matrix, so it cannot take {options.Position} positions (a score bias); use rotary, rotary_2d or absolute positions");
         int qk = options.Heads * options.QueryKeySize, v = options.Heads * options.HeadSize;
         if (options.Cross)
         {
@@ -97,9 +106,9 @@ public sealed class MultiHeadAttention : nn.Module
         }
         var proj = Dense.Apply(qkv!, x).split([h * dk, h * dk, h * dv], -1);                  // (B, T, 2·h·dk + h·dv) → three
         (qh, kh, vh) = (Heads(proj[0], h, dk), Heads(proj[1], h, dk), Heads(proj[2], h, dv));
-        if (options.Position == AttentionPosition.Rotary)
+        if (options.Position is AttentionPosition.Rotary or AttentionPosition.Rotary2D)
         {
-            var (sin, cos) = ctx.Positions.Rotary(dk);
+            var (sin, cos) = options.Position == AttentionPosition.Rotary ? ctx.Positions.Rotary(dk) : ctx.Positions.Rotary2D(dk);
             qh = RotaryEmbedding.Apply(qh, sin, cos);
             kh = RotaryEmbedding.Apply(kh, sin, cos);
             if (options.RotateValues) vh = RotaryEmbedding.Apply(vh, sin, cos);
@@ -112,8 +121,13 @@ public sealed class MultiHeadAttention : nn.Module
         Tensor? relative = options.Position == AttentionPosition.TypicalRelative ? ctx.Positions.TypicalRelative(dk, options.MaxRelativePosition) : null;
         var self = new AttentionCall
         {
-            Query = qh, Key = kh, Value = vh, Scale = Scale, Mask = ctx.Mask, MaskIsCausal = ctx.MaskIsCausal && ctx.Cache is null, Dropout = Dropout,
-            PositionBias = options.Position == AttentionPosition.RelativeBuckets ? ctx.Positions.Bias ?? throw new InvalidOperationException("relative-bucket attention needs the model's position bias in the context") : null,
+            Query = qh, Key = kh, Value = vh, Scale = Scale, Mask = ctx.Mask, MaskIsCausal = ctx.MaskIsCausal && ctx.Cache is null, Causal = ctx.Causal, Dropout = Dropout,
+            PositionBias = options.Position switch
+            {
+                AttentionPosition.RelativeBuckets => ctx.Positions.Bias ?? throw new InvalidOperationException("relative-bucket attention needs the model's position bias in the context"),
+                AttentionPosition.Alibi => ctx.Positions.Alibi(h),
+                _ => null,
+            },
             RelativeKeys = relative, RelativeValues = relative,
             PreviousScores = ctx.ResidualScores ? ctx.Scores : null, KeepScores = ctx.ResidualScores,
         };

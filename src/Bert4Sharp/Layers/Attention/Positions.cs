@@ -19,6 +19,17 @@ public enum AttentionPosition
     TypicalRelative,
     /// <summary>T5's learned bias per head and bucketed distance, added to the scores (<see cref="RelativePositionBias"/>).</summary>
     RelativeBuckets,
+    /// <summary>
+    /// ALiBi (Press et al., "Train Short, Test Long"): no position parameters; scores get −mₕ·|i − j|, with head
+    /// slopes mₕ the geometric sequence 2^(−8h/n) (interleaved as the paper's code for n not a power of two).
+    /// </summary>
+    Alibi,
+    /// <summary>
+    /// 2D rotary positions (kexue.fm/archives/8397): for a grid position (row, column) the first half of each
+    /// query/key is rotated by the row and the second half by the column, so scores depend on (Δrow, Δcolumn).
+    /// Needs position ids (B, T, 2) in <see cref="PositionContext.PositionIds"/>.
+    /// </summary>
+    Rotary2D,
 }
 
 /// <summary>
@@ -31,6 +42,7 @@ public sealed class PositionContext : IDisposable
 {
     readonly Dictionary<long, (Tensor Sin, Tensor Cos)> rotary = [];
     readonly Dictionary<(long, int), Tensor> relative = [];
+    readonly Dictionary<int, Tensor> alibi = [];
 
     /// <summary>Positions for <paramref name="length"/> new tokens after <paramref name="past"/> cached ones.</summary>
     public PositionContext(long length, long past, Device device, ScalarType dtype)
@@ -53,10 +65,23 @@ public sealed class PositionContext : IDisposable
     /// <summary>Self-attention score bias (1, h, Tq, Tk) of a bucketed relative scheme, set by the model (and owned by its dispose scope); null otherwise.</summary>
     public Tensor? Bias { get; set; }
 
-    /// <summary>Rotary (sin, cos), each (Tq, d), for the query positions (keys are rotated as they enter the cache).</summary>
+    /// <summary>
+    /// Custom positions of the new tokens (bert4keras <c>custom_position_ids</c>): (B, T) for rotary, (B, T, 2) rows and
+    /// columns for <see cref="AttentionPosition.Rotary2D"/>; null for Past .. Past + T − 1. Owned by the caller.
+    /// </summary>
+    public Tensor? PositionIds { get; init; }
+
+    /// <summary>Rotary (sin, cos), each (Tq, d) — (B, 1, Tq, d) with custom position ids — for the query positions (keys are rotated as they enter the cache).</summary>
     public (Tensor Sin, Tensor Cos) Rotary(long dim)
     {
         if (rotary.TryGetValue(dim, out var t)) return t;
+        if (PositionIds is { } ids)
+        {
+            if (ids.dim() != 2) throw new ArgumentException($"rotary positions take position ids (B, T), got shape [{string.Join(", ", ids.shape)}]");
+            t = Detached(RotaryEmbedding.TablesAt(ids, dim, DType));
+            rotary[dim] = t;
+            return t;
+        }
         var (sin, cos) = RotaryEmbedding.Tables(Past + Length, dim, Device, DType);
         if (Past > 0)
         {
@@ -68,6 +93,56 @@ public sealed class PositionContext : IDisposable
         rotary[dim] = t;
         return t;
     }
+
+    /// <summary>2D rotary (sin, cos), each (B, 1, Tq, d): the first d/2 dimensions by row, the last d/2 by column.</summary>
+    /// <exception cref="ArgumentException">No (B, T, 2) position ids, or d not a multiple of 4.</exception>
+    public (Tensor Sin, Tensor Cos) Rotary2D(long dim)
+    {
+        if (rotary.TryGetValue(-dim, out var t)) return t;
+        if (PositionIds is not { } ids || ids.dim() != 3 || ids.shape[2] != 2)
+            throw new ArgumentException("2D rotary positions need (row, column) position ids of shape (B, T, 2) (ModelInput.PositionIds)" +
+                (PositionIds is null ? "" : $", got shape [{string.Join(", ", PositionIds.shape)}]"));
+        if (dim % 4 != 0) throw new ArgumentException($"2D rotary positions need a key size divisible by 4 (two rotary halves of even width), got {dim}");
+        using (var scope = torch.NewDisposeScope())
+        {
+            var (rs, rc) = RotaryEmbedding.TablesAt(ids.select(2, 0), dim / 2, DType);
+            var (cs, cc) = RotaryEmbedding.TablesAt(ids.select(2, 1), dim / 2, DType);
+            t = Detached((torch.cat([rs, cs], -1), torch.cat([rc, cc], -1)));
+        }
+        rotary[-dim] = t;
+        return t;
+    }
+
+    /// <summary>ALiBi's bias (1, h, Tq, Tk): −slopeₕ·|query position − key position|, queries at Past .. Past + T − 1.</summary>
+    public Tensor Alibi(int heads)
+    {
+        if (alibi.TryGetValue(heads, out var b)) return b;
+        using (var scope = torch.NewDisposeScope())
+        {
+            var q = torch.arange(Past, Past + Length, device: Device).unsqueeze(1);          // (Tq, 1)
+            var k = torch.arange(Past + Length, device: Device).unsqueeze(0);                // (1, Tk)
+            var distance = (q - k).abs().to(ScalarType.Float64);
+            var slopes = torch.tensor(AlibiSlopes(heads), device: Device).view(heads, 1, 1);
+            b = (-(slopes * distance)).to(DType).unsqueeze(0).DetachFromDisposeScope();
+        }
+        alibi[heads] = b;
+        return b;
+    }
+
+    /// <summary>
+    /// ALiBi head slopes: for n a power of two, 2^(−8/n), 2^(−16/n), …, 2^(−8); otherwise the slopes of the power of
+    /// two below n followed by every other slope of twice that power (the paper's reference code).
+    /// </summary>
+    public static double[] AlibiSlopes(int heads)
+    {
+        if (heads <= 0) throw new ArgumentException($"heads must be positive, got {heads}");
+        static double[] PowerOfTwo(int n) => [.. Enumerable.Range(1, n).Select(i => Math.Pow(2, -8.0 * i / n))];
+        int p = 1 << (int)Math.Floor(Math.Log2(heads));
+        if (p == heads) return PowerOfTwo(heads);
+        return [.. PowerOfTwo(p), .. PowerOfTwo(2 * p).Where((_, i) => i % 2 == 0).Take(heads - p)];
+    }
+
+    static (Tensor, Tensor) Detached((Tensor Sin, Tensor Cos) t) => (t.Sin.DetachFromDisposeScope(), t.Cos.DetachFromDisposeScope());
 
     /// <summary>
     /// NEZHA/bert4keras relative table (T, T, d): row i of a (2m+1, d) sinusoid [sin θ₀, cos θ₀, sin θ₁, …] with
@@ -95,8 +170,10 @@ public sealed class PositionContext : IDisposable
     {
         foreach (var (s, c) in rotary.Values) { s.Dispose(); c.Dispose(); }
         foreach (var r in relative.Values) r.Dispose();
+        foreach (var b in alibi.Values) b.Dispose();
         rotary.Clear();
         relative.Clear();
+        alibi.Clear();
     }
 }
 

@@ -22,6 +22,18 @@ public static class RotaryEmbedding
         return (sin.MoveToOuterDisposeScope(), cos.MoveToOuterDisposeScope());
     }
 
+    /// <summary>(sin, cos) of shape (B, 1, T, d) for position ids (B, T) (any integer or float positions), computed in float64 and cast.</summary>
+    public static (Tensor Sin, Tensor Cos) TablesAt(Tensor positions, long dim, ScalarType dtype)
+    {
+        using var scope = torch.NewDisposeScope();
+        var pos = positions.to(ScalarType.Float64).unsqueeze(-1);                                      // (B, T, 1)
+        var inv = torch.pow(10000.0, torch.arange(0, dim, 2, dtype: ScalarType.Float64, device: positions.device) / dim).reciprocal();
+        var angle = pos * inv;                                                                         // (B, T, d/2)
+        var sin = angle.sin().repeat_interleave(2, -1).to(dtype).unsqueeze(1);                        // (B, 1, T, d)
+        var cos = angle.cos().repeat_interleave(2, -1).to(dtype).unsqueeze(1);
+        return (sin.MoveToOuterDisposeScope(), cos.MoveToOuterDisposeScope());
+    }
+
     /// <summary>Rotates <paramref name="x"/> of shape (B, heads, T, d) by the tables for positions 0..T-1.</summary>
     public static Tensor Apply(Tensor x, Tensor sin, Tensor cos)
     {

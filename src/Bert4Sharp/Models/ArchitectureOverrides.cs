@@ -1,0 +1,79 @@
+namespace Bert4Sharp.Models;
+
+using Bert4Sharp.Layers;
+using static TorchSharp.torch;
+
+/// <summary>
+/// The research kit's config keys applied to any family's architecture (docs/attention.md): <c>attention_kernel</c>
+/// (+ <c>attention_kernel_options</c>), <c>attention_position</c> and <c>norm_placement</c>. A family stays a name
+/// table; these keys only swap the seams of its layers.
+/// </summary>
+public static class ArchitectureOverrides
+{
+    /// <summary><paramref name="arch"/> with the overrides <paramref name="c"/> asks for.</summary>
+    /// <exception cref="ArgumentException">A combination the layers cannot run (named, with what to change).</exception>
+    public static ArchitectureOptions Apply(ArchitectureOptions arch, TransformerConfig c, string family)
+    {
+        if (c.AttentionKernel is { } name)
+        {
+            // Kernels without state are shared instances (and the ONNX exporter knows the plain ones); the others are made per layer.
+            var made = AttentionKernelFactory.Create(name, c.AttentionKernelOptions, new KernelShape(1, 4, 4));
+            IAttentionKernel? shared = made is nn.Module ? null : made;
+            (made as IDisposable)?.Dispose();
+            string? perLayer = shared is null ? name : null;
+            if (arch.Gau is { } gau) arch = arch with { Gau = gau with { Kernel = shared, KernelName = perLayer, KernelOptions = c.AttentionKernelOptions } };
+            else arch = arch with { Layer = WithKernel(arch.Layer, shared, perLayer, c.AttentionKernelOptions) };
+            if (arch.Decoder is { } dec) arch = arch with { Decoder = dec with { Layer = WithKernel(dec.Layer, shared, perLayer, c.AttentionKernelOptions) } };
+        }
+        if (c.AttentionPositionScheme is { } scheme)
+        {
+            if (arch.Gau is not null) throw new ArgumentException($"{family}: attention_position applies to multi-head attention blocks; gated attention units use rotary positions");
+            var position = scheme switch
+            {
+                "none" => AttentionPosition.None,
+                "rotary" => AttentionPosition.Rotary,
+                "rotary_2d" => AttentionPosition.Rotary2D,
+                "alibi" => AttentionPosition.Alibi,
+                _ => throw new ArgumentException($"{family}: attention_position must be one of {string.Join(", ", TransformerConfig.AttentionPositionSchemes)}, got '{scheme}'"),
+            };
+            if (arch.RelativeBias is not null || arch.Decoder is not null) throw new ArgumentException($"{family}: attention_position replaces positions of encoder-only and decoder-only models, not T5's buckets");
+            arch = arch with { Layer = arch.Layer with { Attention = arch.Layer.Attention with { Position = position } } };
+        }
+        if (c.NormPlacementScheme is { } placement)
+        {
+            if (arch.Gau is not null || arch.Decoder is not null) throw new ArgumentException($"{family}: norm_placement applies to encoder-only and decoder-only models of multi-head attention blocks");
+            int n = arch.Layers;
+            arch = placement switch
+            {
+                "post" => arch with { Layer = arch.Layer with { Placement = NormPlacement.Post, ResidualScale = 1 }, FinalNorm = false, DeepNormBeta = null },
+                "pre" => arch with { Layer = arch.Layer with { Placement = NormPlacement.Pre, ResidualScale = 1 }, FinalNorm = true, DeepNormBeta = null },
+                "deepnorm" => arch with
+                {
+                    Layer = arch.Layer with { Placement = NormPlacement.Post, ResidualScale = Math.Pow(2.0 * n, 0.25) },
+                    FinalNorm = false, DeepNormBeta = Math.Pow(8.0 * n, -0.25),
+                },
+                _ => throw new ArgumentException($"{family}: norm_placement must be one of {string.Join(", ", TransformerConfig.NormPlacementSchemes)}, got '{placement}'"),
+            };
+        }
+        return arch;
+    }
+
+    static BlockOptions WithKernel(BlockOptions layer, IAttentionKernel? shared, string? perLayer, AttentionKernelOptions? options) =>
+        layer with { Attention = layer.Attention with { Kernel = shared, KernelName = perLayer, KernelOptions = options } };
+
+    /// <summary>
+    /// DeepNet's β: the initial weights of every value projection, attention output and feed-forward layer times β
+    /// (queries and keys keep theirs), on top of the family's initialisation.
+    /// </summary>
+    public static void ScaleDeepNormInit(TransformerModel model, double beta)
+    {
+        var a = model.Architecture.Layer.Attention;
+        long qk = (long)a.Heads * a.QueryKeySize, v = (long)a.Heads * a.HeadSize;
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (p.dim() != 2 || name.Contains(".kernel.", StringComparison.Ordinal)) continue;
+            if (name.EndsWith(".attention.qkv.weight", StringComparison.Ordinal)) p.narrow(0, 2 * qk, v).mul_(beta);
+            else if (name.EndsWith(".attention.output.weight", StringComparison.Ordinal) || name.Contains(".ffn.", StringComparison.Ordinal)) p.mul_(beta);
+        }
+    }
+}
