@@ -66,7 +66,9 @@ public class LayerOptionTests
         Assert.Throws<ArgumentException>(() => model.Forward(new ModelInput(ids) { PositionIds = torch.arange(3).unsqueeze(0) }));
         var rot = TransformerModels.Build(TestPaths.Fixture("hf", "roformer", "config.json"), TestPaths.Fixture("hf", "roformer", "model.safetensors"),
             "roformer", Application.MaskedLM, new BuildOptions { Device = torch.CPU });
-        Assert.Throws<ArgumentException>(() => rot.Forward(new ModelInput(ids) { PositionIds = torch.arange(4).unsqueeze(0) }));
+        // Rotary models take custom position ids inside attention (bert4keras custom_position_ids), not (B, T, 2) grids.
+        Close.Assert(rot.Forward(new ModelInput(ids) { PositionIds = torch.arange(4).unsqueeze(0) }).LastHiddenState, rot.Forward(ids, null, null, false).LastHiddenState, "roformer, ids 0..3");
+        Assert.Throws<ArgumentException>(() => rot.Forward(new ModelInput(ids) { PositionIds = torch.zeros([1, 4, 2], dtype: ScalarType.Int64) }));
     }
 
     sealed class Pair : nn.Module

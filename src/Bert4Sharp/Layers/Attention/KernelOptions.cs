@@ -17,6 +17,12 @@ public sealed record AttentionKernelOptions
     [JsonPropertyName("orthogonal")] public bool Orthogonal { get; init; } = true;
     /// <summary>Performer: draw a new projection every this many training-mode calls of a layer (0 = never).</summary>
     [JsonPropertyName("redraw_interval")] public int RedrawInterval { get; init; } = 1000;
+    /// <summary>
+    /// Performer: the constant added to every random feature (10⁻⁴ in the official code and performer-pytorch, which
+    /// keeps denominators away from zero but biases the estimate: the error then stops falling as features grow; 0 for
+    /// the unbiased estimator).
+    /// </summary>
+    [JsonPropertyName("feature_epsilon")] public double FeatureEpsilon { get; init; } = 1e-4;
     /// <summary>Nyströmformer: landmarks (segment means of queries and keys).</summary>
     [JsonPropertyName("landmarks")] public int Landmarks { get; init; } = 64;
     /// <summary>Nyströmformer: iterations of the Moore–Penrose pseudo-inverse (6 in the paper).</summary>
@@ -45,6 +51,7 @@ public sealed record AttentionKernelOptions
         Positive(ChunkSize, "chunk_size");
         Positive(MaxLength, "max_length");
         Positive(Rank, "rank");
+        if (!(FeatureEpsilon >= 0)) throw new ArgumentException($"attention_kernel_options.feature_epsilon must be ≥ 0, got {FeatureEpsilon}");
         if (RedrawInterval < 0) throw new ArgumentException($"attention_kernel_options.redraw_interval must be ≥ 0, got {RedrawInterval}");
         if (ConvKernel < 0 || (ConvKernel > 0 && ConvKernel % 2 == 0)) throw new ArgumentException($"attention_kernel_options.conv_kernel must be 0 or odd, got {ConvKernel}");
         if (Components.Count == 0) throw new ArgumentException("attention_kernel_options.components is empty");

@@ -80,12 +80,12 @@ public sealed class LinearKernel : IAttentionKernel
 /// softmax attention approximated with positive random features φ(x) = exp(Wx − ‖x‖²/2)/√m, W's rows orthogonal
 /// blocks of a Gaussian's QR with χ-distributed lengths, so E[φ(q)·φ(k)] = exp(q·k). Both sides are scaled by
 /// √scale first (exp(scale·q·k) is what softmax weighs), stabilised by subtracting a maximum (per query row; over
-/// all keys), which cancels in the normalisation. The projection (m, dk) is a frozen parameter, redrawn every
+/// all keys), which cancels in the normalisation; <see cref="AttentionKernelOptions.FeatureEpsilon"/> is added to every feature. The projection (m, dk) is a frozen parameter, redrawn every
 /// <see cref="AttentionKernelOptions.RedrawInterval"/> training calls. Parameter <c>projection</c>.
 /// </summary>
 public sealed class PerformerKernel : nn.Module, IAttentionKernel
 {
-    const double FeatureEps = 1e-4;                                                         // added to every feature, as performer-pytorch
+    readonly double featureEps;
     readonly int features, keySize, redrawInterval, chunk;
     readonly bool orthogonal;
     readonly Generator? generator;
@@ -98,6 +98,7 @@ public sealed class PerformerKernel : nn.Module, IAttentionKernel
     public PerformerKernel(KernelShape shape, AttentionKernelOptions o) : base("kernel")
     {
         (features, keySize, redrawInterval, chunk, orthogonal) = (o.Features, shape.KeySize, o.RedrawInterval, o.ChunkSize, o.Orthogonal);
+        featureEps = o.FeatureEpsilon;
         generator = o.Seed is long s ? new Generator((ulong)s) : null;
         projection = new Parameter(Draw(), requires_grad: false);
         RegisterComponents();
@@ -137,13 +138,13 @@ public sealed class PerformerKernel : nn.Module, IAttentionKernel
     }
 
     /// <summary>φ(x) for x (B, h, T, dk) already scaled; <paramref name="query"/> stabilises per row, keys over all rows.</summary>
-    internal static Tensor Features(Tensor x, Tensor projection, bool query)
+    internal static Tensor Features(Tensor x, Tensor projection, bool query, double eps)
     {
         using var scope = torch.NewDisposeScope();
         var dash = x.matmul(projection.t().to(x.dtype));                                    // (B, h, T, m)
         var diag = x.square().sum(-1, keepdim: true) / 2;                                   // ‖x‖²/2
         var max = query ? dash.amax([-1], keepdim: true) : dash.amax([-1, -2], keepdim: true);
-        var phi = (torch.exp(dash - diag - max.detach()) + FeatureEps) / Math.Sqrt(projection.shape[0]);
+        var phi = (torch.exp(dash - diag - max.detach()) + eps) / Math.Sqrt(projection.shape[0]);
         return phi.MoveToOuterDisposeScope();
     }
 
@@ -154,10 +155,10 @@ public sealed class PerformerKernel : nn.Module, IAttentionKernel
         var (keep, causal) = KernelMasks.Resolve(c, Name);
         if (training && redrawInterval > 0 && ++trainingCalls % redrawInterval == 0) Redraw();
         double root = Math.Sqrt(c.Scale);                                                   // exp((√s q)·(√s k)) = exp(s q·k)
-        var fq = Features(c.Query * root, projection, query: true);
-        var fk = Features(c.Key * root, projection, query: false);
+        var fq = Features(c.Query * root, projection, query: true, featureEps);
+        var fk = Features(c.Key * root, projection, query: false, featureEps);
         if (keep is not null) fk = fk * keep;
-        return LinearAttention.Attend(fq, fk, c.Value, causal, chunk, 0).MoveToOuterDisposeScope();
+        return LinearAttention.Attend(fq, fk, c.Value, causal, chunk, featureEps > 0 ? 0 : 1e-30).MoveToOuterDisposeScope();
     }
 }
 
