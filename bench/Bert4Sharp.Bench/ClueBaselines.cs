@@ -135,7 +135,7 @@ static class ClueBaselines
     static IEnumerable<string> TrainerNames(Trainer t) => t switch { Trainer.Sdca => ["sdca"], Trainer.Lbfgs => ["lbfgs"], _ => ["sdca", "lbfgs"] };
 
     /// <summary>$B4S_SHARED/data, else shared/data beside or above the working directory.</summary>
-    static string DefaultDataDirectory()
+    internal static string DefaultDataDirectory()
     {
         string? shared = Environment.GetEnvironmentVariable("B4S_SHARED");
         if (shared is not null) return Path.Combine(shared, "data");

@@ -16,6 +16,7 @@ return which switch
     "generation" => GenerationBench.Run(args[1..]),
     "training" => TrainingBench.Run(args[1..]),
     "precision" => PrecisionBench.Run(args[1..]),
+    "attention-train" => AttentionExperiments.Run(args[1..]),
     "serve" => ServeBench.Run(args[1..]),
     "gemm" => GemmBench.Run(args[1..]),
     "peak" => Peak(),
@@ -41,6 +42,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | attention-train [--steps N] [--only kernels|depth|gau|realformer] [--output DIR] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
     return 2;
 }

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 /// <summary>
 /// The research kit's config keys applied to any family's architecture (docs/attention.md): <c>attention_kernel</c>
-/// (+ <c>attention_kernel_options</c>), <c>attention_position</c> and <c>norm_placement</c>. A family stays a name
+/// (+ <c>attention_kernel_options</c>), <c>attention_position</c>, <c>norm_placement</c> and <c>residual_attention_scores</c>. A family stays a name
 /// table; these keys only swap the seams of its layers.
 /// </summary>
 public static class ArchitectureOverrides
@@ -55,6 +55,7 @@ public static class ArchitectureOverrides
                 _ => throw new ArgumentException($"{family}: norm_placement must be one of {string.Join(", ", TransformerConfig.NormPlacementSchemes)}, got '{placement}'"),
             };
         }
+        if (c.ResidualAttentionScores is bool residual) arch = arch with { ResidualAttentionScores = residual };
         return arch;
     }
 

@@ -79,6 +79,8 @@ public sealed record TransformerConfig
     [JsonPropertyName("attention_kernel_options")] public Layers.AttentionKernelOptions? AttentionKernelOptions { get; init; }
     /// <summary>Research kit: positions inside attention (none, rotary, rotary_2d, alibi); null = the family's.</summary>
     [JsonPropertyName("attention_position")] public string? AttentionPositionScheme { get; init; }
+    /// <summary>Research kit: RealFormer's residual attention scores (each layer adds the previous layer's pre-softmax scores).</summary>
+    [JsonPropertyName("residual_attention_scores")] public bool? ResidualAttentionScores { get; init; }
     /// <summary>Research kit: where the norms sit (post, pre, deepnorm); null = the family's.</summary>
     [JsonPropertyName("norm_placement")] public string? NormPlacementScheme { get; init; }
 

@@ -1,0 +1,134 @@
+namespace Bert4Sharp.Bench;
+
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Bert4Sharp.Training;
+
+/// <summary>
+/// The research kit's small training experiments (issue: "measured against the blog's analysis"), each a masked-LM
+/// pretraining run from scratch on real Chinese text (LCSTS summaries and articles from ../shared/data, RoFormerV2's
+/// character vocabulary), all with the same data, seed, batches and step count:
+///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--only kernels|depth|gau|realformer] [--output DIR]
+/// <list type="number">
+/// <item>kernels: RoFormerV2 4 × 256 with each attention kernel, sequences of 128;</item>
+/// <item>depth: 48 thin layers (64 wide) with Post-LN, Pre-LN and DeepNorm at a learning rate of 1e-3 without warm-up;</item>
+/// <item>gau: GAU-α 4 layers with and without warm-up ("does GAU still need warm-up?", kexue.fm/archives/8990);</item>
+/// <item>realformer: Post-LN BERT 6 × 256 with and without RealFormer's residual scores.</item>
+/// </list>
+/// Each line gives the steps, the median step time, the training loss of the last 50 steps and the held-out MLM
+/// loss/accuracy at the end; a PNG per experiment plots the training loss against the step and against the time.
+/// </summary>
+static class AttentionExperiments
+{
+    sealed record Variant(string Experiment, string Name, string Family, Dictionary<string, object> Config, double LearningRate, long Warmup);
+
+    public static int Run(string[] args)
+    {
+        long steps = BenchArgs.Get(args, "--steps", 300L);
+        string only = BenchArgs.Get(args, "--only", "");
+        string output = BenchArgs.Get(args, "--output", Path.Combine("docs", "img", "attention"));
+        string shared = Path.GetDirectoryName(ClueBaselines.DefaultDataDirectory())!;
+        string vocab = Path.Combine(shared, "models", "roformer_v2_char_small", "vocab.txt");
+        string corpus = Path.Combine(shared, "data", "lcsts", "train.tsv");
+        if (!File.Exists(vocab) || !File.Exists(corpus)) { Console.Error.WriteLine($"needs {vocab} and {corpus} (../shared)"); return 2; }
+        Directory.CreateDirectory(output);
+        var runs = Path.Combine(Path.GetTempPath(), "b4s-attention-train-" + Environment.ProcessId);
+
+        Dictionary<string, object> Small(params (string, object)[] extra)
+        {
+            var c = new Dictionary<string, object>
+            {
+                ["hidden_size"] = 256, ["num_hidden_layers"] = 4, ["num_attention_heads"] = 4, ["intermediate_size"] = 1024, ["hidden_act"] = "relu",
+                ["hidden_dropout_prob"] = 0.0, ["attention_probs_dropout_prob"] = 0.0, ["type_vocab_size"] = 2,
+            };
+            foreach (var (k, v) in extra) c[k] = v;
+            return c;
+        }
+        var kernelOptions = new Dictionary<string, object> { ["features"] = 128, ["landmarks"] = 32, ["chunk_size"] = 32, ["max_length"] = 128, ["seed"] = 1 };
+        var variants = new List<Variant>();
+        foreach (var k in new[] { "softmax", "linear", "performer", "nystrom", "flash", "synthesizer_random", "synthesizer_dense", "synthesizer_mixture" })
+            variants.Add(new("kernels", k, "roformer_v2", Small(("attention_kernel", k), ("attention_kernel_options", kernelOptions)), 1e-3, 50));
+        Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", 48), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement));
+        foreach (var p in new[] { "post", "pre", "deepnorm" })
+            variants.Add(new("depth", p + "-ln x48", "bert", Deep(p), 1e-3, 0));
+        foreach (long w in new long[] { 0, 100 })
+            variants.Add(new("gau", $"gau-alpha, warm-up {w}", "gau_alpha", Small(("attention_key_size", 128), ("hidden_act", "swish"), ("num_hidden_layers", 4)), 1e-3, w));
+        foreach (bool rf in new[] { false, true })
+            variants.Add(new("realformer", rf ? "realformer" : "post-ln", "bert", Small(("num_hidden_layers", 6), ("residual_attention_scores", rf)), 5e-4, 50));
+        if (only.Length > 0) variants = variants.Where(v => v.Experiment == only).ToList();
+
+        Console.WriteLine($"attention experiments: {steps} steps each, batch 16 × 128, LCSTS ({corpus}), {Environment.ProcessorCount} CPUs, seed 42");
+        var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();
+        foreach (var v in variants)
+        {
+            string dir = Path.Combine(runs, v.Experiment + "-" + v.Name.Replace(' ', '_').Replace(',', '_'));
+            var recipe = new PretrainRecipe
+            {
+                Family = v.Family, Config = JsonSerializer.SerializeToElement(v.Config), Vocab = vocab,
+                Corpus = [new CorpusSourceRecipe { File = corpus, Format = "tsv", Fields = ["0", "1"] }],
+                HeldOut = 300, MaxLength = 128, WholeWordMasking = false, BatchSize = 16, MaxSteps = steps, EvalEvery = steps, CheckpointEvery = steps * 10,
+                LogEvery = 10, Seed = 42, Output = dir,
+                Optimizer = new OptimizerRecipe { LearningRate = v.LearningRate, WarmupSteps = v.Warmup, ClipNorm = 1.0 },
+            };
+            recipe.Validate();
+            var clock = Stopwatch.StartNew();
+            RunResult result;
+            try { result = Pretraining.Run(recipe, log: _ => { }, progress: ProgressDisplay.None, overwrite: true); }
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException or NotSupportedException)
+            {
+                Console.WriteLine($"{v.Experiment,-10} {v.Name,-24} failed: {e.Message}");
+                continue;
+            }
+            var points = ReadLoss(Path.Combine(dir, "metrics.jsonl"), clock.Elapsed.TotalSeconds, result.Training.Steps);
+            double last = points.Count == 0 ? double.NaN : points.TakeLast(5).Average(p => p.Loss);
+            double stepMs = clock.Elapsed.TotalMilliseconds / Math.Max(1, result.Training.Steps);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{v.Experiment,-10} {v.Name,-24} {result.Training.Steps,5} steps  {stepMs,6:F0} ms/step (run incl. eval)  train loss (last 50 steps) {last,7:F3}  held-out MLM loss {result.Metrics["mlm_loss"],7:F3}  accuracy {result.Metrics["mlm_accuracy"],6:P1}  {result.Training.StopReason}"));
+            if (!curves.TryGetValue(v.Experiment, out var list)) curves[v.Experiment] = list = [];
+            list.Add((v.Name, points));
+        }
+        foreach (var (experiment, series) in curves)
+        {
+            foreach (bool time in new[] { false, true })
+            {
+                var plot = new ScottPlot.Plot();
+                foreach (var (name, points) in series)
+                {
+                    var s = plot.Add.Scatter(points.Select(p => time ? p.Seconds : p.Step).ToArray(), points.Select(p => p.Loss).ToArray());
+                    s.LegendText = name;
+                    s.MarkerSize = 0;
+                }
+                plot.XLabel(time ? "seconds (training only, from the logged throughput)" : "step");
+                plot.YLabel("training MLM loss");
+                plot.Title($"{experiment}: MLM loss by {(time ? "time" : "step")}");
+                plot.ShowLegend();
+                string png = Path.Combine(output, $"train-{experiment}-{(time ? "time" : "step")}.png");
+                plot.SavePng(png, 720, 420);
+                Console.WriteLine($"wrote {png}");
+            }
+        }
+        try { Directory.Delete(runs, true); } catch (IOException) { }
+        return 0;
+    }
+
+    /// <summary>(step, seconds, loss) from metrics.jsonl; seconds accumulate each window's examples / examples_per_s.</summary>
+    static List<(double Step, double Seconds, double Loss)> ReadLoss(string path, double total, long steps)
+    {
+        var points = new List<(double, double, double)>();
+        if (!File.Exists(path)) return points;
+        double seconds = 0, previous = 0;
+        foreach (var line in File.ReadLines(path))
+        {
+            using var doc = JsonDocument.Parse(line);
+            var r = doc.RootElement;
+            if (!r.TryGetProperty("loss", out var loss) || !r.TryGetProperty("step", out var step)) continue;
+            double s = step.GetDouble();
+            if (r.TryGetProperty("examples_per_s", out var eps) && eps.GetDouble() > 0) seconds += (s - previous) * 16 / eps.GetDouble();
+            else seconds = total * s / Math.Max(1, steps);
+            previous = s;
+            points.Add((s, seconds, loss.GetDouble()));
+        }
+        return points;
+    }
+}
