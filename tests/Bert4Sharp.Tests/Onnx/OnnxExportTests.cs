@@ -157,6 +157,27 @@ public class OnnxExportTests
     }
 
     [Fact]
+    public void ResearchKitModelsExportWhatHasAnOnnxFormAndRefuseTheRestByName()
+    {
+        // DeepNorm (α·x in every residual) with the sigmoid GELU: standard ops, exported and equal to the torch model.
+        var deepConfig = new TransformerConfig
+        {
+            VocabSize = 50, HiddenSize = 16, NumHiddenLayers = 3, NumAttentionHeads = 2, IntermediateSize = 32, HiddenAct = "gelu_sigmoid",
+            NormPlacementScheme = "deepnorm",
+        };
+        torch.manual_seed(3);
+        var deep = TransformerModels.Create(deepConfig, "bert", Application.Encoder, new BuildOptions { Device = torch.CPU });
+        ExportAndCompare(deep, new OnnxExportOptions(), "deepnorm + gelu_sigmoid");
+        foreach (var (kernel, position) in new (string?, string?)[] { ("performer", null), ("linear", null), ("synthesizer_random", null), (null, "alibi"), (null, "rotary_2d") })
+        {
+            var research = TransformerModels.Create(deepConfig with { AttentionKernel = kernel, AttentionPositionScheme = position, MaxPositionEmbeddings = position is null ? 512 : 0 },
+                "bert", Application.Encoder, new BuildOptions { Device = torch.CPU });
+            var e = Assert.Throws<NotSupportedException>(() => OnnxExport.Save(research, Path.Combine(Path.GetTempPath(), "never.onnx")));
+            Assert.Contains(kernel ?? (position == "alibi" ? "Alibi" : "Rotary2D"), e.Message);
+        }
+    }
+
+    [Fact]
     public void TheOnnxEngineRunsAnExportedModelBehindTheEncoderSeam()
     {
         var model = Model("roformer_v2", "ports/roformer_v2/bert_config.json", Application.Encoder);
