@@ -9,10 +9,10 @@ using Bert4Sharp.Training;
 /// The research kit's small training experiments (issue: "measured against the blog's analysis"), each a masked-LM
 /// pretraining run from scratch on real Chinese text (LCSTS summaries and articles from ../shared/data, RoFormerV2's
 /// character vocabulary), all with the same data, seed, batches and step count:
-///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--only kernels|depth|gau|realformer] [--output DIR]
+///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--depth N] [--only kernels|depth|gau|realformer] [--output DIR]
 /// <list type="number">
 /// <item>kernels: RoFormerV2 4 × 256 with each attention kernel, sequences of 128;</item>
-/// <item>depth: 48 thin layers (64 wide) with Post-LN, Pre-LN and DeepNorm at a learning rate of 1e-3 without warm-up;</item>
+/// <item>depth: <c>--depth</c> thin layers (default 48; 64 wide) with Post-LN, Pre-LN and DeepNorm at a learning rate of 1e-3 without warm-up;</item>
 /// <item>gau: GAU-α 4 layers with and without warm-up ("does GAU still need warm-up?", kexue.fm/archives/8990);</item>
 /// <item>realformer: Post-LN BERT 6 × 256 with and without RealFormer's residual scores.</item>
 /// </list>
@@ -26,6 +26,7 @@ static class AttentionExperiments
     public static int Run(string[] args)
     {
         long steps = BenchArgs.Get(args, "--steps", 300L);
+        int depth = BenchArgs.Get(args, "--depth", 48);
         string only = BenchArgs.Get(args, "--only", "");
         string output = BenchArgs.Get(args, "--output", Path.Combine("docs", "img", "attention"));
         string shared = Path.GetDirectoryName(ClueBaselines.DefaultDataDirectory())!;
@@ -49,16 +50,17 @@ static class AttentionExperiments
         var variants = new List<Variant>();
         foreach (var k in new[] { "softmax", "linear", "performer", "nystrom", "flash", "synthesizer_random", "synthesizer_dense", "synthesizer_mixture" })
             variants.Add(new("kernels", k, "roformer_v2", Small(("attention_kernel", k), ("attention_kernel_options", kernelOptions)), 1e-3, 50));
-        Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", 48), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement));
+        Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", depth), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement));
         foreach (var p in new[] { "post", "pre", "deepnorm" })
-            variants.Add(new("depth", p + "-ln x48", "bert", Deep(p), 1e-3, 0));
+            variants.Add(new("depth", $"{p}{(p == "deepnorm" ? "" : "-ln")} x{depth}", "bert", Deep(p), 1e-3, 0));
         foreach (long w in new long[] { 0, 100 })
             variants.Add(new("gau", $"gau-alpha, warm-up {w}", "gau_alpha", Small(("attention_key_size", 128), ("hidden_act", "swish"), ("num_hidden_layers", 4)), 1e-3, w));
         foreach (bool rf in new[] { false, true })
             variants.Add(new("realformer", rf ? "realformer" : "post-ln", "bert", Small(("num_hidden_layers", 6), ("residual_attention_scores", rf)), 5e-4, 50));
         if (only.Length > 0) variants = variants.Where(v => v.Experiment == only).ToList();
 
-        Console.WriteLine($"attention experiments: {steps} steps each, batch 16 × 128, LCSTS ({corpus}), {Environment.ProcessorCount} CPUs, seed 42");
+        var device = Runtime.TorchInfo.DefaultDevice;
+        Console.WriteLine($"attention experiments: {steps} steps each, batch 16 × 128, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
         var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();
         foreach (var v in variants)
         {
