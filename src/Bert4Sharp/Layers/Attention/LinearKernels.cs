@@ -80,7 +80,8 @@ public sealed class LinearKernel : IAttentionKernel
 /// softmax attention approximated with positive random features φ(x) = exp(Wx − ‖x‖²/2)/√m, W's rows orthogonal
 /// blocks of a Gaussian's QR with χ-distributed lengths, so E[φ(q)·φ(k)] = exp(q·k). Both sides are scaled by
 /// √scale first (exp(scale·q·k) is what softmax weighs), stabilised by subtracting a maximum (per query row; over
-/// all keys), which cancels in the normalisation; <see cref="AttentionKernelOptions.FeatureEpsilon"/> is added to every feature. The projection (m, dk) is a frozen parameter, redrawn every
+/// all unpadded keys), which cancels in the normalisation but for <see cref="AttentionKernelOptions.FeatureEpsilon"/>
+/// added to every feature. The projection (m, dk) is a frozen parameter, redrawn every
 /// <see cref="AttentionKernelOptions.RedrawInterval"/> training calls. Parameter <c>projection</c>.
 /// </summary>
 public sealed class PerformerKernel : nn.Module, IAttentionKernel
@@ -137,13 +138,24 @@ public sealed class PerformerKernel : nn.Module, IAttentionKernel
         return (w * lengths.unsqueeze(1)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>φ(x) for x (B, h, T, dk) already scaled; <paramref name="query"/> stabilises per row, keys over all rows.</summary>
-    internal static Tensor Features(Tensor x, Tensor projection, bool query, double eps)
+    /// <summary>
+    /// φ(x) for x (B, h, T, dk) already scaled; <paramref name="query"/> stabilises per row, keys over all rows but the
+    /// padded ones (<paramref name="keep"/> (B or 1, 1, T, 1), 0 at padding): through <paramref name="eps"/> the maximum
+    /// does not cancel, so a maximum over padding would make the real tokens' output depend on what the padding holds.
+    /// </summary>
+    internal static Tensor Features(Tensor x, Tensor projection, bool query, double eps, Tensor? keep = null)
     {
         using var scope = torch.NewDisposeScope();
         var dash = x.matmul(projection.t().to(x.dtype));                                    // (B, h, T, m)
         var diag = x.square().sum(-1, keepdim: true) / 2;                                   // ‖x‖²/2
-        var max = query ? dash.amax([-1], keepdim: true) : dash.amax([-1, -2], keepdim: true);
+        Tensor max;
+        if (query) max = dash.amax([-1], keepdim: true);
+        else if (keep is null) max = dash.amax([-1, -2], keepdim: true);
+        else
+        {
+            max = dash.masked_fill(keep == 0, double.NegativeInfinity).amax([-1, -2], keepdim: true);
+            max = torch.where(max.isneginf(), torch.zeros_like(max), max);                   // every key padded
+        }
         var phi = (torch.exp(dash - diag - max.detach()) + eps) / Math.Sqrt(projection.shape[0]);
         return phi.MoveToOuterDisposeScope();
     }
@@ -156,7 +168,7 @@ public sealed class PerformerKernel : nn.Module, IAttentionKernel
         if (training && redrawInterval > 0 && ++trainingCalls % redrawInterval == 0) Redraw();
         double root = Math.Sqrt(c.Scale);                                                   // exp((√s q)·(√s k)) = exp(s q·k)
         var fq = Features(c.Query * root, projection, query: true, featureEps);
-        var fk = Features(c.Key * root, projection, query: false, featureEps);
+        var fk = Features(c.Key * root, projection, query: false, featureEps, keep);
         if (keep is not null) fk = fk * keep;
         return LinearAttention.Attend(fq, fk, c.Value, causal, chunk, featureEps > 0 ? 0 : 1e-30).MoveToOuterDisposeScope();
     }

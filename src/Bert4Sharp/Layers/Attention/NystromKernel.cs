@@ -71,11 +71,11 @@ public sealed class NystromKernel : nn.Module, IAttentionKernel
     /// </summary>
     public static Tensor SegmentMeans(long t, int l, Device device, ScalarType dtype)
     {
-        var m = new float[l * t];
+        var m = new double[l * t];                                                          // float64, then cast: a float64 call gets float64 means
         for (int i = 0; i < l; i++)
         {
             long from = i * t / l, to = (i + 1) * t / l;
-            for (long j = from; j < to; j++) m[i * t + j] = 1f / (to - from);
+            for (long j = from; j < to; j++) m[i * t + j] = 1.0 / (to - from);
         }
         return torch.tensor(m, [l, t]).to(dtype, device);
     }
