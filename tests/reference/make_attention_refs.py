@@ -336,6 +336,8 @@ def synthesizer_ref(parts, alphas, p, q, k, v, scale, mask_add):
     tq, tk = q.shape[2], k.shape[2]
     off = tk - tq
     logits = 0
+    # One part: weight 1. A mixture learns logits; its weights are their softmax, so they sum to 1 (Tay et al., Σα = 1).
+    alphas = torch.softmax(torch.tensor(alphas, dtype=torch.float64), 0).tolist() if len(parts) > 1 else [1.0]
     for part, a in zip(parts, alphas):
         if part == "random":
             s = p["random"][None, :, off:off + tq, :tk]
@@ -365,8 +367,8 @@ def make_synthesizer():
     causal = torch.arange(T)[None, :] <= (T - tq + torch.arange(tq))[:, None]     # (Tq, Tk)
     offset_add = torch.zeros(B, 1, tq, T).masked_fill(~(causal[None, None] & (pad[:, None, None, :] == 1)), -math.inf)
     kernels = [("synthesizer_random", ["random"], [1.0]), ("synthesizer_factorized", ["factorized"], [1.0]),
-               ("synthesizer_dense", ["dense"], [1.0]), ("random+softmax", ["random", "softmax"], [0.7, 0.45]),
-               ("dense+softmax", ["dense", "softmax"], [0.35, 0.9])]
+               ("synthesizer_dense", ["dense"], [1.0]), ("random+softmax", ["random", "softmax"], [0.3, -0.2]),
+               ("dense+softmax", ["dense", "softmax"], [-0.5, 0.4])]
     cases = []
     for kname, parts, alphas in kernels:
         for case, qq, add in [("full", q, None), ("padded", q, pad_add), ("offset_causal_padded", q[:, :, T - tq:], offset_add)]:

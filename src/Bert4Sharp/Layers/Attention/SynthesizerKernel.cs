@@ -14,7 +14,8 @@ using static TorchSharp.torch;
 /// network of the token, whose first layer here follows the head's query projection;</item>
 /// <item><c>softmax</c>: the usual scaled q·kᵀ.</item>
 /// </list>
-/// One part: α = 1 and fixed; a mixture learns one α per part (starting at 1/parts). Query i sits at position
+/// One part: α = 1 and fixed; a mixture learns one logit per part, α = softmax(logits) so the weights sum to 1 as the
+/// paper asks (all equal at the start). Query i sits at position
 /// Tk − Tq + i, so a cache works. ℓ bounds the sequence length. Parameters <c>random</c>, <c>left</c>, <c>right</c>,
 /// <c>dense1</c>, <c>dense1_bias</c>, <c>dense2</c>, <c>dense2_bias</c>, <c>mix</c> as the parts need.
 /// </summary>
@@ -60,14 +61,14 @@ public sealed class SynthesizerKernel : nn.Module, IAttentionKernel
             dense2 = new Parameter(Uniform([h, dk, l], 1 / Math.Sqrt(dk)));
             dense2_bias = new Parameter(Uniform([h, 1, l], 1 / Math.Sqrt(dk)));
         }
-        if (parts.Count > 1) mix = new Parameter(torch.full(parts.Count, 1.0 / parts.Count));
+        if (parts.Count > 1) mix = new Parameter(torch.zeros(parts.Count));
         RegisterComponents();
     }
 
     /// <inheritdoc/>
     public string Name => parts.Length == 1 ? "synthesizer_" + parts[0] : "synthesizer_mixture";
 
-    /// <summary>Mixture weights α (one per part), or null for a single part.</summary>
+    /// <summary>Mixture logits (one per part; the weights are their softmax), or null for a single part.</summary>
     public Tensor? Mix => mix;
 
     /// <inheritdoc/>
@@ -79,6 +80,7 @@ public sealed class SynthesizerKernel : nn.Module, IAttentionKernel
         if (c.RelativeKeys is not null || c.RelativeValues is not null) throw new NotSupportedException($"{Name} takes no NEZHA relative positions");
         long offset = tk - tq;                                                               // query i sits at position offset + i
         Tensor? logits = null;
+        var alpha = mix?.softmax(0);
         for (int i = 0; i < parts.Length; i++)
         {
             var part = parts[i] switch
@@ -88,7 +90,7 @@ public sealed class SynthesizerKernel : nn.Module, IAttentionKernel
                 "dense" => nn.functional.relu(c.Query.matmul(dense1!) + dense1_bias!).matmul(dense2!.narrow(2, 0, tk)) + dense2_bias!.narrow(2, 0, tk),   // (B, h, Tq, Tk)
                 _ => c.Query.matmul(c.Key.transpose(-1, -2)) * c.Scale,
             };
-            var weighted = mix is null ? part : part * mix[i];
+            var weighted = alpha is null ? part : part * alpha[i];
             logits = logits is null ? weighted : logits + weighted;
         }
         var s = Runtime.PrecisionPolicy.Widen(logits!);
