@@ -70,7 +70,8 @@ public sealed class TransformerBlock : nn.Module<Tensor, Tensor?, Tensor>
         attention_norm = new Norm(hidden, o.Norm, o.Eps, o.Condition);
         if (o.CrossAttention)
         {
-            cross_attention = new MultiHeadAttention(o.Attention with { Cross = true, Position = AttentionPosition.None }, "cross_attention");
+            // Cross attention stays softmax: the research kernels (config attention_kernel) are about self attention.
+            cross_attention = new MultiHeadAttention(o.Attention with { Cross = true, Position = AttentionPosition.None, Kernel = null, KernelName = null }, "cross_attention");
             cross_attention_norm = new Norm(hidden, o.Norm, o.Eps, o.Condition);
         }
         ffn = new FeedForward(hidden, o.IntermediateSize, o.Activation, o.UseBias, o.GatedFeedForward);

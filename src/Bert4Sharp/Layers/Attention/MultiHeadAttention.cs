@@ -59,10 +59,10 @@ public sealed class MultiHeadAttention : nn.Module
         if (options.Cross && options.Position != AttentionPosition.None)
             throw new ArgumentException($"cross attention takes no positions, got {options.Position}");
         this.options = options;
-        kernel = options.Kernel ?? (options.KernelName is { } kn && !options.Cross
+        // Research kernels with parameters are modules: RegisterComponents registers this field's value as "kernel".
+        kernel = options.Kernel ?? (options.KernelName is { } kn
             ? AttentionKernelFactory.Create(kn, options.KernelOptions, new KernelShape(options.Heads, options.QueryKeySize, options.HeadSize))
             : AttentionKernels.Softmax);
-        // Research kernels with parameters are modules: RegisterComponents registers this field's value as "kernel".
         if (kernel is LinearKernel or PerformerKernel or NystromKernel or FlashKernel && options.Position is AttentionPosition.Alibi or AttentionPosition.RelativeBuckets or AttentionPosition.TypicalRelative)
             throw new ArgumentException($"the {kernel.Name} kernel never forms the score matrix, so it cannot take {options.Position} positions (a score bias); use rotary, rotary_2d or absolute positions");
         int qk = options.Heads * options.QueryKeySize, v = options.Heads * options.HeadSize;
