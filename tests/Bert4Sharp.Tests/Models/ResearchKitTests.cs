@@ -77,6 +77,27 @@ public class ResearchKitTests
     }
 
     [Fact]
+    public void AnEncoderDecodersSelfAttentionTakesTheKernelAndItsCrossAttentionStaysSoftmax()
+    {
+        // T5's buckets are a score bias: a kernel that forms scores (a Synthesizer mixture) takes them; linear ones are refused.
+        var c = TransformerConfig.Load(TestPaths.Fixture("hf", "t5_v1_1", "config.json")) with { AttentionKernel = "synthesizer_mixture", AttentionKernelOptions = Small };
+        Assert.Throws<ArgumentException>(() => TransformerModels.Create(c with { AttentionKernel = "linear", AttentionKernelOptions = null }, "t5", Application.Seq2Seq, new BuildOptions { Device = torch.CPU }));
+        torch.manual_seed(5);
+        var t5 = TransformerModels.Create(c, "t5", Application.Seq2Seq, new BuildOptions { Device = torch.CPU });
+        using var g = torch.no_grad();
+        var memory = t5.Forward(new ModelInput(torch.randint(1, c.VocabSize, [2, 7]))).LastHiddenState;
+        var ids = torch.randint(1, c.VocabSize, [2, 6]);
+        var whole = t5.Decode(new DecoderInput(ids, memory)).Logits!;
+        using var cache = t5.NewCache();
+        var steps = Enumerable.Range(0, 6).Select(i => t5.Decode(new DecoderInput(ids.narrow(1, i, 1), memory) { Cache = cache }).Logits!).ToList();
+        Close.Assert(torch.cat(steps, 1), whole, "t5 with Synthesizer self attention: step by step vs whole", atol: Close.AtolAtScale(whole, 1e-4), rtol: 1e-4);
+        // The same decoder with softmax self attention gives other logits: the kernel is really in use.
+        var plain = TransformerModels.Create(c with { AttentionKernel = null, AttentionKernelOptions = null }, "t5", Application.Seq2Seq, new BuildOptions { Device = torch.CPU });
+        plain.load_state_dict(t5.state_dict().Where(kv => !kv.Key.Contains(".kernel.")).ToDictionary(), strict: false);
+        Close.AssertNot(plain.Decode(new DecoderInput(ids, memory)).Logits!, whole, "softmax vs Synthesizer self attention", atol: 1e-3);
+    }
+
+    [Fact]
     public void KernelsThatNeverFormScoresRefuseWhatNeedsThem()
     {
         // UniLM's mask differs by query.
