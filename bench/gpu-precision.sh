@@ -3,7 +3,8 @@
 # `bench -- precision --cuda` (RoFormerV2 4 × 256, batch 32 × 64, 300 interleaved steps): step-time ratios and whether
 # each 16-bit loss curve matches fp32's (|Δ mean loss of the last 10 steps| ≤ 0.05 + 2 %).
 # TorchSharp-cuda-linux is not on the NuGet copy, so the CUDA libtorch comes from the machine's PyTorch wheel: TorchSharp
-# 0.107 is built against libtorch 2.10, and another version may fail to load (the bench then says so and exits 2).
+# 0.107 is built against libtorch 2.10; PyTorch 2.11.0+cu130's libtorch worked on an H200 (docs/training.md), another version
+# may fail to load (the bench then says so and exits 2).
 # Not run in CI.   bash bench/gpu-precision.sh     # writes bench-gpu-precision.log
 set -euo pipefail
 cd "$(dirname "$0")/.."
