@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Bench;
 
 using System.Diagnostics;
+using System.Globalization;
 using TorchSharp;
 
 /// <summary>Shared measuring: the large-matmul peak every ratio is taken against, medians, timing, interleaving.</summary>
@@ -76,5 +77,50 @@ static class Measure
         var sw = Stopwatch.StartNew();
         body();
         return sw.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>
+    /// Resets the kernel's resident high-water mark (VmHWM in /proc/self/status) to the current resident set by
+    /// writing 5 to /proc/self/clear_refs; false where that is not allowed or did not take effect.
+    /// </summary>
+    public static bool ResetHighWaterMark()
+    {
+        try
+        {
+            File.WriteAllText("/proc/self/clear_refs", "5");
+            return Rss("VmHWM") <= Rss("VmRSS") + (4L << 20);      // took effect (a few pages of slack for the read itself)
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
+    }
+
+    /// <summary>A memory field of /proc/self/status (VmRSS, VmHWM, …) in bytes.</summary>
+    public static long Rss(string field)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;      // "VmHWM:\t12345678 kB": a tab, and no space once the value has 8 digits
+        throw new InvalidOperationException("/proc/self/status has no " + field);
+    }
+
+    /// <summary>
+    /// The peak resident set while <paramref name="body"/> runs, minus <paramref name="baseline"/>, and how it was
+    /// measured: the kernel's high-water mark reset just before (<see cref="ResetHighWaterMark"/>), or a thread
+    /// sampling VmRSS every millisecond where the reset is not allowed or B4S_BENCH_RSS_SAMPLING=1.
+    /// </summary>
+    public static (long Peak, string Method) PeakDuring(Action body, long baseline)
+    {
+        if (Environment.GetEnvironmentVariable("B4S_BENCH_RSS_SAMPLING") != "1" && ResetHighWaterMark())
+        {
+            body();
+            return (Rss("VmHWM") - baseline, "VmHWM reset via /proc/self/clear_refs");
+        }
+        long max = Rss("VmRSS");
+        using var done = new ManualResetEventSlim();
+        var sampler = new Thread(() => { while (!done.Wait(1)) max = Math.Max(max, Rss("VmRSS")); }) { IsBackground = true };
+        sampler.Start();
+        body();
+        done.Set();
+        sampler.Join();
+        return (Math.Max(max, Rss("VmRSS")) - baseline, "VmRSS sampled every 1 ms by a thread");
     }
 }

