@@ -21,9 +21,10 @@ using static TorchSharp.torch;
 /// forward + backward runs after a warm-up), one for memory. Memory is the resident set: libtorch on the CPU keeps
 /// no allocator statistics, so the child makes every allocation above 128 KiB an mmap of its own
 /// (MALLOC_MMAP_THRESHOLD_=131072, freed memory leaves the resident set at once), runs the measured step once as a
-/// warm-up, reads VmRSS as the baseline (inputs, kernel parameters and runtime already resident), resets the kernel's
+/// warm-up (not for steps over 5 s), reads VmRSS as the baseline (inputs, kernel parameters and runtime already resident), resets the kernel's
 /// high-water mark (/proc/self/clear_refs) and reports VmHWM − baseline after one more forward + backward. A
-/// (kernel, n) whose time or memory, extrapolated from the smaller n, would pass the limits is skipped.
+/// (kernel, n) whose time or memory, extrapolated from the smaller n, would pass the limits is skipped; a time child
+/// during which other processes took over 15 % of the CPU is run again (the machine may be shared).
 ///   dotnet bench/Bert4Sharp.Bench/bin/Release/net10.0/Bert4Sharp.Bench.dll attention [--quick] [--max-n N] [--output DIR]
 ///       [--parts kernels,layer,error,gelu] [--kernels a,b] [--threads T] [--time-limit S] [--memory-limit-gb G]
 /// PNGs go to docs/img/attention (or --output DIR).
@@ -389,7 +390,7 @@ static class AttentionBench
         Console.WriteLine($"  performer layer vs softmax layer: {Crossover(layers["performer"], layers["softmax"])}");
         // Attention (the SDPA kernel alone) against the rest of the layer (the identity-kernel layer): theory says they are equal at n = 6d.
         if (kernels is not null && kernels.TryGetValue("softmax", out var k))
-            Console.WriteLine($"  SDPA attention vs the rest of the layer (identity layer): attention costs more from {Crossover(layers["identity"], k).Replace("faster", "cheaper than attention")} (theory: n = 6d = {6 * Hidden})");
+            Console.WriteLine($"  the rest of the layer (identity-kernel layer) vs SDPA attention alone, where the rest becomes the faster, i.e. attention the larger part: {Crossover(layers["identity"], k)} (theory: n = 6d = {6 * Hidden})");
     }
 
     /// <summary>/proc/loadavg's 1, 5 and 15 minute load averages (other work on the machine shows here).</summary>
