@@ -9,14 +9,16 @@ using Bert4Sharp.Training;
 /// The research kit's small training experiments (issue: "measured against the blog's analysis"), each a masked-LM
 /// pretraining run from scratch on real Chinese text (LCSTS summaries and articles from ../shared/data, RoFormerV2's
 /// character vocabulary), all with the same data, seed, batches and step count:
-///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--depth N] [--depth-lr LR] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR]
+///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--depth N] [--depth-lr LR] [--depth-init STD] [--length N] [--minutes M] [--probe-only] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR]
 /// <list type="number">
 /// <item>kernels: RoFormerV2 4 × 256 with each attention kernel, sequences of 128;</item>
-/// <item>depth: <c>--depth</c> thin layers (default 48; 64 wide) with Post-LN, Pre-LN and DeepNorm at <c>--depth-lr</c> (1e-3) without warm-up;</item>
+/// <item>depth: <c>--depth</c> thin layers (default 48; 64 wide) with Post-LN, Pre-LN and DeepNorm at <c>--depth-lr</c> (1e-3) without warm-up,
+/// weights drawn with standard deviation <c>--depth-init</c> (0.02; 1/√64 = 0.125 is Xavier's scale, where DeepNet's analysis applies); first
+/// each stack's gradient norm per block at initialisation (one batch of the same shape);</item>
 /// <item>gau: GAU-α 4 layers with and without warm-up ("does GAU still need warm-up?", kexue.fm/archives/8990);</item>
 /// <item>realformer: Post-LN BERT 6 × 256 with and without RealFormer's residual scores.</item>
 /// </list>
-/// Every run clips the gradient norm at <c>--clip</c> (1.0; 0 for none). Each line gives the steps, the median step time, the training loss of the last 50 steps and the held-out MLM
+/// With <c>--minutes</c> every run also stops at that wall-clock budget (loss after equal time). Every run clips the gradient norm at <c>--clip</c> (1.0; 0 for none). Each line gives the steps, the median step time, the training loss of the last 50 steps and the held-out MLM
 /// loss/accuracy at the end; a PNG per experiment plots the training loss against the step and against the time.
 /// </summary>
 static class AttentionExperiments
@@ -28,6 +30,9 @@ static class AttentionExperiments
         long steps = BenchArgs.Get(args, "--steps", 300L);
         int depth = BenchArgs.Get(args, "--depth", 48);
         double depthLr = BenchArgs.Get(args, "--depth-lr", 1e-3);
+        double depthInit = BenchArgs.Get(args, "--depth-init", 0.02);
+        int length = BenchArgs.Get(args, "--length", 128);
+        double minutes = BenchArgs.Get(args, "--minutes", 0.0);                            // > 0: every run stops at this wall-clock budget (equal time)
         double clip = BenchArgs.Get(args, "--clip", 1.0);                                   // 0: no gradient clipping (divergence shows)
         string only = BenchArgs.Get(args, "--only", "");
         string output = BenchArgs.Get(args, "--output", Path.Combine("docs", "img", "attention"));
@@ -52,7 +57,7 @@ static class AttentionExperiments
         var variants = new List<Variant>();
         foreach (var k in new[] { "softmax", "linear", "performer", "nystrom", "flash", "synthesizer_random", "synthesizer_dense", "synthesizer_mixture" })
             variants.Add(new("kernels", k, "roformer_v2", Small(("attention_kernel", k), ("attention_kernel_options", kernelOptions)), 1e-3, 50));
-        Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", depth), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement));
+        Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", depth), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement), ("initializer_range", depthInit));
         foreach (var p in new[] { "post", "pre", "deepnorm" })
             variants.Add(new("depth", $"{p}{(p == "deepnorm" ? "" : "-ln")} x{depth}", "bert", Deep(p), depthLr, 0));
         foreach (long w in new long[] { 0, 100 })
@@ -62,7 +67,10 @@ static class AttentionExperiments
         if (only.Length > 0) variants = variants.Where(v => v.Experiment == only).ToList();
 
         var device = Runtime.TorchInfo.DefaultDevice;
-        Console.WriteLine($"attention experiments: {steps} steps each, batch 16 × 128, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
+        if (variants.Any(v => v.Experiment == "depth"))
+            foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length);
+        if (args.Contains("--probe-only")) return 0;
+        Console.WriteLine($"attention experiments: {steps} steps each{(minutes > 0 ? $" or {minutes} minutes of wall clock, whichever comes first" : "")}, batch 16 × {length}, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
         var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();
         foreach (var v in variants)
         {
@@ -71,8 +79,8 @@ static class AttentionExperiments
             {
                 Family = v.Family, Config = JsonSerializer.SerializeToElement(v.Config), Vocab = vocab,
                 Corpus = [new CorpusSourceRecipe { File = corpus, Format = "tsv", Fields = ["0", "1"] }],
-                HeldOut = 300, MaxLength = 128, WholeWordMasking = false, BatchSize = 16, MaxSteps = steps, EvalEvery = steps, CheckpointEvery = steps * 10,
-                LogEvery = 10, Seed = 42, Output = dir,
+                HeldOut = 300, MaxLength = length, WholeWordMasking = false, BatchSize = 16, MaxSteps = steps, EvalEvery = steps, CheckpointEvery = steps * 10,
+                LogEvery = 10, Seed = 42, Output = dir, Minutes = minutes > 0 ? minutes : null,
                 Optimizer = new OptimizerRecipe { LearningRate = v.LearningRate, WarmupSteps = v.Warmup, ClipNorm = clip > 0 ? clip : null },
             };
             recipe.Validate();
@@ -114,6 +122,35 @@ static class AttentionExperiments
         }
         try { Directory.Delete(runs, true); } catch (IOException) { }
         return 0;
+    }
+
+    /// <summary>
+    /// The gradient norm of every block's parameters at initialisation, for one MLM-shaped batch (16 × <paramref name="length"/>
+    /// random ids, random targets): Post-LN's gradients shrink towards the input (Xiong et al. 2020; DeepNet §2), Pre-LN's and
+    /// DeepNorm's do not. Prints the first, middle and last blocks and the ratio first / last.
+    /// </summary>
+    static void GradientProbe(Variant v, int vocabSize, int length)
+    {
+        var config = JsonSerializer.Deserialize<Models.TransformerConfig>(JsonSerializer.Serialize(v.Config))! with { VocabSize = vocabSize };
+        TorchSharp.torch.manual_seed(42);
+        using var model = Models.TransformerModels.Create(config, v.Family, Models.Application.MaskedLM);
+        model.train();
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var ids = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
+        var targets = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
+        using var output = model.Forward(new Models.ModelInput(ids));
+        TorchSharp.torch.nn.functional.cross_entropy(output.Logits!.flatten(0, 1), targets.flatten()).backward();
+        int layers = config.NumHiddenLayers;
+        var norms = new double[layers];
+        foreach (var (name, p) in model.named_parameters())
+        {
+            if (!name.StartsWith("layers.", StringComparison.Ordinal) || p.grad is null) continue;
+            int i = int.Parse(name.Split('.')[1], CultureInfo.InvariantCulture);
+            norms[i] += p.grad.square().sum().item<float>();
+        }
+        for (int i = 0; i < layers; i++) norms[i] = Math.Sqrt(norms[i]);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"gradient norm at init, {v.Name,-16} block 0 {norms[0]:E2}  block {layers / 2} {norms[layers / 2]:E2}  block {layers - 1} {norms[^1]:E2}  first/last {norms[0] / norms[^1]:E2}"));
     }
 
     /// <summary>(step, seconds, loss) from metrics.jsonl; seconds accumulate each window's examples / examples_per_s.</summary>

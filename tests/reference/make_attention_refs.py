@@ -44,6 +44,14 @@ significant digits *before* use, so the fixture holds exactly the values the ref
                     queries after a past; 2D RoPE scores from the construction (first half of the head rotated by the
                     row, second half by the column, each 1D RoPE of dim d/2 with interleaved pairs and
                     θᵢ = 10000^(−2i/(d/2))), checked here against the relative form that depends on (Δrow, Δcol) only.
+  relative.json     Transformer-XL (Dai et al. 2019; kimiyoung/transformer-xl RelPartialLearnableMultiHeadAttn): pos_seq =
+                    klen−1 … 0, R = cat(sin, cos)(pos_seq ⊗ 1/10000^(2i/H)), r_head_k = r_net(R), AC = (q + r_w_bias)·k,
+                    BD = _rel_shift((q + r_r_bias)·r_head_k), score = (AC + BD)·scale, causal with a memory of `past`
+                    keys. XLNet (zihangdai/xlnet / HF XLNetRelativeAttention, bidirectional): pos_seq = klen … −qlen + 1,
+                    BD = rel_shift_bnij; with key padding. DeBERTa (HF DebertaV2 disentangled_attention_bias,
+                    share_att_key, c2p + p2c, no log buckets): relative_pos = q_ids − k_ids, c2p gathered at
+                    clamp(relative_pos + k, 0, 2k − 1), p2c at clamp(−relative_pos + k, …) and transposed, every term
+                    divided by √(3d); given projected relative embeddings. Outputs are softmax attention with these scores.
   gelu.json         Max |approximation − exact GELU| of the tanh form and of x·σ(1.702x) over x = i/10⁴,
                     i = −10⁵..10⁵, and where it occurs (exact GELU by math.erf).
 """
@@ -504,6 +512,98 @@ def make_positions():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Relative positions: Transformer-XL / XLNet and DeBERTa
+# ---------------------------------------------------------------------------------------------------------------
+
+def xl_pos_emb(pos_seq, width):
+    inv_freq = 1 / (10000 ** (torch.arange(0.0, width, 2.0) / width))
+    sinusoid = torch.outer(pos_seq, inv_freq)
+    return torch.cat([sinusoid.sin(), sinusoid.cos()], -1)                       # (R, width)
+
+
+def xl_rel_shift(x):
+    """Transformer-XL's _rel_shift on (qlen, rlen, ...) scores."""
+    zero_pad = torch.zeros((x.size(0), 1, *x.size()[2:]), dtype=x.dtype)
+    x_padded = torch.cat([zero_pad, x], dim=1).view(x.size(1) + 1, x.size(0), *x.size()[2:])
+    return x_padded[1:].view_as(x)
+
+
+def xlnet_rel_shift_bnij(x, klen):
+    b, n, i, j = x.shape
+    x = x.reshape(b, n, j, i)[:, :, 1:, :].reshape(b, n, i, j - 1)
+    return torch.index_select(x, 3, torch.arange(klen))
+
+
+def masked_softmax_out(score, v, allowed):
+    score = score.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(score, -1) @ v
+
+
+def make_relative():
+    g = torch.Generator().manual_seed(7007)
+    width, scale = 16, SCALE
+    cases = []
+    # Transformer-XL, causal, with a memory: queries are the last qlen of klen positions.
+    for qlen, past in [(5, 0), (3, 4)]:
+        klen = qlen + past
+        q, k, v = randn(g, B, H, qlen, D), randn(g, B, H, klen, D), randn(g, B, H, klen, D)
+        w_r, u, vb = randn(g, H * D, width, std=0.3), randn(g, H, D, std=0.5), randn(g, H, D, std=0.5)
+        r = xl_pos_emb(torch.arange(klen - 1, -1, -1.0), width)                  # (rlen = klen, width)
+        r_head_k = (r @ w_r.t()).view(klen, H, D)
+        qi = q.permute(2, 0, 1, 3)                                                # (qlen, B, H, D) as the official code
+        ki = k.permute(2, 0, 1, 3)
+        ac = torch.einsum("ibnd,jbnd->ijbn", qi + u, ki)
+        bd = xl_rel_shift(torch.einsum("ibnd,jnd->ijbn", qi + vb, r_head_k))
+        score = ((ac + bd) * scale).permute(2, 3, 0, 1)                           # (B, H, qlen, klen)
+        allowed = (torch.arange(klen)[None, :] <= torch.arange(past, past + qlen)[:, None])
+        out = masked_softmax_out(score, v, allowed)
+        bias = score - (q @ k.transpose(-1, -2)) * scale
+        cases.append({"name": f"xl_causal_q{qlen}_past{past}", "scheme": "xl", "causal": True, "past": past, "key_mask": None,
+                      "q": enc(q), "k": enc(k), "v": enc(v), "proj": enc(w_r), "content_bias": enc(u), "position_bias": enc(vb),
+                      "bias_masked": enc(bias.masked_fill(~allowed, 0)), "expected": enc(out)})
+    # XLNet, bidirectional, with right padding of the keys.
+    qlen = klen = 6
+    q, k, v = randn(g, B, H, qlen, D), randn(g, B, H, klen, D), randn(g, B, H, klen, D)
+    w_r, u, vb = randn(g, H * D, width, std=0.3), randn(g, H, D, std=0.5), randn(g, H, D, std=0.5)
+    r = xl_pos_emb(torch.arange(klen, -qlen, -1.0), width)                        # (klen + qlen, width)
+    k_head_r = (r @ w_r.t()).view(-1, H, D)
+    ac = torch.einsum("bnid,bnjd->bnij", q + u[None, :, None], k)
+    bd = xlnet_rel_shift_bnij(torch.einsum("bnid,jnd->bnij", q + vb[None, :, None], k_head_r), klen)
+    score = (ac + bd) * scale
+    key_mask = torch.tensor([[1.0] * 6, [1.0] * 4 + [0.0] * 2])
+    allowed = (key_mask[:, None, None, :] > 0).expand(B, H, qlen, klen)
+    out = masked_softmax_out(score, v, allowed)
+    cases.append({"name": "xlnet_bidirectional_padded", "scheme": "xl", "causal": False, "past": 0, "key_mask": enc(key_mask),
+                  "q": enc(q), "k": enc(k), "v": enc(v), "proj": enc(w_r), "content_bias": enc(u), "position_bias": enc(vb),
+                  "bias_masked": enc((score - (q @ k.transpose(-1, -2)) * scale).masked_fill(~allowed, 0)), "expected": enc(out)})
+    # DeBERTa-v2, bidirectional, span 3 < length 8 so the clipping shows, with and without padding.
+    span, t = 3, 8
+    for padded in (False, True):
+        q, k, v = randn(g, B, H, t, D), randn(g, B, H, t, D), randn(g, B, H, t, D)
+        pos_query, pos_key = randn(g, H, 2 * span, D), randn(g, H, 2 * span, D)     # query_proj / key_proj of rel_embeddings, by head
+        deb_scale = 1 / math.sqrt(D * 3)
+        ql, kl = q.reshape(B * H, t, D), k.reshape(B * H, t, D)
+        relative_pos = torch.arange(t)[:, None] - torch.arange(t)[None, :]
+        score = torch.bmm(ql, kl.transpose(-1, -2)) * deb_scale
+        c2p = torch.bmm(ql, pos_key.repeat(B, 1, 1).transpose(-1, -2))
+        c2p_pos = torch.clamp(relative_pos + span, 0, 2 * span - 1)
+        c2p = torch.gather(c2p, -1, c2p_pos[None].expand(B * H, t, t))
+        p2c_pos = torch.clamp(-relative_pos + span, 0, 2 * span - 1)
+        p2c = torch.bmm(kl, pos_query.repeat(B, 1, 1).transpose(-1, -2))
+        p2c = torch.gather(p2c, -1, p2c_pos[None].expand(B * H, t, t)).transpose(-1, -2)
+        score = (score + c2p * deb_scale + p2c * deb_scale).view(B, H, t, t)
+        key_mask = torch.tensor([[1.0] * t, [1.0] * 5 + [0.0] * 3]) if padded else torch.ones(B, t)
+        allowed = (key_mask[:, None, None, :] > 0).expand(B, H, t, t)
+        out = masked_softmax_out(score, v, allowed)
+        cases.append({"name": f"deberta_span{span}{'_padded' if padded else ''}", "scheme": "deberta", "causal": False, "past": 0,
+                      "span": span, "key_mask": enc(key_mask) if padded else None,
+                      "q": enc(q), "k": enc(k), "v": enc(v), "relative_query": enc(pos_query), "relative_key": enc(pos_key),
+                      "bias_masked": enc((score - (q @ k.transpose(-1, -2)) * deb_scale).masked_fill(~allowed, 0)), "expected": enc(out)})
+    write("relative.json", {"about": "make_attention_refs.py: Transformer-XL (_rel_shift), XLNet (rel_shift_bnij), DeBERTa-v2 c2p + p2c",
+                            "width": width, "scale": scale, "cases": cases})
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # GELU approximations
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -530,4 +630,5 @@ if __name__ == "__main__":
     make_synthesizer()
     make_flash()
     make_positions()
+    make_relative()
     make_gelu()

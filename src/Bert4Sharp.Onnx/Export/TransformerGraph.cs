@@ -69,7 +69,7 @@ internal sealed partial class TransformerGraph
         string? made = a.Gau is { } gau ? gau.KernelName : a.Layer.Attention.KernelName;
         if (made is not null || kernel is not (SoftmaxKernel or SquaredReluKernel or SoftmaxPlusKernel))
             throw new NotSupportedException($"{name}: the attention kernel '{made ?? kernel.Name}' has no ONNX form; the exporter writes softmax, squared_relu and softmax_plus");
-        if (a.Layer.Attention.Position is AttentionPosition.Alibi or AttentionPosition.Rotary2D)
+        if (a.Layer.Attention.Position is AttentionPosition.Alibi or AttentionPosition.Rotary2D or AttentionPosition.XlRelative or AttentionPosition.Disentangled)
             throw new NotSupportedException($"{name}: the position scheme {a.Layer.Attention.Position} has no ONNX form here; the exporter writes absolute, rotary, NEZHA and T5 positions");
     }
 
@@ -102,7 +102,7 @@ internal sealed partial class TransformerGraph
         past = Cached ? Dim("past_key_values.0.key", 2) : g.Ints([0], scalar: true);      // P: cached positions
         positions = g.Op("Range", past, g.Op("Add", past, length), g.Ints([1], scalar: true));   // (T) int64: P .. P + T − 1
         var x = Embeddings();                                                             // (B, T, H)
-        if (arch.RelativeBias is { } rb) positionBias = BucketBias("relative_bias.weight", rb, bidirectional: true);
+        if (arch.RelativeBias is { } rb) positionBias = BucketBias("relative_bias.weight", rb, bidirectional: model.Application != Application.LanguageModel);
         var mask = Mask();                                                                // (B, 1, 1 or T, T) additive
         string? scores = null;
         for (int i = 0; i < arch.Layers; i++)

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 /// <summary>
 /// The research kit's config keys applied to any family's architecture (docs/attention.md): <c>attention_kernel</c>
-/// (+ <c>attention_kernel_options</c>), <c>attention_position</c>, <c>norm_placement</c> and <c>residual_attention_scores</c>. A family stays a name
-/// table; these keys only swap the seams of its layers.
+/// (+ <c>attention_kernel_options</c>), <c>attention_position</c> (+ <c>max_relative_positions</c>), <c>absolute_position</c>,
+/// <c>norm_placement</c> and <c>residual_attention_scores</c>. A family stays a name table; these keys only swap the seams of its layers.
 /// </summary>
 public static class ArchitectureOverrides
 {
@@ -34,10 +34,36 @@ public static class ArchitectureOverrides
                 "rotary" => AttentionPosition.Rotary,
                 "rotary_2d" => AttentionPosition.Rotary2D,
                 "alibi" => AttentionPosition.Alibi,
+                "typical_relative" => AttentionPosition.TypicalRelative,
+                "t5_buckets" => AttentionPosition.RelativeBuckets,
+                "xl_relative" => AttentionPosition.XlRelative,
+                "deberta" => AttentionPosition.Disentangled,
                 _ => throw new ArgumentException($"{family}: attention_position must be one of {string.Join(", ", TransformerConfig.AttentionPositionSchemes)}, got '{scheme}'"),
             };
             if (arch.RelativeBias is not null || arch.Decoder is not null) throw new ArgumentException($"{family}: attention_position replaces positions of encoder-only and decoder-only models, not T5's buckets");
-            arch = arch with { Layer = arch.Layer with { Attention = arch.Layer.Attention with { Position = position } } };
+            var attention = arch.Layer.Attention with { Position = position, MaxRelativePosition = c.MaxRelativePositions ?? 64 };
+            arch = arch with
+            {
+                Layer = arch.Layer with { Attention = attention },
+                RelativeBias = position == AttentionPosition.RelativeBuckets ? new RelativeBiasOptions(c.RelativeAttentionNumBuckets, c.RelativeAttentionMaxDistance) : null,
+            };
+        }
+        if (c.AbsolutePositionScheme is { } absolute)
+        {
+            var e = arch.Embeddings;
+            if (absolute is "learned" or "hierarchical" && c.MaxPositionEmbeddings <= 0)
+                throw new ArgumentException($"{family}: absolute_position '{absolute}' needs a learned table: set max_position_embeddings above 0");
+            arch = arch with
+            {
+                Embeddings = absolute switch
+                {
+                    "learned" => e with { MaxPositions = c.MaxPositionEmbeddings, SinusoidalPositions = false, HierarchicalAlpha = null },
+                    "hierarchical" => e with { MaxPositions = c.MaxPositionEmbeddings, SinusoidalPositions = false, HierarchicalAlpha = 0.4 },   // bert4keras's α
+                    "sinusoidal" => e with { MaxPositions = 0, SinusoidalPositions = true, HierarchicalAlpha = null },
+                    "none" => e with { MaxPositions = 0, SinusoidalPositions = false, HierarchicalAlpha = null, PositionsFromPadding = null },
+                    _ => throw new ArgumentException($"{family}: absolute_position must be one of {string.Join(", ", TransformerConfig.AbsolutePositionSchemes)}, got '{absolute}'"),
+                },
+            };
         }
         if (c.NormPlacementScheme is { } placement)
         {

@@ -90,12 +90,25 @@ public abstract class ModelFamily
         ? f : throw new ArgumentException($"unknown model family '{name}'; known: {string.Join(", ", All.Keys.Order())}");
 
     /// <summary>
-    /// Names of the research kernels' parameters (<c>….kernel.…</c>), which no published checkpoint has: saved and
-    /// loaded as <c>bert4sharp.{internal name}</c> (TF: <c>bert4sharp/{internal name}</c>) in every family.
+    /// The family's name table for <paramref name="c"/>, followed by the research kit's parameters it does not name
+    /// (<see cref="IsResearchParameter"/>), which no published checkpoint of the family has: those are saved and loaded
+    /// as <c>bert4sharp.{internal name}</c> (TF: <c>bert4sharp/{internal name}</c>).
     /// </summary>
-    public static IEnumerable<NameMapping> KernelNames(IEnumerable<string> parameterNames) =>
-        parameterNames.Where(n => n.Contains(".kernel.", StringComparison.Ordinal))
-            .Select(n => new NameMapping(n, ["bert4sharp." + n], ["bert4sharp/" + n], false));
+    public IEnumerable<NameMapping> NamesWithResearch(TransformerConfig c, int layers, IEnumerable<string> parameterNames)
+    {
+        var table = Names(c, layers).ToList();
+        var named = table.Select(m => m.Internal).ToHashSet(StringComparer.Ordinal);
+        return table.Concat(parameterNames.Where(n => IsResearchParameter(n) && !named.Contains(n))
+            .Select(n => new NameMapping(n, ["bert4sharp." + n], ["bert4sharp/" + n], false)));
+    }
+
+    /// <summary>
+    /// Parameters that only the research kit's config keys create: research kernels (<c>….kernel.…</c>), Transformer-XL
+    /// positions (<c>….attention.relative.…</c>), DeBERTa's relative embeddings and T5 buckets on another family.
+    /// </summary>
+    public static bool IsResearchParameter(string name) =>
+        name.Contains(".kernel.", StringComparison.Ordinal) || name.Contains(".attention.relative.", StringComparison.Ordinal)
+        || name.StartsWith("relative_embeddings", StringComparison.Ordinal) || name.StartsWith("relative_bias.", StringComparison.Ordinal);
 
     // Helpers that spell the usual tables.
     internal static IEnumerable<NameMapping> Dense(string internalName, string hf, string tf, bool bias = true)

@@ -77,15 +77,24 @@ public sealed record TransformerConfig
     [JsonPropertyName("attention_kernel")] public string? AttentionKernel { get; init; }
     /// <summary>Settings of <see cref="AttentionKernel"/> (features, landmarks, chunk_size, …).</summary>
     [JsonPropertyName("attention_kernel_options")] public Layers.AttentionKernelOptions? AttentionKernelOptions { get; init; }
-    /// <summary>Research kit: positions inside attention (none, rotary, rotary_2d, alibi); null = the family's.</summary>
+    /// <summary>
+    /// Research kit: positions inside attention (none, rotary, rotary_2d, alibi, typical_relative, t5_buckets,
+    /// xl_relative, deberta); null = the family's.
+    /// </summary>
     [JsonPropertyName("attention_position")] public string? AttentionPositionScheme { get; init; }
+    /// <summary>Research kit: absolute positions added to the embeddings (learned, sinusoidal, hierarchical, none); null = the family's.</summary>
+    [JsonPropertyName("absolute_position")] public string? AbsolutePositionScheme { get; init; }
+    /// <summary>Research kit: clipping distance of <c>typical_relative</c> and DeBERTa's span k of <c>deberta</c> (default 64).</summary>
+    [JsonPropertyName("max_relative_positions")] public int? MaxRelativePositions { get; init; }
     /// <summary>Research kit: RealFormer's residual attention scores (each layer adds the previous layer's pre-softmax scores).</summary>
     [JsonPropertyName("residual_attention_scores")] public bool? ResidualAttentionScores { get; init; }
     /// <summary>Research kit: where the norms sit (post, pre, deepnorm); null = the family's.</summary>
     [JsonPropertyName("norm_placement")] public string? NormPlacementScheme { get; init; }
 
     /// <summary>Values of <see cref="AttentionPositionScheme"/>.</summary>
-    public static readonly IReadOnlyList<string> AttentionPositionSchemes = ["none", "rotary", "rotary_2d", "alibi"];
+    public static readonly IReadOnlyList<string> AttentionPositionSchemes = ["none", "rotary", "rotary_2d", "alibi", "typical_relative", "t5_buckets", "xl_relative", "deberta"];
+    /// <summary>Values of <see cref="AbsolutePositionScheme"/>.</summary>
+    public static readonly IReadOnlyList<string> AbsolutePositionSchemes = ["learned", "sinusoidal", "hierarchical", "none"];
     /// <summary>Values of <see cref="NormPlacementScheme"/>.</summary>
     public static readonly IReadOnlyList<string> NormPlacementSchemes = ["post", "pre", "deepnorm"];
 
@@ -210,6 +219,9 @@ public sealed record TransformerConfig
         else if (AttentionKernelOptions is not null) throw new InvalidDataException($"{source}: attention_kernel_options without attention_kernel");
         if (AttentionPositionScheme is { } pos && !AttentionPositionSchemes.Contains(pos))
             throw new InvalidDataException($"{source}: attention_position must be one of {string.Join(", ", AttentionPositionSchemes)}, got '{pos}'");
+        if (AbsolutePositionScheme is { } abs && !AbsolutePositionSchemes.Contains(abs))
+            throw new InvalidDataException($"{source}: absolute_position must be one of {string.Join(", ", AbsolutePositionSchemes)}, got '{abs}'");
+        if (MaxRelativePositions is <= 0) throw new InvalidDataException($"{source}: max_relative_positions must be positive, got {MaxRelativePositions}");
         if (NormPlacementScheme is { } np && !NormPlacementSchemes.Contains(np))
             throw new InvalidDataException($"{source}: norm_placement must be one of {string.Join(", ", NormPlacementSchemes)}, got '{np}'");
         if (NumHiddenGroups <= 0 || NumHiddenLayers % NumHiddenGroups != 0)

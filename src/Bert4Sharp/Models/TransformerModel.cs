@@ -171,6 +171,8 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     ModuleList<nn.Module<Tensor, Tensor?, Tensor>> layers;
     Norm? final_norm;
     RelativePositionBias? relative_bias;
+    Embedding? relative_embeddings;
+    Norm? relative_embeddings_norm;
     ModuleList<TransformerBlock>? decoder_layers;
     Norm? decoder_norm;
     RelativePositionBias? decoder_relative_bias;
@@ -203,7 +205,14 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
             : new TransformerBlock(arch.Layer)).ToArray());
         int h = arch.Layer.Attention.HiddenSize;
         if (arch.FinalNorm) final_norm = new Norm(h, arch.Layer.Norm, arch.Layer.Eps);
-        if (arch.RelativeBias is { } rb) relative_bias = new RelativePositionBias(arch.Layer.Attention.Heads, rb.Buckets, rb.MaxDistance, bidirectional: true);
+        if (arch.RelativeBias is { } rb)
+            relative_bias = new RelativePositionBias(arch.Layer.Attention.Heads, rb.Buckets, rb.MaxDistance, bidirectional: application != Application.LanguageModel);
+        if (arch.Layer.Attention.Position == AttentionPosition.Disentangled)
+        {
+            // DeBERTa-v2: one table of 2k relative embeddings for the whole stack, layer-normed before every use.
+            relative_embeddings = nn.Embedding(2L * arch.Layer.Attention.MaxRelativePosition, h);
+            relative_embeddings_norm = new Norm(h, NormKind.LayerNorm, arch.Layer.Eps);
+        }
         if (application == Application.Seq2Seq && arch.Decoder is { } dec)
         {
             decoder_layers = nn.ModuleList(Enumerable.Range(0, dec.Layers).Select(_ => new TransformerBlock(dec.Layer)).ToArray());
@@ -362,13 +371,17 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         var structure = StructureBias(ids, segments, past);
         if (structure is not null) bias = bias is null ? structure : bias + structure;
         var x = embeddings.Forward(ids, segments, absolute ? positionIds : null);         // (B, T, H)
-        using var positions = new PositionContext(t, past, x.device, x.dtype) { Bias = relative_bias?.Forward(t, past, x.device), PositionIds = absolute ? null : input.PositionIds };
+        using var positions = new PositionContext(t, past, x.device, x.dtype)
+        {
+            Bias = relative_bias?.Forward(t, past, x.device), PositionIds = absolute ? null : input.PositionIds,
+            RelativeEmbeddings = relative_embeddings is null ? null : relative_embeddings_norm!.forward(relative_embeddings.weight!),
+        };
         bool causal = Application == Application.LanguageModel && past == 0 && input.AttentionMask is null;
         var ctx = new AttentionContext
         {
             Mask = bias, MaskIsCausal = causal, Causal = Application == Application.LanguageModel, Positions = positions, Cache = cache, Condition = input.Condition, ResidualScores = arch.ResidualAttentionScores,
         };
-        bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null;
+        bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null && relative_embeddings is null;
         var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
         for (int i = 0; i < arch.Layers; i++)
         {

@@ -58,7 +58,7 @@ public static class WeightLoader
         var family = model.Family;
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         int distinct = model.Architecture.ShareLayers ? 1 : model.Architecture.Layers;
-        var table = family.Names(model.Config, distinct).Concat(ModelFamily.KernelNames(parameters.Keys)).ToList();
+        var table = family.NamesWithResearch(model.Config, distinct, parameters.Keys).ToList();
         var known = new HashSet<string>(StringComparer.Ordinal);
         foreach (var m in table) { known.UnionWith(m.HuggingFace); known.UnionWith(m.TensorFlow); }
 
@@ -204,7 +204,7 @@ public static class WeightLoader
         var parameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         int distinct = model.Architecture.ShareLayers ? 1 : model.Architecture.Layers;
         var sources = new List<TensorSource>();
-        foreach (var m in model.Family.Names(model.Config, distinct).Concat(ModelFamily.KernelNames(parameters.Keys)))
+        foreach (var m in model.Family.NamesWithResearch(model.Config, distinct, parameters.Keys))
         {
             if (!parameters.TryGetValue(m.Internal, out var p)) continue;
             var cpu = p.detach().cpu().contiguous();

@@ -39,6 +39,7 @@ public sealed class AttentionKernelReferenceTests
     public static IEnumerable<TheoryDataRow<string>> NystromCases() => Names("nystrom.json");
     public static IEnumerable<TheoryDataRow<string>> SynthesizerCases() => Names("synthesizer.json");
     public static IEnumerable<TheoryDataRow<string>> FlashCases() => Names("flash.json");
+    public static IEnumerable<TheoryDataRow<string>> RelativeCases() => Names("relative.json");
 
     /// <summary>{"shape": [...], "data": [...]} as a float64 tensor.</summary>
     static Tensor Read(JsonElement e)
@@ -380,6 +381,45 @@ public sealed class AttentionKernelReferenceTests
         var keep = torch.tensor(Enumerable.Range(0, (int)ids.shape[1]).Where(i => i != 5).Select(i => (long)i).ToArray());
         Close.Assert(scores[1].index_select(1, keep).index_select(2, keep), scores[0].index_select(1, keep).index_select(2, keep), "2D RoPE scores under a shift",
             atol: 1e-12, rtol: 1e-12);
+    }
+
+    /// <summary>
+    /// Transformer-XL (causal, with a memory), XLNet (bidirectional, padded) and DeBERTa-v2 (clipped span, padded): the
+    /// score bias of <see cref="XlRelativePosition"/> / <see cref="DisentangledAttention"/> and the softmax attention
+    /// with it, against the official formulations (XL's _rel_shift, XLNet's rel_shift_bnij, Hugging Face's gathers).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(RelativeCases))]
+    public void RelativePositionsMatchTheReference(string name)
+    {
+        using var scope = torch.NewDisposeScope();
+        var c = Case("relative.json", name);
+        var (q, k, v) = (Read(c.GetProperty("q")), Read(c.GetProperty("k")), Read(c.GetProperty("v")));
+        bool causal = c.GetProperty("causal").GetBoolean();
+        long past = c.GetProperty("past").GetInt64(), tq = q.shape[2];
+        var keyMask = KeyMask(c);
+        using var positions = new PositionContext(tq, past, CPU, ScalarType.Float64);
+        Tensor bias;
+        double scale;
+        if (c.GetProperty("scheme").GetString() == "xl")
+        {
+            scale = Scale("relative.json");
+            var xl = new XlRelativePosition(Fixture("relative.json").GetProperty("width").GetInt32(), Heads, KeySize);
+            xl.to(ScalarType.Float64);
+            CopyParameters(xl, n => Read(c.GetProperty(n == "proj.weight" ? "proj" : n)));
+            bias = xl.Bias(q, k, positions, scale);
+        }
+        else
+        {
+            int span = c.GetProperty("span").GetInt32();
+            scale = 1 / Math.Sqrt(3.0 * KeySize);
+            bias = DisentangledAttention.Bias(q, k, Read(c.GetProperty("relative_query")), Read(c.GetProperty("relative_key")), positions.DisentangledIndex(span), scale);
+        }
+        var mask = Call(q, k, v, scale, keyMask, causal, past).Mask;
+        var call = new AttentionCall { Query = q, Key = k, Value = v, Scale = scale, Mask = mask, Causal = causal, PositionBias = bias };
+        var visible = (mask is null ? torch.zeros_like(bias) : mask.expand(bias.shape)) == 0;
+        Close.Assert(bias.masked_fill(visible.logical_not(), 0), Read(c.GetProperty("bias_masked")), $"{name}: score bias");
+        Close.Assert(AttentionKernels.Softmax.Attend(call), Read(c.GetProperty("expected")), $"{name}: attention output");
     }
 
     // ----- GELU -----------------------------------------------------------------------------------------------------

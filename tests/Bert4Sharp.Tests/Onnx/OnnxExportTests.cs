@@ -168,12 +168,25 @@ public class OnnxExportTests
         torch.manual_seed(3);
         var deep = TransformerModels.Create(deepConfig, "bert", Application.Encoder, new BuildOptions { Device = torch.CPU });
         ExportAndCompare(deep, new OnnxExportOptions(), "deepnorm + gelu_sigmoid");
-        foreach (var (kernel, position) in new (string?, string?)[] { ("performer", null), ("linear", null), ("synthesizer_random", null), (null, "alibi"), (null, "rotary_2d") })
+        // Position schemes from the zoo that the graph writer knows: T5 buckets and NEZHA tables on a BERT, fixed sinusoids.
+        foreach (var (position, absolute) in new (string?, string?)[] { ("t5_buckets", "none"), ("typical_relative", "none"), (null, "sinusoidal") })
+        {
+            torch.manual_seed(4);
+            var zoo = TransformerModels.Create(deepConfig with { AttentionPositionScheme = position, AbsolutePositionScheme = absolute, NormPlacementScheme = null },
+                "bert", Application.Encoder, new BuildOptions { Device = torch.CPU });
+            using (torch.no_grad()) foreach (var (n, p) in zoo.named_parameters()) if (n == "relative_bias.weight") p.normal_(0, 1);   // not the zero start
+            ExportAndCompare(zoo, new OnnxExportOptions(), $"{position ?? "learned"} + {absolute} positions");
+        }
+        foreach (var (kernel, position, named) in new (string?, string?, string)[]
+        {
+            ("performer", null, "performer"), ("linear", null, "linear"), ("synthesizer_random", null, "synthesizer_random"), (null, "alibi", "Alibi"),
+            (null, "rotary_2d", "Rotary2D"), (null, "xl_relative", "XlRelative"), (null, "deberta", "Disentangled"),
+        })
         {
             var research = TransformerModels.Create(deepConfig with { AttentionKernel = kernel, AttentionPositionScheme = position, MaxPositionEmbeddings = position is null ? 512 : 0 },
                 "bert", Application.Encoder, new BuildOptions { Device = torch.CPU });
             var e = Assert.Throws<NotSupportedException>(() => OnnxExport.Save(research, Path.Combine(Path.GetTempPath(), "never.onnx")));
-            Assert.Contains(kernel ?? (position == "alibi" ? "Alibi" : "Rotary2D"), e.Message);
+            Assert.Contains(named, e.Message);
         }
     }
 

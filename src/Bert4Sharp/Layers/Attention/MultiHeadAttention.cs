@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 /// <param name="Position">Position scheme inside attention.</param>
 /// <param name="RotateValues">Rotary also on values (RoFormer <c>rotary_value</c>).</param>
 /// <param name="Dropout">Dropout on attention probabilities (training only).</param>
-/// <param name="MaxRelativePosition">Clipping distance for <see cref="AttentionPosition.TypicalRelative"/> (64 in NEZHA).</param>
+/// <param name="MaxRelativePosition">Clipping distance for <see cref="AttentionPosition.TypicalRelative"/> (64 in NEZHA) and DeBERTa's span k for <see cref="AttentionPosition.Disentangled"/>.</param>
 /// <param name="Kernel">How scores become mixed values; null = softmax (or <paramref name="KernelName"/>).</param>
 /// <param name="Scale">Factor on q·kᵀ; null = 1/√key size (T5 uses 1).</param>
 /// <param name="Cross">Cross attention: queries from the input, keys and values from <see cref="AttentionContext.Memory"/>.</param>
@@ -42,6 +42,7 @@ public sealed class MultiHeadAttention : nn.Module
     Linear? q;
     Linear? kv;
     Linear output;
+    XlRelativePosition? relative;
 #pragma warning restore IDE0044
 
     /// <summary>Creates the layer.</summary>
@@ -63,7 +64,8 @@ public sealed class MultiHeadAttention : nn.Module
         kernel = options.Kernel ?? (options.KernelName is { } kn
             ? AttentionKernelFactory.Create(kn, options.KernelOptions, new KernelShape(options.Heads, options.QueryKeySize, options.HeadSize))
             : AttentionKernels.Softmax);
-        if (kernel is LinearKernel or PerformerKernel or NystromKernel or FlashKernel && options.Position is AttentionPosition.Alibi or AttentionPosition.RelativeBuckets or AttentionPosition.TypicalRelative)
+        if (kernel is LinearKernel or PerformerKernel or NystromKernel or FlashKernel && options.Position is AttentionPosition.Alibi or AttentionPosition.RelativeBuckets
+                or AttentionPosition.TypicalRelative or AttentionPosition.XlRelative or AttentionPosition.Disentangled)
             throw new ArgumentException($"the {kernel.Name} kernel never forms the score matrix, so it cannot take {options.Position} positions (a score bias); use rotary, rotary_2d or absolute positions");
         int qk = options.Heads * options.QueryKeySize, v = options.Heads * options.HeadSize;
         if (options.Cross)
@@ -73,6 +75,7 @@ public sealed class MultiHeadAttention : nn.Module
         }
         else qkv = nn.Linear(options.HiddenSize, 2 * qk + v, hasBias: options.UseBias);
         output = nn.Linear(v, options.HiddenSize, hasBias: options.UseBias);
+        if (options.Position == AttentionPosition.XlRelative) relative = new XlRelativePosition(options.HiddenSize, options.Heads, options.QueryKeySize);
         RegisterComponents();
     }
 
@@ -118,7 +121,7 @@ public sealed class MultiHeadAttention : nn.Module
             if (cache[layer] is { } past) { kh = torch.cat([past.Key, kh], 2); vh = torch.cat([past.Value, vh], 2); }
             cache.Set(layer, kh, vh);
         }
-        Tensor? relative = options.Position == AttentionPosition.TypicalRelative ? ctx.Positions.TypicalRelative(dk, options.MaxRelativePosition) : null;
+        Tensor? typical = options.Position == AttentionPosition.TypicalRelative ? ctx.Positions.TypicalRelative(dk, options.MaxRelativePosition) : null;
         var self = new AttentionCall
         {
             Query = qh, Key = kh, Value = vh, Scale = Scale, Mask = ctx.Mask, MaskIsCausal = ctx.MaskIsCausal && ctx.Cache is null, Causal = ctx.Causal, Dropout = Dropout,
@@ -126,9 +129,11 @@ public sealed class MultiHeadAttention : nn.Module
             {
                 AttentionPosition.RelativeBuckets => ctx.Positions.Bias ?? throw new InvalidOperationException("relative-bucket attention needs the model's position bias in the context"),
                 AttentionPosition.Alibi => ctx.Positions.Alibi(h),
+                AttentionPosition.XlRelative => relative!.Bias(qh, kh, ctx.Positions, Scale),
+                AttentionPosition.Disentangled => Disentangled(qh, kh, ctx.Positions),
                 _ => null,
             },
-            RelativeKeys = relative, RelativeValues = relative,
+            RelativeKeys = typical, RelativeValues = typical,
             PreviousScores = ctx.ResidualScores ? ctx.Scores : null, KeepScores = ctx.ResidualScores,
         };
         var o = Merge(kernel.Attend(self));
@@ -138,7 +143,23 @@ public sealed class MultiHeadAttention : nn.Module
         Tensor Merge(Tensor heads) => Dense.Apply(output, heads.transpose(1, 2).reshape(b, t, h * dv));   // (B, h, T, dv) → (B, T, H)
     }
 
-    double Scale => options.Scale ?? 1.0 / Math.Sqrt(options.QueryKeySize);
+    /// <summary>
+    /// DeBERTa's two position terms (<see cref="DisentangledAttention"/>): the model's relative embeddings (2k, H) go
+    /// through this layer's fused projection and its query and key parts are kept.
+    /// </summary>
+    Tensor Disentangled(Tensor qh, Tensor kh, PositionContext positions)
+    {
+        using var scope = torch.NewDisposeScope();
+        var table = positions.RelativeEmbeddings ?? throw new InvalidOperationException("disentangled attention needs the model's relative embeddings in the context");
+        int h = options.Heads, dk = options.QueryKeySize;
+        long rows = table.shape[0];
+        var p = Dense.Apply(qkv!, table.to(qh.dtype)).split([h * dk, h * dk, h * options.HeadSize], -1);     // (2k, h·dk) ×2, values unused
+        var (qr, kr) = (p[0].view(rows, h, dk).transpose(0, 1), p[1].view(rows, h, dk).transpose(0, 1));    // (h, 2k, dk)
+        return DisentangledAttention.Bias(qh, kh, qr, kr, positions.DisentangledIndex(options.MaxRelativePosition), Scale).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>1/√dk (1/√(3·dk) with DeBERTa's three terms) unless the options set it.</summary>
+    double Scale => options.Scale ?? 1.0 / Math.Sqrt(options.QueryKeySize * (options.Position == AttentionPosition.Disentangled ? 3.0 : 1.0));
 
     double Dropout => training ? options.Dropout : 0;
 

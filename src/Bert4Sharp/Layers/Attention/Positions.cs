@@ -30,6 +30,19 @@ public enum AttentionPosition
     /// Needs position ids (B, T, 2) in <see cref="PositionContext.PositionIds"/>.
     /// </summary>
     Rotary2D,
+    /// <summary>
+    /// Transformer-XL / XLNet relative positions (Dai et al. 2019, §3.3): scores get qᵢ·W_R·R(i − j) + u·kⱼ + v·W_R·R(i − j)
+    /// with R a sinusoid of the distance, a per-layer projection W_R and learned per-head vectors u, v
+    /// (<see cref="XlRelativePosition"/>).
+    /// </summary>
+    XlRelative,
+    /// <summary>
+    /// DeBERTa's disentangled attention (He et al. 2021, with DeBERTa-v2's shared projections): scores get
+    /// content→position qᵢ·K_r[δ(i, j)] and position→content kⱼ·Q_r[δ(i, j)], δ = clip(i − j, −k, k − 1) + k, where
+    /// K_r, Q_r are the model's relative embeddings (2k, H) projected by the layer's own key and query weights;
+    /// the scale is 1/√(3·dk).
+    /// </summary>
+    Disentangled,
 }
 
 /// <summary>
@@ -43,6 +56,8 @@ public sealed class PositionContext : IDisposable
     readonly Dictionary<long, (Tensor Sin, Tensor Cos)> rotary = [];
     readonly Dictionary<(long, int), Tensor> relative = [];
     readonly Dictionary<int, Tensor> alibi = [];
+    readonly Dictionary<long, (Tensor Table, Tensor Index)> xl = [];
+    readonly Dictionary<int, Tensor> disentangled = [];
 
     /// <summary>Positions for <paramref name="length"/> new tokens after <paramref name="past"/> cached ones.</summary>
     public PositionContext(long length, long past, Device device, ScalarType dtype)
@@ -64,6 +79,9 @@ public sealed class PositionContext : IDisposable
 
     /// <summary>Self-attention score bias (1, h, Tq, Tk) of a bucketed relative scheme, set by the model (and owned by its dispose scope); null otherwise.</summary>
     public Tensor? Bias { get; set; }
+
+    /// <summary>DeBERTa's relative embeddings (2k, H) after their norm, set by the model (and owned by its dispose scope); null otherwise.</summary>
+    public Tensor? RelativeEmbeddings { get; set; }
 
     /// <summary>
     /// Custom positions of the new tokens (bert4keras <c>custom_position_ids</c>): (B, T) for rotary, (B, T, 2) rows and
@@ -142,6 +160,44 @@ public sealed class PositionContext : IDisposable
         return [.. PowerOfTwo(p), .. PowerOfTwo(2 * p).Where((_, i) => i % 2 == 0).Take(heads - p)];
     }
 
+    /// <summary>
+    /// Transformer-XL's relative sinusoid and where each (query, key) pair reads it: the table (Tq + Tk − 1, d) holds
+    /// [sin(r·ω), cos(r·ω)] (XL's layout: all sines, then all cosines; ωⱼ = 10000^(−2j/d)) for the distances
+    /// r = query − key from −(Tq − 1) to Tk − 1, and the index (Tq, Tk) is the row of r(i, j) = Past + i − j.
+    /// </summary>
+    public (Tensor Table, Tensor Index) XlRelative(long dim)
+    {
+        if (xl.TryGetValue(dim, out var t)) return t;
+        if (dim % 2 != 0) throw new ArgumentException($"Transformer-XL positions need an even width, got {dim}");
+        using (var scope = torch.NewDisposeScope())
+        {
+            long tq = Length, tk = Past + Length;
+            var distance = torch.arange(-(tq - 1), tk, dtype: ScalarType.Float64, device: Device);                  // (L)
+            var inv = torch.pow(10000.0, torch.arange(0, dim, 2, dtype: ScalarType.Float64, device: Device) / dim).reciprocal();
+            var angle = distance.unsqueeze(1) * inv;                                                               // (L, d/2)
+            var table = torch.cat([angle.sin(), angle.cos()], 1).to(DType);                                        // (L, d)
+            var index = Past + torch.arange(tq, device: Device).unsqueeze(1) - torch.arange(tk, device: Device) + (tq - 1);   // (Tq, Tk)
+            t = (table.DetachFromDisposeScope(), index.DetachFromDisposeScope());
+        }
+        xl[dim] = t;
+        return t;
+    }
+
+    /// <summary>DeBERTa's relative index δ (Tq, Tk) = clip(query − key + k, 0, 2k − 1) with queries at Past + i, for span k.</summary>
+    public Tensor DisentangledIndex(int span)
+    {
+        if (disentangled.TryGetValue(span, out var d)) return d;
+        if (span < 1) throw new ArgumentException($"the relative span must be positive, got {span}");
+        using (var scope = torch.NewDisposeScope())
+        {
+            var q = torch.arange(Past, Past + Length, device: Device).unsqueeze(1);
+            var k = torch.arange(Past + Length, device: Device).unsqueeze(0);
+            d = (q - k + span).clamp(0, 2 * span - 1).DetachFromDisposeScope();
+        }
+        disentangled[span] = d;
+        return d;
+    }
+
     static (Tensor, Tensor) Detached((Tensor Sin, Tensor Cos) t) => (t.Sin.DetachFromDisposeScope(), t.Cos.DetachFromDisposeScope());
 
     /// <summary>
@@ -171,6 +227,10 @@ public sealed class PositionContext : IDisposable
         foreach (var (s, c) in rotary.Values) { s.Dispose(); c.Dispose(); }
         foreach (var r in relative.Values) r.Dispose();
         foreach (var b in alibi.Values) b.Dispose();
+        foreach (var (table, index) in xl.Values) { table.Dispose(); index.Dispose(); }
+        foreach (var d in disentangled.Values) d.Dispose();
+        xl.Clear();
+        disentangled.Clear();
         rotary.Clear();
         relative.Clear();
         alibi.Clear();
