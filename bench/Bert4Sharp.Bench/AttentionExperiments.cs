@@ -9,9 +9,9 @@ using Bert4Sharp.Training;
 /// The research kit's small training experiments (issue: "measured against the blog's analysis"), each a masked-LM
 /// pretraining run from scratch on real Chinese text (LCSTS summaries and articles from ../shared/data, RoFormerV2's
 /// character vocabulary), all with the same data, seed, batches and step count:
-///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--depth N] [--depth-lr LR] [--depth-init STD] [--length N] [--minutes M] [--probe-only] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR]
+///   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention-train [--steps N] [--depth N] [--depth-lr LR] [--depth-init STD] [--length N] [--batch N] [--minutes M] [--kernels a,b] [--small] [--probe-only] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR]
 /// <list type="number">
-/// <item>kernels: RoFormerV2 4 × 256 with each attention kernel, sequences of 128;</item>
+/// <item>kernels: RoFormerV2 4 × 256 (<c>--small</c>: 2 × 128, 2 heads) with each attention kernel (or the <c>--kernels</c> listed), packed sequences of <c>--length</c> (128);</item>
 /// <item>depth: <c>--depth</c> thin layers (default 48; 64 wide) with Post-LN, Pre-LN and DeepNorm at <c>--depth-lr</c> (1e-3) without warm-up,
 /// weights drawn with standard deviation <c>--depth-init</c> (0.02; 1/√64 = 0.125 is Xavier's scale, where DeepNet's analysis applies); first
 /// each stack's gradient norm per block at initialisation (one batch of the same shape);</item>
@@ -32,6 +32,9 @@ static class AttentionExperiments
         double depthLr = BenchArgs.Get(args, "--depth-lr", 1e-3);
         double depthInit = BenchArgs.Get(args, "--depth-init", 0.02);
         int length = BenchArgs.Get(args, "--length", 128);
+        int batch = BenchArgs.Get(args, "--batch", 16);
+        bool small = args.Contains("--small");
+        var kernels = (BenchArgs.Value(args, "--kernels") ?? "softmax,linear,performer,nystrom,flash,synthesizer_random,synthesizer_dense,synthesizer_mixture").Split(',');
         double minutes = BenchArgs.Get(args, "--minutes", 0.0);                            // > 0: every run stops at this wall-clock budget (equal time)
         double clip = BenchArgs.Get(args, "--clip", 1.0);                                   // 0: no gradient clipping (divergence shows)
         string only = BenchArgs.Get(args, "--only", "");
@@ -53,10 +56,11 @@ static class AttentionExperiments
             foreach (var (k, v) in extra) c[k] = v;
             return c;
         }
-        var kernelOptions = new Dictionary<string, object> { ["features"] = 128, ["landmarks"] = 32, ["chunk_size"] = 32, ["max_length"] = 128, ["seed"] = 1 };
+        var kernelOptions = new Dictionary<string, object> { ["features"] = 128, ["landmarks"] = 32, ["chunk_size"] = 32, ["max_length"] = Math.Max(128, length), ["seed"] = 1 };
         var variants = new List<Variant>();
-        foreach (var k in new[] { "softmax", "linear", "performer", "nystrom", "flash", "synthesizer_random", "synthesizer_dense", "synthesizer_mixture" })
-            variants.Add(new("kernels", k, "roformer_v2", Small(("attention_kernel", k), ("attention_kernel_options", kernelOptions)), 1e-3, 50));
+        (string, object)[] size = small ? [("hidden_size", 128), ("num_hidden_layers", 2), ("num_attention_heads", 2), ("intermediate_size", 512)] : [];
+        foreach (var k in kernels)
+            variants.Add(new("kernels", k, "roformer_v2", Small([.. size, ("attention_kernel", k), ("attention_kernel_options", kernelOptions)]), 1e-3, 50));
         Dictionary<string, object> Deep(string placement) => Small(("hidden_size", 64), ("num_hidden_layers", depth), ("num_attention_heads", 2), ("intermediate_size", 256), ("norm_placement", placement), ("initializer_range", depthInit));
         foreach (var p in new[] { "post", "pre", "deepnorm" })
             variants.Add(new("depth", $"{p}{(p == "deepnorm" ? "" : "-ln")} x{depth}", "bert", Deep(p), depthLr, 0));
@@ -70,7 +74,7 @@ static class AttentionExperiments
         if (variants.Any(v => v.Experiment == "depth"))
             foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length);
         if (args.Contains("--probe-only")) return 0;
-        Console.WriteLine($"attention experiments: {steps} steps each{(minutes > 0 ? $" or {minutes} minutes of wall clock, whichever comes first" : "")}, batch 16 × {length}, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
+        Console.WriteLine($"attention experiments: {steps} steps each{(minutes > 0 ? $" or {minutes} minutes of wall clock, whichever comes first" : "")}, batch {batch} × {length}, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
         var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();
         foreach (var v in variants)
         {
@@ -79,7 +83,7 @@ static class AttentionExperiments
             {
                 Family = v.Family, Config = JsonSerializer.SerializeToElement(v.Config), Vocab = vocab,
                 Corpus = [new CorpusSourceRecipe { File = corpus, Format = "tsv", Fields = ["0", "1"] }],
-                HeldOut = 300, MaxLength = length, WholeWordMasking = false, BatchSize = 16, MaxSteps = steps, EvalEvery = steps, CheckpointEvery = steps * 10,
+                HeldOut = 300, MaxLength = length, WholeWordMasking = false, BatchSize = batch, MaxSteps = steps, EvalEvery = steps, CheckpointEvery = steps * 10,
                 LogEvery = 10, Seed = 42, Output = dir, Minutes = minutes > 0 ? minutes : null,
                 Optimizer = new OptimizerRecipe { LearningRate = v.LearningRate, WarmupSteps = v.Warmup, ClipNorm = clip > 0 ? clip : null },
             };
@@ -92,7 +96,7 @@ static class AttentionExperiments
                 Console.WriteLine($"{v.Experiment,-10} {v.Name,-24} failed: {e.Message}");
                 continue;
             }
-            var points = ReadLoss(Path.Combine(dir, "metrics.jsonl"), clock.Elapsed.TotalSeconds, result.Training.Steps);
+            var points = ReadLoss(Path.Combine(dir, "metrics.jsonl"), clock.Elapsed.TotalSeconds, result.Training.Steps, batch);
             double last = points.Count == 0 ? double.NaN : points.TakeLast(5).Average(p => p.Loss);
             double stepMs = clock.Elapsed.TotalMilliseconds / Math.Max(1, result.Training.Steps);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -154,7 +158,7 @@ static class AttentionExperiments
     }
 
     /// <summary>(step, seconds, loss) from metrics.jsonl; seconds accumulate each window's examples / examples_per_s.</summary>
-    static List<(double Step, double Seconds, double Loss)> ReadLoss(string path, double total, long steps)
+    static List<(double Step, double Seconds, double Loss)> ReadLoss(string path, double total, long steps, int batch)
     {
         var points = new List<(double, double, double)>();
         if (!File.Exists(path)) return points;
@@ -165,7 +169,7 @@ static class AttentionExperiments
             var r = doc.RootElement;
             if (!r.TryGetProperty("loss", out var loss) || !r.TryGetProperty("step", out var step)) continue;
             double s = step.GetDouble();
-            if (r.TryGetProperty("examples_per_s", out var eps) && eps.GetDouble() > 0) seconds += (s - previous) * 16 / eps.GetDouble();
+            if (r.TryGetProperty("examples_per_s", out var eps) && eps.GetDouble() > 0) seconds += (s - previous) * batch / eps.GetDouble();
             else seconds = total * s / Math.Max(1, steps);
             previous = s;
             points.Add((s, seconds, loss.GetDouble()));

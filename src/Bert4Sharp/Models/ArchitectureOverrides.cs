@@ -89,6 +89,26 @@ public static class ArchitectureOverrides
         layer with { Attention = layer.Attention with { Kernel = shared, KernelName = perLayer, KernelOptions = options } };
 
     /// <summary>
+    /// The <c>initializer</c> key on top of the family's initialisation, for block weights only (embeddings, heads, norms,
+    /// biases and research parameters keep theirs): <c>lecun</c> redraws every block matrix (out, in) from N(0, 1/in);
+    /// <c>scaled_residual</c> multiplies each attention-output, feed-forward-output and GAU output matrix by 1/√(2N), N the number of
+    /// blocks (decoder blocks included), so the residual stream's variance does not grow with depth.
+    /// </summary>
+    public static void Initialize(TransformerModel model, string scheme)
+    {
+        int blocks = model.Architecture.Layers + model.DecoderLayers;
+        foreach (var (name, p) in model.named_parameters())
+        {
+            bool block = name.StartsWith("layers.", StringComparison.Ordinal) || name.StartsWith("decoder_layers.", StringComparison.Ordinal);
+            if (!block || p.dim() != 2 || name.Contains("norm", StringComparison.Ordinal) || ModelFamily.IsResearchParameter(name)) continue;
+            if (scheme == "lecun") p.normal_(0, 1 / Math.Sqrt(p.shape[1]));
+            else if (scheme == "scaled_residual" && (name.EndsWith(".output.weight", StringComparison.Ordinal)
+                || name.EndsWith(".ffn.outer.weight", StringComparison.Ordinal) || name.EndsWith(".o_dense.weight", StringComparison.Ordinal)))
+                p.mul_(1 / Math.Sqrt(2.0 * blocks));
+        }
+    }
+
+    /// <summary>
     /// DeepNet's β: the initial weights of every value projection, attention output and feed-forward layer times β
     /// (queries and keys keep theirs), on top of the family's initialisation.
     /// </summary>

@@ -88,6 +88,12 @@ public sealed record TransformerConfig
     [JsonPropertyName("max_relative_positions")] public int? MaxRelativePositions { get; init; }
     /// <summary>Research kit: RealFormer's residual attention scores (each layer adds the previous layer's pre-softmax scores).</summary>
     [JsonPropertyName("residual_attention_scores")] public bool? ResidualAttentionScores { get; init; }
+    /// <summary>
+    /// Research kit: how fresh block weights are drawn — <c>normal</c> (N(0, initializer_range), the family's), <c>lecun</c>
+    /// (N(0, 1/fan_in): the variance-preserving choice of kexue.fm/archives/8620), <c>scaled_residual</c> (the family's, with
+    /// attention-output and feed-forward-output weights times 1/√(2N), GPT-2 / Megatron); null = the family's.
+    /// </summary>
+    [JsonPropertyName("initializer")] public string? InitializerScheme { get; init; }
     /// <summary>Research kit: where the norms sit (post, pre, deepnorm); null = the family's.</summary>
     [JsonPropertyName("norm_placement")] public string? NormPlacementScheme { get; init; }
 
@@ -95,6 +101,8 @@ public sealed record TransformerConfig
     public static readonly IReadOnlyList<string> AttentionPositionSchemes = ["none", "rotary", "rotary_2d", "alibi", "typical_relative", "t5_buckets", "xl_relative", "deberta"];
     /// <summary>Values of <see cref="AbsolutePositionScheme"/>.</summary>
     public static readonly IReadOnlyList<string> AbsolutePositionSchemes = ["learned", "sinusoidal", "hierarchical", "none"];
+    /// <summary>Values of <see cref="InitializerScheme"/>.</summary>
+    public static readonly IReadOnlyList<string> InitializerSchemes = ["normal", "lecun", "scaled_residual"];
     /// <summary>Values of <see cref="NormPlacementScheme"/>.</summary>
     public static readonly IReadOnlyList<string> NormPlacementSchemes = ["post", "pre", "deepnorm"];
 
@@ -221,6 +229,8 @@ public sealed record TransformerConfig
             throw new InvalidDataException($"{source}: attention_position must be one of {string.Join(", ", AttentionPositionSchemes)}, got '{pos}'");
         if (AbsolutePositionScheme is { } abs && !AbsolutePositionSchemes.Contains(abs))
             throw new InvalidDataException($"{source}: absolute_position must be one of {string.Join(", ", AbsolutePositionSchemes)}, got '{abs}'");
+        if (InitializerScheme is { } init && !InitializerSchemes.Contains(init))
+            throw new InvalidDataException($"{source}: initializer must be one of {string.Join(", ", InitializerSchemes)}, got '{init}'");
         if (MaxRelativePositions is <= 0) throw new InvalidDataException($"{source}: max_relative_positions must be positive, got {MaxRelativePositions}");
         if (NormPlacementScheme is { } np && !NormPlacementSchemes.Contains(np))
             throw new InvalidDataException($"{source}: norm_placement must be one of {string.Join(", ", NormPlacementSchemes)}, got '{np}'");

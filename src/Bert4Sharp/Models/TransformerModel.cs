@@ -244,6 +244,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         using (torch.no_grad())
         {
             family.Initialize(this);
+            if (config.InitializerScheme is { } init && init != "normal") ArchitectureOverrides.Initialize(this, init);
             if (arch.DeepNormBeta is double beta) ArchitectureOverrides.ScaleDeepNormInit(this, beta);
         }
     }

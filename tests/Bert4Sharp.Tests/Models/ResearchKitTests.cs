@@ -276,6 +276,37 @@ public class ResearchKitTests
     }
 
     [Fact]
+    public void InitializersDrawBlockWeightsAtTheirStatedScales()
+    {
+        static Dictionary<string, double> Stds(TransformerModel m) => m.named_parameters().ToDictionary(x => x.name, x => (double)x.parameter.std().item<float>());
+        var wide = Tiny(layers: 4) with { HiddenSize = 64, NumAttentionHeads = 4, IntermediateSize = 256, VocabSize = 500 };
+        var normal = Stds(Build(wide, family: "bert"));
+        var lecun = Stds(Build(wide with { InitializerScheme = "lecun" }, family: "bert"));
+        var scaled = Stds(Build(wide with { InitializerScheme = "scaled_residual" }, family: "bert"));
+        static void Near(double got, double want, string what) => Assert.True(Math.Abs(got - want) <= 0.06 * want, $"{what}: std {got:G4}, expected {want:G4} ± 6 %");
+        foreach (int i in new[] { 0, 3 })
+        {
+            Near(lecun[$"layers.{i}.attention.qkv.weight"], 1 / 8.0, "lecun qkv (fan-in 64)");
+            Near(lecun[$"layers.{i}.ffn.outer.weight"], 1 / 16.0, "lecun ffn outer (fan-in 256)");
+            Near(scaled[$"layers.{i}.attention.output.weight"], 0.02 / Math.Sqrt(8), "scaled_residual attention output (N = 4)");
+            Near(scaled[$"layers.{i}.ffn.outer.weight"], 0.02 / Math.Sqrt(8), "scaled_residual ffn outer");
+            Near(scaled[$"layers.{i}.ffn.inner.weight"], 0.02, "scaled_residual leaves ffn inner");
+            Near(normal[$"layers.{i}.attention.qkv.weight"], 0.02, "normal");
+        }
+        Near(lecun["embeddings.word.weight"], 0.02, "lecun leaves the embeddings");
+        Assert.Equal(0.0, lecun["layers.0.attention_norm.weight"], 6);                               // norm gains stay all ones
+        // LeCun keeps a branch's output at the input's scale: the attention-free FFN of a unit-variance input stays O(1).
+        var model = Build(wide with { InitializerScheme = "lecun", HiddenAct = "relu" }, family: "bert");
+        var ffn = model.named_parameters().ToDictionary(x => x.name, x => x.parameter);
+        using var g = torch.no_grad();
+        var x = torch.randn(512, 64);
+        var h = nn.functional.relu(nn.functional.linear(x, ffn["layers.0.ffn.inner.weight"]));
+        var y = nn.functional.linear(h, ffn["layers.0.ffn.outer.weight"]);
+        Assert.InRange(y.std().item<float>(), 0.55, 0.85);                                          // √(½): ReLU halves the variance
+        Assert.Throws<InvalidDataException>(() => TransformerConfig.FromJson("""{"vocab_size": 10, "initializer": "xavier"}"""u8, "c.json"));
+    }
+
+    [Fact]
     public void GatedAttentionUnitsTakeTheKernelSeamToo()
     {
         var c = Tiny("performer", Small) with { AttentionKeySize = 8, HiddenAct = "swish" };
