@@ -72,7 +72,7 @@ static class AttentionExperiments
 
         var device = Runtime.TorchInfo.DefaultDevice;
         if (variants.Any(v => v.Experiment == "depth"))
-            foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length);
+            foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length, depthLr);
         if (args.Contains("--probe-only")) return 0;
         Console.WriteLine($"attention experiments: {steps} steps each{(minutes > 0 ? $" or {minutes} minutes of wall clock, whichever comes first" : "")}, batch {batch} × {length}, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
         var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();
@@ -129,32 +129,60 @@ static class AttentionExperiments
     }
 
     /// <summary>
-    /// The gradient norm of every block's parameters at initialisation, for one MLM-shaped batch (16 × <paramref name="length"/>
-    /// random ids, random targets): Post-LN's gradients shrink towards the input (Xiong et al. 2020; DeepNet §2), Pre-LN's and
-    /// DeepNorm's do not. Prints the first, middle and last blocks and the ratio first / last.
+    /// DeepNet's two diagnostics for one stack, on MLM-shaped batches (16 × <paramref name="length"/> random ids and targets):
+    /// the gradient norm of each block at initialisation (first, middle, last block; Post-LN's gradients are uneven across
+    /// depth, Xiong et al. 2020), and the model update ‖F(x; θₜ) − F(x; θ₀)‖ / ‖F(x; θ₀)‖ of the final hidden states on a
+    /// fixed batch after t = 1, 5 and 20 Adam steps at <paramref name="lr"/> without warm-up (DeepNet §3: Post-LN's early
+    /// updates grow with depth; DeepNorm bounds them), with the gradient norms of the first and last block at step 20.
     /// </summary>
-    static void GradientProbe(Variant v, int vocabSize, int length)
+    static void GradientProbe(Variant v, int vocabSize, int length, double lr)
     {
         var config = JsonSerializer.Deserialize<Models.TransformerConfig>(JsonSerializer.Serialize(v.Config))! with { VocabSize = vocabSize };
         TorchSharp.torch.manual_seed(42);
         using var model = Models.TransformerModels.Create(config, v.Family, Models.Application.MaskedLM);
         model.train();
-        using var scope = TorchSharp.torch.NewDisposeScope();
-        var ids = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
-        var targets = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
-        using var output = model.Forward(new Models.ModelInput(ids));
-        TorchSharp.torch.nn.functional.cross_entropy(output.Logits!.flatten(0, 1), targets.flatten()).backward();
         int layers = config.NumHiddenLayers;
-        var norms = new double[layers];
-        foreach (var (name, p) in model.named_parameters())
+        var fixedIds = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
+        TorchSharp.torch.Tensor Hidden()
         {
-            if (!name.StartsWith("layers.", StringComparison.Ordinal) || p.grad is null) continue;
-            int i = int.Parse(name.Split('.')[1], CultureInfo.InvariantCulture);
-            norms[i] += p.grad.square().sum().item<float>();
+            using var _ = TorchSharp.torch.no_grad();
+            using var o = model.Forward(new Models.ModelInput(fixedIds));
+            return o.LastHiddenState.detach().clone();
         }
-        for (int i = 0; i < layers; i++) norms[i] = Math.Sqrt(norms[i]);
+        double[] Step(Action? optimizerStep)
+        {
+            using var scope = TorchSharp.torch.NewDisposeScope();
+            model.zero_grad();
+            var ids = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
+            var targets = TorchSharp.torch.randint(5, vocabSize, [16, length], device: model.Device);
+            using var output = model.Forward(new Models.ModelInput(ids));
+            TorchSharp.torch.nn.functional.cross_entropy(output.Logits!.flatten(0, 1), targets.flatten()).backward();
+            var norms = new double[layers];
+            foreach (var (name, p) in model.named_parameters())
+            {
+                if (!name.StartsWith("layers.", StringComparison.Ordinal) || p.grad is null) continue;
+                norms[int.Parse(name.Split('.')[1], CultureInfo.InvariantCulture)] += p.grad.square().sum().item<float>();
+            }
+            optimizerStep?.Invoke();
+            return [.. norms.Select(Math.Sqrt)];
+        }
+        using var f0 = Hidden();
+        var init = Step(null);
+        using var adam = TorchSharp.torch.optim.Adam(model.parameters(), lr);
+        var update = new Dictionary<int, double>();
+        double[] last = init;
+        for (int t = 1; t <= 20; t++)
+        {
+            last = Step(() => adam.step());
+            if (t is 1 or 5 or 20)
+            {
+                using var f = Hidden();
+                update[t] = (f - f0).norm().item<float>() / f0.norm().item<float>();
+            }
+        }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"gradient norm at init, {v.Name,-16} block 0 {norms[0]:E2}  block {layers / 2} {norms[layers / 2]:E2}  block {layers - 1} {norms[^1]:E2}  first/last {norms[0] / norms[^1]:E2}"));
+            $"{v.Name,-16} gradient norm at init: block 0 {init[0]:E2}, block {layers / 2} {init[layers / 2]:E2}, block {layers - 1} {init[^1]:E2} (first/last {init[0] / init[^1]:F2}); " +
+            $"model update ‖ΔF‖/‖F₀‖ after 1/5/20 Adam steps at lr {lr:G3}: {update[1]:F3} / {update[5]:F3} / {update[20]:F3}; gradient first/last block at step 20: {last[0]:E2} / {last[^1]:E2}"));
     }
 
     /// <summary>(step, seconds, loss) from metrics.jsonl; seconds accumulate each window's examples / examples_per_s.</summary>
