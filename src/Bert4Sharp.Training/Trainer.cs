@@ -343,7 +343,7 @@ public sealed class Trainer<T>
             {
                 if (inEpoch < skip) { inEpoch++; continue; }
                 cancellation.ThrowIfCancellationRequested();
-                var ctx = new StepContext(state.Step, epoch, new Random(HashCode.Combine(options.Seed, state.Step, 0x57E9)));
+                var ctx = new StepContext(state.Step, epoch, new Random(StableSeed.Mix(options.Seed, state.Step, 0x57E9)));
                 model.train();
                 var (loss, skipped, stepTokens, stepMetrics) = StepOnce(batch, ctx, inEpoch, ref consecutiveSkips, state);
                 if (!skipped)
@@ -414,7 +414,7 @@ public sealed class Trainer<T>
             if (optimizer.LossScale != 1.0) l = l * optimizer.LossScale;
             l.backward();
             foreach (var t in options.Techniques)
-                t.AfterBackward(r, () => step(batch, ctx with { Random = new Random(HashCode.Combine(options.Seed, ctx.Step, 0x57E9)) }));
+                t.AfterBackward(r, () => step(batch, ctx with { Random = new Random(StableSeed.Mix(options.Seed, ctx.Step, 0x57E9)) }));
             optimizer.Step();
             return (loss, false, r.Tokens, r.Metrics);
         }
