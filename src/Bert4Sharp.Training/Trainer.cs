@@ -413,10 +413,10 @@ public sealed class Trainer<T>
                 if (state.Step % options.LogEverySteps == 0) { windowLoss = 0; windowCount = 0; windowMetrics.Clear(); }
                 foreach (var cb in callbacks) cb.OnStepEnd(state);
                 if (options.CheckpointEverySteps > 0 && state.Step % options.CheckpointEverySteps == 0) Save(state, epoch, inEpoch);
-                string? stop = state.StopReason
-                    ?? (options.MaxSteps is long max && state.Step >= max ? $"reached {max} steps" : null)
+                string? limit = options.MaxSteps is long max && state.Step >= max ? $"reached {max} steps" : null;   // the same on every rank
+                string? stop = state.StopReason ?? limit
                     ?? (options.TimeBudget is TimeSpan budget && clock.Elapsed >= budget ? $"time budget of {budget.TotalMinutes:F1} minutes used" : null);
-                if (parallel.AgreeStop(stop) is string agreed) { reason = agreed; goto done; }      // rank 0 decides for all
+                if ((parallel.AgreeStop(stop) ?? limit) is string agreed) { reason = agreed; goto done; }   // rank 0 decides for all
             }
             (atEpoch, atBatch) = (epoch + 1, 0);
             foreach (var cb in callbacks) cb.OnEpochEnd(state);

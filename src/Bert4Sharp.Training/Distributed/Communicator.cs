@@ -140,9 +140,9 @@ public sealed record MpiOptions
     public TimeSpan Timeout { get; init; } = DefaultTimeout();
 
     /// <summary>
-    /// Buffers of at least this many bytes use the blocking MPI collective (Open MPI's tuned algorithms, faster for
-    /// gradients) instead of the polled non-blocking one; the per-step small collective before them is the one that
-    /// notices a stuck rank. 0 to always block; <see cref="long.MaxValue"/> to always poll.
+    /// Buffers of at least this many bytes use the blocking MPI collective (Open MPI's tuned algorithms) after a polled
+    /// barrier, which is where a stuck rank is noticed; smaller ones the polled non-blocking collective.
+    /// <see cref="long.MaxValue"/> to always poll.
     /// </summary>
     public long BlockingFromBytes { get; init; } = 1 << 20;
 
@@ -225,7 +225,11 @@ public sealed unsafe class MpiCommunicator : Communicator
             {
                 int count = (int)Math.Min(int.MaxValue, data.Length - offset);
                 IntPtr buffer = (IntPtr)(p + offset);
-                if (data.Length >= options.BlockingFromBytes) Check(mpi.Broadcast(buffer, count, mpi.Byte, root, world), "MPI_Bcast", data.Length);
+                if (data.Length >= options.BlockingFromBytes)
+                {
+                    Barrier();                                                            // polled: a stuck rank is noticed here, not inside the blocking call
+                    Check(mpi.Broadcast(buffer, count, mpi.Byte, root, world), "MPI_Bcast", data.Length);
+                }
                 else
                 {
                     IntPtr request;
@@ -268,7 +272,11 @@ public sealed unsafe class MpiCommunicator : Communicator
             {
                 int count = (int)Math.Min(chunk, elements - first);
                 IntPtr buffer = (IntPtr)(p + first * elementSize);
-                if (data.Length >= options.BlockingFromBytes) Check(mpi.AllReduce(MpiLibrary.InPlace, buffer, count, type, mpiOp, world), "MPI_Allreduce", data.Length);
+                if (data.Length >= options.BlockingFromBytes)
+                {
+                    Barrier();                                                            // polled: a stuck rank is noticed here, not inside the blocking call
+                    Check(mpi.AllReduce(MpiLibrary.InPlace, buffer, count, type, mpiOp, world), "MPI_Allreduce", data.Length);
+                }
                 else
                 {
                     IntPtr request;

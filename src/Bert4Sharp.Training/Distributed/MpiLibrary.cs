@@ -54,7 +54,7 @@ public sealed unsafe class MpiLibrary
                 if (!NativeLibrary.TryLoad(name, out IntPtr handle)) continue;
                 string path = LoadedPath(handle, name);
                 if (!NativeLibrary.TryGetExport(handle, "ompi_mpi_comm_world", out _))
-                    throw new DistributedException($"{path} is an MPI library but not Open MPI ({Describe(handle)}): Bert4Sharp's MPI support " +
+                    throw new DistributedException($"{path} is not Open MPI (no ompi_mpi_comm_world; {Describe(handle)}): Bert4Sharp's MPI support " +
                         "uses Open MPI's handles; install Open MPI (Debian/Ubuntu: apt-get install openmpi-bin) and launch with its mpirun, " +
                         $"or point {LibraryVariable} at Open MPI's libmpi.so");
                 return loaded = new MpiLibrary(handle, path);
