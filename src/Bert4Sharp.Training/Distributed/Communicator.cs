@@ -164,14 +164,13 @@ public sealed unsafe class MpiCommunicator : Communicator
 {
     static MpiCommunicator? current;
     readonly MpiLibrary mpi;
-    readonly MpiOptions options;
     readonly IntPtr world;
     bool failed, disposed;
 
     MpiCommunicator(MpiLibrary mpi, MpiOptions options)
     {
         this.mpi = mpi;
-        this.options = options;
+        Options = options;
         world = mpi.CommWorld;
         Rank = mpi.CommRank(world);
         Size = mpi.CommSize(world);
@@ -196,6 +195,9 @@ public sealed unsafe class MpiCommunicator : Communicator
 
     /// <summary>The loaded library.</summary>
     public MpiLibrary Library => mpi;
+
+    /// <summary>Timeout and blocking threshold (may change between collectives, e.g. to compare polled and blocking calls).</summary>
+    public MpiOptions Options { get; set; }
 
     /// <inheritdoc/>
     public override int Rank { get; }
@@ -225,7 +227,7 @@ public sealed unsafe class MpiCommunicator : Communicator
             {
                 int count = (int)Math.Min(int.MaxValue, data.Length - offset);
                 IntPtr buffer = (IntPtr)(p + offset);
-                if (data.Length >= options.BlockingFromBytes)
+                if (data.Length >= Options.BlockingFromBytes)
                 {
                     Barrier();                                                            // polled: a stuck rank is noticed here, not inside the blocking call
                     Check(mpi.Broadcast(buffer, count, mpi.Byte, root, world), "MPI_Bcast", data.Length);
@@ -272,7 +274,7 @@ public sealed unsafe class MpiCommunicator : Communicator
             {
                 int count = (int)Math.Min(chunk, elements - first);
                 IntPtr buffer = (IntPtr)(p + first * elementSize);
-                if (data.Length >= options.BlockingFromBytes)
+                if (data.Length >= Options.BlockingFromBytes)
                 {
                     Barrier();                                                            // polled: a stuck rank is noticed here, not inside the blocking call
                     Check(mpi.AllReduce(MpiLibrary.InPlace, buffer, count, type, mpiOp, world), "MPI_Allreduce", data.Length);
@@ -295,12 +297,12 @@ public sealed unsafe class MpiCommunicator : Communicator
             Check(mpi.Test(request, out bool done), "MPI_Test", bytes);
             if (done) return;
             var waited = System.Diagnostics.Stopwatch.GetElapsedTime(start);
-            if (waited >= options.Timeout)
+            if (waited >= Options.Timeout)
             {
                 failed = true;
                 string message = $"rank {Rank} of {Size} waited {waited.TotalSeconds:F0} s in a {what} of {bytes:N0} bytes for the other ranks " +
-                    $"(limit {options.Timeout.TotalSeconds:F0} s, {MpiOptions.TimeoutVariable}): a rank is stuck, far behind or gone; aborting the job";
-                (options.FatalLog ?? Console.Error.WriteLine)("b4s: error: " + message);
+                    $"(limit {Options.Timeout.TotalSeconds:F0} s, {MpiOptions.TimeoutVariable}): a rank is stuck, far behind or gone; aborting the job";
+                (Options.FatalLog ?? Console.Error.WriteLine)("b4s: error: " + message);
                 mpi.Abort(world, 1);
                 throw new DistributedException(message);                                  // MPI_Abort does not return; this is for an MPI that does
             }
