@@ -190,7 +190,12 @@ public sealed unsafe class MpiCommunicator : Communicator
                 throw new DistributedException($"MPI_Init_thread failed: {mpi.ErrorString(rc)}; was the process started by this Open MPI's mpirun ({mpi.Version})?");
         }
         mpi.SetErrorHandler(mpi.CommWorld, mpi.ErrorsReturn);
-        return current = new MpiCommunicator(mpi, options ?? new MpiOptions());
+        var world = new MpiCommunicator(mpi, options ?? new MpiOptions());
+        // Another MPI's launcher (MPICH's mpiexec sets PMI_SIZE) with Open MPI's library gives N separate one-process worlds.
+        if (MpiLaunch.Detect() is { Size: int launched } launch && launched != world.Size)
+            throw new DistributedException($"the launcher says {launched} processes ({launch.Launcher}) but {mpi.Version} sees {world.Size}: " +
+                "start the run with the mpirun of the Open MPI that b4s loads (or srun --mpi=pmix with an Open MPI built for it)");
+        return current = world;
     }
 
     /// <summary>The loaded library.</summary>

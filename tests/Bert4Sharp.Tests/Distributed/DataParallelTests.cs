@@ -19,6 +19,8 @@ sealed class MirrorCommunicator(int rank, int size) : Communicator
     public override int Size => size;
     public override string Description => $"mirror, rank {rank} of {size}";
     public Action<Span<long>, ReduceOperation>? AlterLongs { get; init; }
+    /// <summary>What "rank 0" sends in a broadcast (default: this rank's bytes, unchanged).</summary>
+    public Action<Span<byte>>? OnBroadcast { get; init; }
     public int Calls { get; private set; }
 
     public override void AllReduce(Span<float> data, ReduceOperation op = ReduceOperation.Sum)
@@ -40,7 +42,11 @@ sealed class MirrorCommunicator(int rank, int size) : Communicator
         AlterLongs?.Invoke(data, op);
     }
 
-    public override void Broadcast(Span<byte> data, int root = 0) => Calls++;
+    public override void Broadcast(Span<byte> data, int root = 0)
+    {
+        Calls++;
+        OnBroadcast?.Invoke(data);
+    }
     public override void Barrier() => Calls++;
 }
 
@@ -96,6 +102,23 @@ public sealed class DataParallelTests : IDisposable
         for (int i = 0; i < parameters.Count; i++)
             Close.Assert(parameters[i].grad!, i == 3 ? torch.zeros(1) : grads[i], $"gradient {i} after the round trip");
         Assert.Throws<ArgumentOutOfRangeException>(() => new GradientBuckets(parameters, 2));
+    }
+
+    [Fact]
+    public void The_broadcast_writes_rank_0s_bytes_into_every_tensor_of_the_model()
+    {
+        // "Rank 0" sends zeros: afterwards every parameter and buffer (floats and integers, contiguous or not) is zero.
+        var model = TrainerTests.TinyRoFormerV2(1);
+        var parallel = new DataParallel(new DataParallelOptions { Communicator = new MirrorCommunicator(1, 2) { OnBroadcast = b => b.Clear() } });
+        var state = model.state_dict();
+        Assert.Contains(state.Values, t => t.abs().sum().ToDouble() > 0);
+        parallel.BroadcastState(model);
+        Assert.All(state, kv => Assert.True(kv.Value.abs().sum().ToDouble() == 0, $"{kv.Key} was not overwritten"));
+        // One process broadcasts nothing.
+        var alone = new MirrorCommunicator(0, 1) { OnBroadcast = b => b.Clear() };
+        var fresh = TrainerTests.TinyRoFormerV2(1);
+        new DataParallel(new DataParallelOptions { Communicator = alone }).BroadcastState(fresh);
+        Assert.Equal(0, alone.Calls);
     }
 
     (Trainer<PretrainingSequence> Trainer, Bert4Sharp.Models.TransformerModel Model) Tiny(string output, Communicator? world, bool resume = false, long maxSteps = 2)

@@ -176,6 +176,19 @@ public sealed partial class MpiTrainingTests : IDisposable
     }
 
     [Fact]
+    public void A_launch_that_MPI_does_not_see_is_refused()
+    {
+        // The environment of a 2-process launch without the launcher (as with another MPI's mpiexec): MPI starts a
+        // one-process world, and b4s refuses to train as if alone.
+        MpirunOrSkip();
+        var (code, _, err) = CliTests.B4sWith(new Dictionary<string, string> { ["OMPI_COMM_WORLD_SIZE"] = "2" }, "train", WriteTask("mismatch", epochs: 1));
+        Assert.Equal(1, code);
+        Assert.Contains("the launcher says 2 processes (OMPI_COMM_WORLD_SIZE) but Open MPI", err);
+        Assert.Contains("sees 1: start the run with the mpirun of the Open MPI that b4s loads", err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "mismatch")));
+    }
+
+    [Fact]
     public void A_killed_rank_ends_the_job_and_a_stopped_rank_times_out()
     {
         string mpirun = MpirunOrSkip();
