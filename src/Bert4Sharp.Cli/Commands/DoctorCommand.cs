@@ -130,7 +130,7 @@ internal static class DoctorCommand
     /// <summary>The MPI part of the report.</summary>
     /// <param name="Library">The Open MPI library file, or null.</param>
     /// <param name="Version">What it says of itself.</param>
-    /// <param name="Error">Why no library was loaded (only when launched by mpirun or when one is present but unusable).</param>
+    /// <param name="Error">Why no library was loaded, or null.</param>
     /// <param name="LaunchedBy">The launcher's variable, or null when not launched by one.</param>
     /// <param name="WorldSize">Processes in the run.</param>
     /// <param name="Rank">This process's rank.</param>
