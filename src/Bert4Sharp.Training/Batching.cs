@@ -37,7 +37,7 @@ public static class Batching
     {
         options.Validate();
         if (options.BucketBatches > 0 && length is null) throw new ArgumentException("bucketing needs a length function", nameof(length));
-        var rng = new Random(HashCode.Combine(seed, epoch, 0x5EED));
+        var rng = new Random(StableSeed.Mix(seed, epoch, 0x5EED));
         var stream = options.Shuffle ? Shuffled(data, options.ShuffleBuffer ?? (data is IReadOnlyList<T> l ? Math.Max(1, l.Count) : 10_000), rng) : data;
         return options.BucketBatches > 0 ? Bucketed(stream, options, length!, rng) : Plain(stream, options);
     }
@@ -104,5 +104,28 @@ public static class Batching
             (batches[n - 1], batches[j]) = (batches[j], batches[n - 1]);
         }
         return batches;
+    }
+}
+
+/// <summary>
+/// Seeds derived from (seed, step, …) that are the same in every process. <see cref="HashCode.Combine{T1, T2}"/> is
+/// randomised per process, so a data order built from it changed between a run and its resume in a new process (and
+/// would differ between the ranks of a distributed run).
+/// </summary>
+static class StableSeed
+{
+    /// <summary>SplitMix64 over the values in order, folded to a non-negative 31-bit seed.</summary>
+    internal static int Mix(params ReadOnlySpan<long> values)
+    {
+        ulong h = 0x9E3779B97F4A7C15;
+        foreach (long v in values)
+        {
+            h ^= unchecked((ulong)v);
+            h = unchecked(h + 0x9E3779B97F4A7C15);
+            h = unchecked((h ^ (h >> 30)) * 0xBF58476D1CE4E5B9);
+            h = unchecked((h ^ (h >> 27)) * 0x94D049BB133111EB);
+            h ^= h >> 31;
+        }
+        return (int)(h & 0x7FFF_FFFF);
     }
 }

@@ -75,7 +75,7 @@ public sealed class EvaluationCallback(string metric, Func<IReadOnlyDictionary<s
                 state.BestMetric = v;
                 state.BadEvaluations = 0;
                 string? path = BestModelPath ?? (state.OutputDirectory is null ? null : Path.Combine(state.OutputDirectory, "best.safetensors"));
-                if (path is not null)
+                if (path is not null && state.IsPrimary)                                   // every rank evaluates the same weights; rank 0 writes
                 {
                     SafetensorsWriter.Write(path, state.Model.state_dict().Select(kv => TensorSource.From(kv.Key, kv.Value)),
                         new SafetensorsWriteOptions { Metadata = new Dictionary<string, string> { ["step"] = state.Step.ToString(System.Globalization.CultureInfo.InvariantCulture), [metric] = v.ToString("R", System.Globalization.CultureInfo.InvariantCulture) } });

@@ -176,7 +176,8 @@ public sealed class MaskedLanguageModeling
         var device = model.TokenEmbeddings.device;
         var (input, labels, attention) = Mask(batch, context.Random, device);
         var (loss, correct, count) = Loss(model, input, labels, attention);
-        return new StepResult(loss, attention.sum().item<long>(), new Dictionary<string, double> { ["mlm_accuracy"] = (double)correct / Math.Max(1, count) });
+        return new StepResult(loss, attention.sum().item<long>(), new Dictionary<string, double> { ["mlm_accuracy"] = (double)correct / Math.Max(1, count) },
+            Weight: count);                                                               // the loss is a mean over the masked tokens
     }
 
     /// <summary>MLM loss on given inputs: mean cross entropy over positions whose label is not −100, with the count of correct argmax predictions.</summary>

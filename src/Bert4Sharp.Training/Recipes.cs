@@ -277,6 +277,8 @@ public sealed record TrainRecipe : Recipe
     [JsonPropertyName("embedding_noise")] public double? EmbeddingNoise { get; init; }
     /// <summary>Evaluate every this many steps besides epoch ends (null: epoch ends only).</summary>
     [JsonPropertyName("eval_every")] public long? EvalEvery { get; init; }
+    /// <summary>Metric record (<c>metrics.jsonl</c>) and progress line every this many steps.</summary>
+    [JsonPropertyName("log_every")] public int LogEvery { get; init; } = 20;
     /// <summary>Seed.</summary>
     [JsonPropertyName("seed")] public int Seed { get; init; } = 42;
     /// <summary>Output directory.</summary>
@@ -302,6 +304,7 @@ public sealed record TrainRecipe : Recipe
         Require(Pooling is "first" or "mean", $"'pooling' must be first or mean, got '{Pooling}'");
         Require(VatEpsilon is null or > 0, $"'vat_epsilon' must be > 0, got {VatEpsilon}");
         Require(EmbeddingNoise is null or > 0, $"'embedding_noise' must be > 0, got {EmbeddingNoise}");
+        Require(LogEvery >= 1, $"'log_every' must be ≥ 1, got {LogEvery}");
     }
 
     /// <summary>The model config of a random initialisation, with vocab_size from the vocabulary.</summary>

@@ -6,6 +6,7 @@ using Bert4Sharp.Models;
 using Bert4Sharp.Runtime;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
+using Bert4Sharp.Training.Distributed;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -18,9 +19,12 @@ public sealed record RunResult(TrainingResult Training, IReadOnlyDictionary<stri
 /// <summary>Runs a <see cref="PretrainRecipe"/>: MLM pretraining from scratch (<c>b4s pretrain</c>).</summary>
 public static class Pretraining
 {
-    /// <summary>Trains, evaluates MLM accuracy on held-out text, and saves the model under <c>output/model</c>.</summary>
+    /// <summary>
+    /// Trains, evaluates MLM accuracy on held-out text, and saves the model under <c>output/model</c>. With
+    /// <paramref name="dataParallel"/> over several ranks, each trains on its share of every batch and only rank 0 writes.
+    /// </summary>
     public static RunResult Run(PretrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto,
-        CancellationToken cancellation = default, bool overwrite = false)
+        CancellationToken cancellation = default, bool overwrite = false, DataParallelOptions? dataParallel = null)
     {
         log ??= Console.WriteLine;
         TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
@@ -65,17 +69,20 @@ public static class Pretraining
             Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
             Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
             CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
-            Precision = precision,
+            Precision = precision, DataParallel = WithConfig(dataParallel, r.Family, r.Config),
         }) { Length = s => s.Ids.Length };
         var result = trainer.Fit(train, [evaluation], cancellation);
         if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
         var metrics = Evaluate(model, mlm, heldOut, r.Seed);
         string dir = Path.Combine(output, "model");
-        var pipeline = TransformerPipeline.Create(model, tokenizer);
-        pipeline.SavePretrained(dir);
+        if (dataParallel?.Communicator.IsPrimary != false) TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);
         log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
         return new RunResult(result, metrics, dir);
     }
+
+    /// <summary>The run's data-parallel options with the recipe's family and model config as part of the fingerprint the ranks must agree on.</summary>
+    internal static DataParallelOptions? WithConfig(DataParallelOptions? options, string family, JsonElement config) =>
+        options is null ? null : options with { Fingerprint = $"{options.Fingerprint}family {family}\nconfig {(config.ValueKind == JsonValueKind.Undefined ? "" : config.GetRawText())}\n" };
 
     /// <summary>Held-out MLM loss and accuracy with a fixed masking (same seed every time, so evaluations compare).</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, MaskedLanguageModeling mlm, IReadOnlyList<PretrainingSequence> heldOut, int seed)
@@ -113,9 +120,10 @@ public static class FineTuning
     /// <summary>
     /// Trains, keeps the best dev accuracy, and saves the best classifier under <c>output/best.safetensors</c>. The
     /// reported metrics are those of the evaluation chosen on dev (so they are an optimistic estimate of unseen data).
+    /// With <paramref name="dataParallel"/> over several ranks, each trains on its share of every batch and only rank 0 writes.
     /// </summary>
     public static RunResult Run(TrainRecipe r, bool resume = false, Action<string>? log = null, ProgressDisplay progress = ProgressDisplay.Auto,
-        CancellationToken cancellation = default, bool overwrite = false)
+        CancellationToken cancellation = default, bool overwrite = false, DataParallelOptions? dataParallel = null)
     {
         log ??= Console.WriteLine;
         TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
@@ -138,7 +146,9 @@ public static class FineTuning
         else
         {
             var config = r.RandomConfig(tokenizer.Vocabulary.Count);
-            model = new SequenceClassifier(TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.Encoder, null, out _), labelNames.Count, pooling: pooling);
+            // The head's dropout follows the config's hidden_dropout_prob, as Hugging Face's classifiers do without classifier_dropout.
+            model = new SequenceClassifier(TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.Encoder, null, out _), labelNames.Count,
+                dropout: config.HiddenDropoutProb, pooling: pooling);
             log("encoder: random initialisation");
         }
         if (tokenizer.Vocabulary.Count != model.Encoder.Config.VocabSize)
@@ -164,12 +174,13 @@ public static class FineTuning
         }, new TrainerOptions
         {
             Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume, Overwrite = overwrite,
-            Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = 20, Precision = precision,
+            Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = r.LogEvery, Precision = precision,
+            DataParallel = Pretraining.WithConfig(dataParallel, r.Family, r.Config),
         });
         var result = trainer.Fit(train, [evaluation], cancellation);
         var best = evaluation.Best;
         var metrics = best?.Metrics ?? Evaluate(model, tokenizer, dev, r.MaxLength);
-        Checkpoints.AtomicFile.WriteAllText(Path.Combine(output, "labels.json"), JsonSerializer.Serialize(labelNames));
+        if (dataParallel?.Communicator.IsPrimary != false) Checkpoints.AtomicFile.WriteAllText(Path.Combine(output, "labels.json"), JsonSerializer.Serialize(labelNames));
         string chosen = best is null ? "after training, no evaluation ran" : evaluation.DescribeBest();
         log($"{result.StopReason}: {result.Steps} steps; best dev accuracy {metrics["accuracy"]:P1} ({chosen}; after each evaluation: {string.Join(", ", evaluation.History.Select(h => h.Metrics["accuracy"].ToString("P1", System.Globalization.CultureInfo.InvariantCulture)))})");
         return new RunResult(result, metrics, output);

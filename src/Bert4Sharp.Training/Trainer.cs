@@ -5,6 +5,7 @@ using System.Globalization;
 using System.Text.Json;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Runtime;
+using Bert4Sharp.Training.Distributed;
 using Spectre.Console;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -91,6 +92,12 @@ public sealed record TrainerOptions
     /// built: <c>Fit</c> logs it and refuses a model whose parameters do not match; null to only read the model's.
     /// </summary>
     public PrecisionPlan? Precision { get; init; }
+    /// <summary>
+    /// Data-parallel training over several processes (<c>mpirun -np N</c>; docs/distributed.md): the batch is the global
+    /// batch, each rank trains on its share and gradients are averaged before the optimizer step; only rank 0 writes
+    /// and prints. Null (or one rank) for a single process.
+    /// </summary>
+    public DataParallelOptions? DataParallel { get; init; }
 
     /// <summary>Checks ranges; names the option and the value.</summary>
     public void Validate()
@@ -114,7 +121,15 @@ public sealed record StepContext(long Step, int Epoch, Random Random);
 /// A step's loss (a scalar tensor with a graph), how many tokens it saw, metrics to average and log, and the
 /// model's output (logits) for techniques that need it (virtual adversarial training).
 /// </summary>
-public sealed record StepResult(Tensor Loss, long Tokens = 0, IReadOnlyDictionary<string, double>? Metrics = null, Tensor? Output = null);
+/// <param name="Loss">The loss to differentiate: a mean over <paramref name="Weight"/> items.</param>
+/// <param name="Tokens">Tokens the step saw (for throughput).</param>
+/// <param name="Metrics">Metrics to average and log.</param>
+/// <param name="Output">The model's output, for techniques that need it.</param>
+/// <param name="Weight">
+/// How many items <paramref name="Loss"/> averages over (e.g. masked tokens); null for the batch's examples. Data-parallel
+/// training weights each rank's gradient, loss and metrics by it, so the average is that of the whole batch.
+/// </param>
+public sealed record StepResult(Tensor Loss, long Tokens = 0, IReadOnlyDictionary<string, double>? Metrics = null, Tensor? Output = null, double? Weight = null);
 
 /// <summary>
 /// Something done around each step: perturb before the forward pass (input noise), change the loss before
@@ -171,8 +186,14 @@ public sealed class TrainerState
     public Action<IReadOnlyDictionary<string, double>> Record { get; internal set; } = _ => { };
     /// <summary>The output directory, when there is one.</summary>
     public string? OutputDirectory { get; internal set; }
-    /// <summary>Writes a line where the trainer's progress goes (nothing with <see cref="ProgressDisplay.None"/>).</summary>
+    /// <summary>Writes a line where the trainer's progress goes (nothing with <see cref="ProgressDisplay.None"/>, nor on ranks other than 0).</summary>
     public Action<string> Log { get; internal set; } = _ => { };
+    /// <summary>This process's rank in a data-parallel run (0 alone).</summary>
+    public int Rank { get; internal set; }
+    /// <summary>Processes in the run (1 alone).</summary>
+    public int WorldSize { get; internal set; } = 1;
+    /// <summary>Rank 0, the process that writes files (checkpoints, best model, metrics) and prints.</summary>
+    public bool IsPrimary => Rank == 0;
 }
 
 /// <summary>Hooks into <see cref="Trainer{T}.Fit"/>, Keras style.</summary>
@@ -213,6 +234,7 @@ public sealed class Trainer<T>
     readonly Optimizer optimizer;
     readonly Func<IReadOnlyList<T>, StepContext, StepResult> step;
     readonly TrainerOptions options;
+    readonly DataParallel parallel;
 
     /// <summary>Creates the trainer.</summary>
     /// <param name="model">The model (switched to training mode during steps).</param>
@@ -226,6 +248,7 @@ public sealed class Trainer<T>
         this.optimizer = optimizer;
         this.step = step;
         this.options = options;
+        parallel = new DataParallel(options.DataParallel);
     }
 
     /// <summary>Length of an example for bucketing (e.g. its token count); null without bucketing.</summary>
@@ -257,10 +280,14 @@ public sealed class Trainer<T>
     {
         callbacks ??= [];
         CheckPrecision();
-        var state = new TrainerState(model, optimizer) { OutputDirectory = options.OutputDirectory };
+        bool primary = parallel.Rank == 0;
+        var state = new TrainerState(model, optimizer) { OutputDirectory = options.OutputDirectory, Rank = parallel.Rank, WorldSize = parallel.Size };
         if (options.Progress != ProgressDisplay.None) state.Log = Say;
-        var progress = new TrainingProgress(0, 0, 0, options.Seed);
-        if (options.OutputDirectory is not null)
+        if (parallel.Active) Say($"data-parallel: {parallel.Communicator.Description}; each rank trains on its share of every batch of {options.Batching.BatchSize}");
+        long? count = data is IReadOnlyCollection<T> c ? c.Count : null;
+        parallel.CheckSameRun(parallel.Describe(model, optimizer, options, count));
+        var progress = new TrainingProgress(0, 0, 0, options.Seed, WorldSize: parallel.Size);
+        if (options.OutputDirectory is not null && primary)
         {
             Directory.CreateDirectory(options.OutputDirectory);
             // A process killed while writing a checkpoint leaves its temporary file (the previous checkpoint is intact).
@@ -268,17 +295,18 @@ public sealed class Trainer<T>
             foreach (var f in partial) File.Delete(f);
             if (partial.Length > 0) Say($"removed {partial.Length} partial checkpoint file(s) left by an interrupted write");
         }
-        string? metricsPath = options.OutputDirectory is null ? null : Path.Combine(options.OutputDirectory, "metrics.jsonl");
+        string? metricsPath = options.OutputDirectory is null || !primary ? null : Path.Combine(options.OutputDirectory, "metrics.jsonl");
         if (options.OutputDirectory is not null) TrainingOutput.EnsureUsable(options.OutputDirectory, options.Resume, options.Overwrite);
-        if (options.Resume && File.Exists(CheckpointPath))
+        if (parallel.AgreeExists(options.Resume && File.Exists(CheckpointPath), CheckpointPath ?? ""))
         {
-            progress = TrainingCheckpoint.Load(CheckpointPath!, model, optimizer);
+            progress = TrainingCheckpoint.Load(CheckpointPath!, model, optimizer, parallel.Size);
             if (progress.Seed != options.Seed)
                 throw new ArgumentException($"the checkpoint was trained with seed {progress.Seed} but this run has seed {options.Seed}; an exact resume needs the same seed");
             Say($"resuming from {CheckpointPath} at step {progress.Step} (epoch {progress.Epoch + 1}, batch {progress.StepInEpoch})");
             if (metricsPath is not null) TruncateMetrics(metricsPath, progress.Step);
         }
         else if (metricsPath is not null && File.Exists(metricsPath)) File.Delete(metricsPath);
+        parallel.BroadcastState(model);                                                   // identical weights from rank 0, whatever each rank initialised
         state.Step = progress.Step;
         state.Epoch = progress.Epoch;
         state.Epochs = options.Epochs;
@@ -288,10 +316,10 @@ public sealed class Trainer<T>
         using var metrics = metricsPath is null ? null : new StreamWriter(metricsPath, append: true);
         state.Record = values => WriteRecord(metrics, state, values);
 
-        long? perEpoch = data is IReadOnlyCollection<T> c
-            ? (options.Batching.DropLast ? c.Count / options.Batching.BatchSize : (c.Count + options.Batching.BatchSize - 1) / options.Batching.BatchSize) : null;
+        long? perEpoch = count is long n
+            ? (options.Batching.DropLast ? n / options.Batching.BatchSize : (n + options.Batching.BatchSize - 1) / options.Batching.BatchSize) : null;
         long? total = options.MaxSteps ?? (options.TimeBudget is null ? perEpoch * options.Epochs : null);
-        bool bar = options.Progress == ProgressDisplay.Bar || (options.Progress == ProgressDisplay.Auto && options.Log is null && AnsiConsole.Profile.Capabilities.Interactive);
+        bool bar = primary && (options.Progress == ProgressDisplay.Bar || (options.Progress == ProgressDisplay.Auto && options.Log is null && AnsiConsole.Profile.Capabilities.Interactive));
         TrainingResult? result = null;
         if (bar)
             AnsiConsole.Progress().AutoClear(false).HideCompleted(false)
@@ -316,7 +344,7 @@ public sealed class Trainer<T>
                 if (options.Progress != ProgressDisplay.None && s % options.LogEverySteps == 0) Say(line);
             }, cancellation);
         metrics?.Flush();
-        if (metricsPath is not null && File.Exists(metricsPath))
+        if (metricsPath is not null && File.Exists(metricsPath))                             // rank 0 only
             try { TrainingCurves.Plot(metricsPath, options.OutputDirectory!); }
             catch (Exception e) when (e is IOException or InvalidOperationException or TypeInitializationException or DllNotFoundException)
             { Say($"training curves not drawn: {e.Message}"); }
@@ -334,22 +362,33 @@ public sealed class Trainer<T>
         string reason = "completed all epochs";
         int atEpoch = start.Epoch;
         long atBatch = start.StepInEpoch;
+        bool toldSmall = false;
         foreach (var cb in callbacks) cb.OnTrainBegin(state);
         for (int epoch = start.Epoch; epoch < options.Epochs; epoch++)
         {
             state.Epoch = epoch;
             long skip = epoch == start.Epoch ? start.StepInEpoch : 0, inEpoch = 0;
-            foreach (var batch in Batching.Batches(data, options.Batching, options.Seed, epoch, Length))
+            foreach (var global in Batching.Batches(data, options.Batching, options.Seed, epoch, Length))
             {
                 if (inEpoch < skip) { inEpoch++; continue; }
                 cancellation.ThrowIfCancellationRequested();
-                var ctx = new StepContext(state.Step, epoch, new Random(HashCode.Combine(options.Seed, state.Step, 0x57E9)));
+                if (global.Count < parallel.Size)
+                {
+                    // Every rank needs an example; all ranks see the same global batch, so all skip it.
+                    if (!toldSmall) Say($"note: a batch of {global.Count} examples is skipped (fewer than the {parallel.Size} ranks; it happens to the last batch of an epoch)");
+                    toldSmall = true;
+                    inEpoch++;
+                    continue;
+                }
+                var batch = DataParallel.Shard(global, parallel.Rank, parallel.Size);
+                var ctx = new StepContext(state.Step, epoch, new Random(parallel.StepSeed(options.Seed, state.Step, 0x57E9)));
+                if (parallel.Active) torch.manual_seed(parallel.StepSeed(options.Seed, state.Step, 0x70C4));   // dropout differs between ranks, reproducibly
                 model.train();
                 var (loss, skipped, stepTokens, stepMetrics) = StepOnce(batch, ctx, inEpoch, ref consecutiveSkips, state);
                 if (!skipped)
                 {
                     tokens += stepTokens;
-                    examples += batch.Count;
+                    examples += global.Count;
                     windowLoss += loss;
                     windowCount++;
                     if (stepMetrics is not null) foreach (var (k, v) in stepMetrics) windowMetrics[k] = windowMetrics.GetValueOrDefault(k) + v;
@@ -374,14 +413,15 @@ public sealed class Trainer<T>
                 if (state.Step % options.LogEverySteps == 0) { windowLoss = 0; windowCount = 0; windowMetrics.Clear(); }
                 foreach (var cb in callbacks) cb.OnStepEnd(state);
                 if (options.CheckpointEverySteps > 0 && state.Step % options.CheckpointEverySteps == 0) Save(state, epoch, inEpoch);
-                if (state.StopReason is not null) { reason = state.StopReason; goto done; }
-                if (options.MaxSteps is long max && state.Step >= max) { reason = $"reached {max} steps"; goto done; }
-                if (options.TimeBudget is TimeSpan budget && clock.Elapsed >= budget) { reason = $"time budget of {budget.TotalMinutes:F1} minutes used"; goto done; }
+                string? limit = options.MaxSteps is long max && state.Step >= max ? $"reached {max} steps" : null;   // the same on every rank
+                string? stop = state.StopReason ?? limit
+                    ?? (options.TimeBudget is TimeSpan budget && clock.Elapsed >= budget ? $"time budget of {budget.TotalMinutes:F1} minutes used" : null);
+                if ((parallel.AgreeStop(stop) ?? limit) is string agreed) { reason = agreed; goto done; }   // rank 0 decides for all
             }
             (atEpoch, atBatch) = (epoch + 1, 0);
             foreach (var cb in callbacks) cb.OnEpochEnd(state);
             Save(state, epoch + 1, 0);
-            if (state.StopReason is not null) { reason = state.StopReason; goto done; }
+            if (parallel.AgreeStop(state.StopReason) is string stopped) { reason = stopped; goto done; }
         }
         state.Epoch = options.Epochs;
         done:
@@ -400,7 +440,10 @@ public sealed class Trainer<T>
         {
             foreach (var t in options.Techniques) t.BeforeForward();
             var r = step(batch, ctx);
-            double loss = r.Loss.ToDouble();
+            double loss = r.Loss.ToDouble(), weight = r.Weight ?? batch.Count, total = weight;
+            long tokens = r.Tokens;
+            IReadOnlyDictionary<string, double>? metrics = r.Metrics;
+            if (parallel.Active) (loss, total, tokens, metrics) = parallel.ReduceStep(loss, weight, tokens, metrics);   // the whole batch's numbers, on every rank
             if (!double.IsFinite(loss))
             {
                 if (options.OnNonFiniteLoss == NonFiniteLossPolicy.Stop || ++consecutiveSkips > options.MaxConsecutiveSkips)
@@ -414,9 +457,10 @@ public sealed class Trainer<T>
             if (optimizer.LossScale != 1.0) l = l * optimizer.LossScale;
             l.backward();
             foreach (var t in options.Techniques)
-                t.AfterBackward(r, () => step(batch, ctx with { Random = new Random(HashCode.Combine(options.Seed, ctx.Step, 0x57E9)) }));
+                t.AfterBackward(r, () => step(batch, ctx with { Random = new Random(parallel.StepSeed(options.Seed, ctx.Step, 0x57E9)) }));
+            parallel.AllReduceGradients(optimizer, weight, total);                         // before clipping and the update, inside Step
             optimizer.Step();
-            return (loss, false, r.Tokens, r.Metrics);
+            return (loss, false, tokens, metrics);
         }
         finally
         {
@@ -427,9 +471,9 @@ public sealed class Trainer<T>
 
     void Save(TrainerState state, int epoch, long inEpoch)
     {
-        if (CheckpointPath is null) return;
+        if (CheckpointPath is null || !state.IsPrimary) return;
         TrainingCheckpoint.Save(CheckpointPath, model, optimizer,
-            new TrainingProgress(state.Step, epoch, inEpoch, options.Seed, state.BestMetric, state.BadEvaluations, state.SkippedSteps));
+            new TrainingProgress(state.Step, epoch, inEpoch, options.Seed, state.BestMetric, state.BadEvaluations, state.SkippedSteps, parallel.Size));
     }
 
     void WriteRecord(StreamWriter? metrics, TrainerState state, IReadOnlyDictionary<string, double> values)
@@ -457,5 +501,8 @@ public sealed class Trainer<T>
         AtomicFile.WriteAllText(path, keep.Count == 0 ? "" : string.Join("\n", keep) + "\n");
     }
 
-    void Say(string line) => (options.Log ?? AnsiConsole.WriteLine)(line);            // Spectre keeps lines above a live progress bar
+    void Say(string line)
+    {
+        if (parallel.Rank == 0) (options.Log ?? AnsiConsole.WriteLine)(line);           // Spectre keeps lines above a live progress bar
+    }
 }

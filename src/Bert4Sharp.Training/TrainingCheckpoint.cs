@@ -14,7 +14,9 @@ using static TorchSharp.torch;
 /// <param name="BestMetric">Best evaluation value so far (for best-checkpoint saving and early stopping), or null.</param>
 /// <param name="BadEvaluations">Evaluations since the best one (early-stopping patience).</param>
 /// <param name="SkippedSteps">Steps skipped for a non-finite loss.</param>
-public sealed record TrainingProgress(long Step, int Epoch, long StepInEpoch, int Seed, double? BestMetric = null, int BadEvaluations = 0, long SkippedSteps = 0);
+/// <param name="WorldSize">Processes of the data-parallel run that wrote it (1 alone).</param>
+public sealed record TrainingProgress(long Step, int Epoch, long StepInEpoch, int Seed, double? BestMetric = null, int BadEvaluations = 0, long SkippedSteps = 0,
+    int WorldSize = 1);
 
 /// <summary>
 /// One file with everything a resume needs: model weights (<c>model/…</c>), optimizer state (<c>optimizer/…</c>),
@@ -51,6 +53,7 @@ public static class TrainingCheckpoint
             ["seed"] = progress.Seed.ToString(CultureInfo.InvariantCulture),
             ["bad_evaluations"] = progress.BadEvaluations.ToString(CultureInfo.InvariantCulture),
             ["skipped_steps"] = progress.SkippedSteps.ToString(CultureInfo.InvariantCulture),
+            ["world_size"] = progress.WorldSize.ToString(CultureInfo.InvariantCulture),
         };
         if (progress.BestMetric is double best) meta["best_metric"] = best.ToString("R", CultureInfo.InvariantCulture);
         try { SafetensorsWriter.Write(path, tensors, new SafetensorsWriteOptions { Metadata = meta }); }
@@ -58,13 +61,25 @@ public static class TrainingCheckpoint
     }
 
     /// <summary>Restores model, optimizer and RNG; returns the progress to continue from.</summary>
-    /// <exception cref="CheckpointException">Not a training checkpoint, another optimizer, or weights that do not fit the model.</exception>
-    public static TrainingProgress Load(string path, nn.Module model, Optimizer optimizer)
+    /// <param name="path">The checkpoint.</param>
+    /// <param name="model">The model to restore.</param>
+    /// <param name="optimizer">Its optimizer.</param>
+    /// <param name="worldSize">Processes of this run: a resume needs as many as wrote the checkpoint.</param>
+    /// <exception cref="CheckpointException">
+    /// Not a training checkpoint, another optimizer, another number of processes, or weights that do not fit the model.
+    /// </exception>
+    public static TrainingProgress Load(string path, nn.Module model, Optimizer optimizer, int worldSize = 1)
     {
         using var ck = Checkpoint.Open(path);
         var meta = ck.Metadata;
         if (!meta.TryGetValue("format", out var f) || f != FormatTag)
             throw new CheckpointFormatException(path, null, $"not a Bert4Sharp training checkpoint (metadata 'format' is '{f ?? "absent"}', expected '{FormatTag}'); resume needs the file written by the trainer");
+        // Checkpoints before this key were all written by one process.
+        int written = meta.TryGetValue("world_size", out var ws) && int.TryParse(ws, CultureInfo.InvariantCulture, out int w) ? w : 1;
+        if (written != worldSize)
+            throw new CheckpointFormatException(path, null, $"the checkpoint was written by a run of {Processes(written)} but this run has {Processes(worldSize)}: " +
+                $"resume with the same count ({(written == 1 ? "without mpirun" : $"mpirun -np {written}")}), since each process's share of the batches and its " +
+                "random streams depend on it; or start a new run with --overwrite");
         if (meta["optimizer"] != optimizer.Name)
             throw new CheckpointFormatException(path, null, $"the checkpoint was written by the '{meta["optimizer"]}' optimizer but this run uses '{optimizer.Name}'");
         // Weights and master copies only continue exactly in the precision they were trained in (checkpoints before
@@ -96,7 +111,9 @@ public static class TrainingCheckpoint
         using (var rng = ck.ReadTensor("rng/torch")) torch.random.set_rng_state(rng);
         return new TrainingProgress(Long("step"), (int)Long("epoch"), Long("step_in_epoch"), (int)Long("seed"),
             meta.TryGetValue("best_metric", out var b) ? double.Parse(b, CultureInfo.InvariantCulture) : null,
-            (int)Long("bad_evaluations"), Long("skipped_steps"));
+            (int)Long("bad_evaluations"), Long("skipped_steps"), written);
+
+        static string Processes(int n) => n == 1 ? "1 process" : $"{n} processes";
 
         long Long(string key) => meta.TryGetValue(key, out var v) && long.TryParse(v, CultureInfo.InvariantCulture, out long x)
             ? x : throw new CheckpointFormatException(path, null, $"metadata '{key}' is missing or not an integer");

@@ -20,7 +20,7 @@ internal static class CliErrors
         if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
         try { return body(); }
         catch (Exception e) when (e is CheckpointException or Models.CheckpointMismatchException or Training.TrainingDivergedException or NotSupportedException or FileNotFoundException or DirectoryNotFoundException or IOException or ArgumentException or UnauthorizedAccessException or InvalidDataException
-            or Data.DataFetchException or TimeoutException)   // fetching from a package registry: the message says what failed and what to do
+            or Data.DataFetchException or TimeoutException or Training.Distributed.DistributedException)   // fetching from a package registry: the message says what failed and what to do
         {
             Console.Error.WriteLine("b4s: error: " + OneLine(e.Message));
             return Failure;

@@ -5,10 +5,14 @@ using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics.X86;
 using Bert4Sharp.Runtime;
+using Bert4Sharp.Training.Distributed;
 using Spectre.Console;
 using TorchSharp;
 
-/// <summary><c>b4s doctor</c>: what tensor engine this process runs on, and whether the GCC-12 fix is in place.</summary>
+/// <summary>
+/// <c>b4s doctor</c>: what tensor engine this process runs on, whether the GCC-12 fix is in place, and the MPI library and
+/// world (under <c>mpirun -np N b4s doctor</c> every rank joins an all-reduce check and rank 0 reports).
+/// </summary>
 internal static class DoctorCommand
 {
     public static Command Create()
@@ -21,6 +25,8 @@ internal static class DoctorCommand
 
     static int Run(bool json)
     {
+        var mpi = MpiReport.Gather();
+        if (mpi.Rank != 0) return CliErrors.Ok;                                           // rank 0 reports for the world
         string? lib = TorchInfo.FindLoadedLibTorchSharp();
         string fixState = lib is null ? "libLibTorchSharp.so not found beside the tool" : LibTorchSharpFix.Inspect(lib).ToString();
         string? stdcxx = null;
@@ -82,6 +88,7 @@ internal static class DoctorCommand
             processors = Environment.ProcessorCount,
             cpu_features = cpu,
             precision,
+            mpi,
             os = RuntimeInformation.OSDescription,
             dotnet = RuntimeInformation.FrameworkDescription,
             runtime_fix = new
@@ -109,11 +116,40 @@ internal static class DoctorCommand
             t.AddRow("CPU features", string.Join(" ", cpu.Where(kv => kv.Value).Select(kv => kv.Key)));
             t.AddRow("low precision", Markup.Escape(hw.Describe()) + $" [grey](flags from {Markup.Escape(hw.Source)})[/]");
             t.AddRow("--precision auto", Markup.Escape($"{cpuPlan.Name} on the CPU ({cpuPlan.Reason})" + (precision.auto_gpu is string g ? $"; {g} on the GPU" : "")));
+            t.AddRow("MPI library", Markup.Escape(mpi.Library is null ? mpi.Error ?? "-" : $"{mpi.Library} ({mpi.Version})"));
+            t.AddRow("MPI world", Markup.Escape(mpi.LaunchedBy is null ? "1 process (not launched by mpirun)"
+                : $"{mpi.WorldSize} processes (launched: {mpi.LaunchedBy}); all-reduce check {mpi.AllReduceCheck ?? "not run"}"));
             t.AddRow("OS / .NET", Markup.Escape($"{report.os} / {report.dotnet}"));
             t.AddRow("system libstdc++", Markup.Escape($"{stdcxx ?? "not found"} (GLIBCXX_3.4.32: {(sysHas is null ? "?" : sysHas.Value ? "yes" : "no")})"));
             t.AddRow("runtime fix", Markup.Escape($"{fixState} ({lib ?? "-"})"));
             AnsiConsole.Write(t);
         }
-        return torchError is null ? CliErrors.Ok : CliErrors.Failure;
+        return torchError is null && mpi.AllReduceCheck is null or "ok" ? CliErrors.Ok : CliErrors.Failure;
+    }
+
+    /// <summary>The MPI part of the report.</summary>
+    /// <param name="Library">The Open MPI library file, or null.</param>
+    /// <param name="Version">What it says of itself.</param>
+    /// <param name="Error">Why no library was loaded, or null.</param>
+    /// <param name="LaunchedBy">The launcher's variable, or null when not launched by one.</param>
+    /// <param name="WorldSize">Processes in the run.</param>
+    /// <param name="Rank">This process's rank.</param>
+    /// <param name="AllReduceCheck">"ok" when every rank's all-reduce of (rank, 1) gave (N(N − 1)/2, N); null when not run.</param>
+    internal sealed record MpiReport(string? Library, string? Version, string? Error, string? LaunchedBy, int WorldSize, int Rank, string? AllReduceCheck)
+    {
+        public static MpiReport Gather()
+        {
+            var launch = MpiLaunch.Detect();
+            var lib = MpiLibrary.TryLoad(out string? error);
+            if (lib is null && launch is null && error?.StartsWith("no Open MPI", StringComparison.Ordinal) == true)
+                error = "none found (apt-get install openmpi-bin to train on several processes)";
+            if (launch is null || lib is null) return new MpiReport(lib?.Path, lib?.Version, error, launch?.Launcher, 1, 0, null);
+            using var world = MpiCommunicator.Initialize();
+            Span<long> v = [world.Rank, 1];
+            world.AllReduce(v);
+            long n = world.Size;
+            string check = v[0] == n * (n - 1) / 2 && v[1] == n ? "ok" : $"wrong: got ({v[0]}, {v[1]}), expected ({n * (n - 1) / 2}, {n})";
+            return new MpiReport(lib.Path, lib.Version, null, launch.Launcher, world.Size, world.Rank, check);
+        }
     }
 }

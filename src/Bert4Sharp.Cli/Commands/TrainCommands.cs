@@ -1,9 +1,14 @@
 namespace Bert4Sharp.Cli;
 
 using System.CommandLine;
+using Bert4Sharp.Runtime;
 using Bert4Sharp.Training;
+using Bert4Sharp.Training.Distributed;
 
-/// <summary><c>b4s pretrain</c> and <c>b4s train</c>: training driven by a JSON recipe (see docs/training.md and recipes/).</summary>
+/// <summary>
+/// <c>b4s pretrain</c> and <c>b4s train</c>: training driven by a JSON recipe (see docs/training.md and recipes/). Started by
+/// <c>mpirun -np N</c>, they train data-parallel on N processes (docs/distributed.md) with the same recipe.
+/// </summary>
 internal static class TrainCommands
 {
     public static Command Pretrain()
@@ -22,8 +27,7 @@ internal static class TrainCommands
             if (r.GetValue(maxSteps) is long s) rec = rec with { MaxSteps = s };
             if (r.GetValue(precision) is string p) rec = rec with { Precision = p };
             rec.Validate();
-            Pretraining.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
-            return CliErrors.Ok;
+            return Distributed((parallel, log, display) => Pretraining.Run(rec, r.GetValue(resume), log, display, overwrite: r.GetValue(overwrite), dataParallel: parallel));
         }));
         return cmd;
     }
@@ -52,10 +56,40 @@ internal static class TrainCommands
             if (r.GetValue(pooling) is string p) rec = rec with { Pooling = p };
             if (r.GetValue(precision) is string pr) rec = rec with { Precision = pr };
             rec.Validate();
-            FineTuning.Run(rec, r.GetValue(resume), Console.WriteLine, Display(), overwrite: r.GetValue(overwrite));
-            return CliErrors.Ok;
+            return Distributed((parallel, log, display) => FineTuning.Run(rec, r.GetValue(resume), log, display, overwrite: r.GetValue(overwrite), dataParallel: parallel));
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Runs a training alone, or as one rank of an MPI launch: then libtorch gets its share of the machine's cores (unless
+    /// OMP_NUM_THREADS says), only rank 0 prints (lines: mpirun forwards its output), and an error on any rank is printed with the rank and ends the whole
+    /// job (MPI_Abort) instead of leaving the other ranks waiting for it.
+    /// </summary>
+    static int Distributed(Action<DataParallelOptions?, Action<string>, ProgressDisplay> run)
+    {
+        if (!Communicator.LaunchedByMpi)
+        {
+            run(null, Console.WriteLine, Display());
+            return CliErrors.Ok;
+        }
+        using var world = Communicator.FromEnvironment();
+        if (string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OMP_NUM_THREADS")) && MpiLaunch.Detect()?.ThreadsPerRank is int threads)
+            TorchInfo.SetThreads(threads);
+        if (world.IsPrimary) Console.WriteLine($"mpi: {world.Description}; {TorchSharp.torch.get_num_threads()} libtorch threads per rank");
+        try
+        {
+            run(new DataParallelOptions { Communicator = world }, world.IsPrimary ? Console.WriteLine : _ => { }, world.IsPrimary ? ProgressDisplay.Lines : ProgressDisplay.None);
+            return CliErrors.Ok;
+        }
+        catch (Exception e) when (world.Size > 1)
+        {
+            Console.Error.WriteLine($"b4s: error on rank {world.Rank} of {world.Size}: {e.Message.ReplaceLineEndings(" ")}");
+            if (Environment.GetEnvironmentVariable("B4S_DEBUG") == "1") Console.Error.WriteLine(e);
+            Console.Error.Flush();
+            world.Abort(1);                                                               // mpirun ends the other ranks
+            throw;
+        }
     }
 
     static Option<bool> Overwrite() => new("--overwrite") { Description = "Replace a previous run in the output directory (otherwise refused)" };
