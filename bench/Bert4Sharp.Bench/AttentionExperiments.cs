@@ -71,8 +71,7 @@ static class AttentionExperiments
         if (only.Length > 0) variants = variants.Where(v => v.Experiment == only).ToList();
 
         var device = Runtime.TorchInfo.DefaultDevice;
-        if (variants.Any(v => v.Experiment == "depth"))
-            foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length, depthLr);
+        foreach (var v in variants.Where(v => v.Experiment == "depth")) GradientProbe(v, File.ReadLines(vocab).Count(), length, depthLr);
         if (args.Contains("--probe-only")) return 0;
         Console.WriteLine($"attention experiments: {steps} steps each{(minutes > 0 ? $" or {minutes} minutes of wall clock, whichever comes first" : "")}, batch {batch} × {length}, LCSTS ({corpus}), on {(device.type == TorchSharp.DeviceType.CUDA ? "CUDA" : $"the CPU ({TorchSharp.torch.get_num_threads()} threads)")}, seed 42");
         var curves = new Dictionary<string, List<(string Name, List<(double Step, double Seconds, double Loss)> Points)>>();

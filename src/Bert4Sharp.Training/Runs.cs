@@ -69,7 +69,7 @@ public static class Pretraining
             Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
             Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
             CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
-            Precision = precision, DataParallel = WithConfig(dataParallel, r.Family, r.Config),
+            Precision = precision, DataParallel = dataParallel?.WithModel(r.Family, r.Config),
         }) { Length = s => s.Ids.Length };
         var result = trainer.Fit(train, [evaluation], cancellation);
         if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
@@ -79,10 +79,6 @@ public static class Pretraining
         log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
         return new RunResult(result, metrics, dir);
     }
-
-    /// <summary>The run's data-parallel options with the recipe's family and model config as part of the fingerprint the ranks must agree on.</summary>
-    internal static DataParallelOptions? WithConfig(DataParallelOptions? options, string family, JsonElement config) =>
-        options is null ? null : options with { Fingerprint = $"{options.Fingerprint}family {family}\nconfig {(config.ValueKind == JsonValueKind.Undefined ? "" : config.GetRawText())}\n" };
 
     /// <summary>Held-out MLM loss and accuracy with a fixed masking (same seed every time, so evaluations compare).</summary>
     public static IReadOnlyDictionary<string, double> Evaluate(TransformerModel model, MaskedLanguageModeling mlm, IReadOnlyList<PretrainingSequence> heldOut, int seed)
@@ -175,7 +171,7 @@ public static class FineTuning
         {
             Epochs = r.Epochs, Batching = new BatchingOptions { BatchSize = r.BatchSize }, Seed = r.Seed, OutputDirectory = output, Resume = resume, Overwrite = overwrite,
             Techniques = techniques, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log, LogEverySteps = r.LogEvery, Precision = precision,
-            DataParallel = Pretraining.WithConfig(dataParallel, r.Family, r.Config),
+            DataParallel = dataParallel?.WithModel(r.Family, r.Config),
         });
         var result = trainer.Fit(train, [evaluation], cancellation);
         var best = evaluation.Best;

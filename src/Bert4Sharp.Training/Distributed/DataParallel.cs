@@ -29,6 +29,10 @@ public sealed record DataParallelOptions
     /// optimizer, seed, batch size, epochs, number of examples): e.g. the model config. Null for nothing more.
     /// </summary>
     public string? Fingerprint { get; init; }
+
+    /// <summary>These options with a recipe's model family and config added to <see cref="Fingerprint"/>.</summary>
+    public DataParallelOptions WithModel(string family, System.Text.Json.JsonElement config) =>
+        this with { Fingerprint = $"{Fingerprint}family {family}\nconfig {(config.ValueKind == System.Text.Json.JsonValueKind.Undefined ? "" : config.GetRawText())}\n" };
 }
 
 /// <summary>The trainer's side of data parallelism: sharding, agreement checks, and the per-step collectives.</summary>
