@@ -16,6 +16,7 @@ root.Subcommands.Add(QuickstartCommand.Create());
 root.Subcommands.Add(TrainCommands.Pretrain());
 root.Subcommands.Add(TrainCommands.Train());
 root.Subcommands.Add(ClueCommand.Create());
+root.Subcommands.Add(CompressCommand.Create());
 root.Subcommands.Add(EmbedCommand.Create());
 root.Subcommands.Add(SearchCommands.Index());
 root.Subcommands.Add(SearchCommands.Search());

@@ -54,7 +54,7 @@ public sealed class TextClassifier : IDisposable
 {
     const string HeadName = "classifier";
 
-    TextClassifier(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> labels, TextClassifierOptions options)
+    internal TextClassifier(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> labels, TextClassifierOptions options)
     {
         Model = model;
         Tokenizer = tokenizer;
@@ -205,7 +205,7 @@ public sealed class TextClassifier : IDisposable
             : [.. distinct.Order(StringComparer.Ordinal)];
     }
 
-    static List<LabelledText> Indexed(IReadOnlyList<TextExample> data, IReadOnlyList<string> labels, string what)
+    internal static List<LabelledText> Indexed(IReadOnlyList<TextExample> data, IReadOnlyList<string> labels, string what)
     {
         var index = labels.Select((l, i) => (l, i)).ToDictionary(x => x.l, x => x.i, StringComparer.Ordinal);
         return [.. data.Select((x, k) => x.Label is null

@@ -162,6 +162,16 @@ public static class ClueRun
     /// <returns>The trainer's result and the evaluation callback (its history and best record).</returns>
     public static (TrainingResult Result, EvaluationCallback Evaluation) Fit<T>(nn.Module model, IReadOnlyList<T> train, Func<IReadOnlyList<T>, StepResult> step,
         Func<IReadOnlyDictionary<string, double>> evaluate, string metric, ClueRunOptions o, int batchSize, Action<string> log, ProgressDisplay progress,
+        CancellationToken cancellation, Func<T, int>? length = null) =>
+        FitWithContext(model, train, (batch, _) => step(batch), evaluate, metric, o, batchSize, log, progress, cancellation, length);
+
+    /// <summary>
+    /// <see cref="Fit{T}(nn.Module, IReadOnlyList{T}, Func{IReadOnlyList{T}, StepResult}, Func{IReadOnlyDictionary{string, double}}, string, ClueRunOptions, int, Action{string}, ProgressDisplay, CancellationToken, Func{T, int}?)"/>
+    /// with a step that also reads the trainer's <see cref="StepContext"/> (the step number and its seeded generator, e.g.
+    /// for BERT-of-Theseus's per-batch replacement draws). Only parameters that require gradients are optimized.
+    /// </summary>
+    public static (TrainingResult Result, EvaluationCallback Evaluation) FitWithContext<T>(nn.Module model, IReadOnlyList<T> train, Func<IReadOnlyList<T>, StepContext, StepResult> step,
+        Func<IReadOnlyDictionary<string, double>> evaluate, string metric, ClueRunOptions o, int batchSize, Action<string> log, ProgressDisplay progress,
         CancellationToken cancellation, Func<T, int>? length = null)
     {
         var plan = o.PrecisionPlan(model.parameters().First().device);
@@ -172,7 +182,7 @@ public static class ClueRun
             LossScaling = DynamicLossScale.For(plan),
         });
         var evaluation = new EvaluationCallback(metric, evaluate) { EverySteps = o.EvalEverySteps, Patience = o.Patience, DataName = "dev" };
-        var trainer = new Trainer<T>(model, optimizer, (batch, _) => step(batch), new TrainerOptions
+        var trainer = new Trainer<T>(model, optimizer, step, new TrainerOptions
         {
             Epochs = o.Epochs, MaxSteps = o.MaxSteps, TimeBudget = o.Minutes is double m ? TimeSpan.FromMinutes(m) : null, Batching = new BatchingOptions { BatchSize = batchSize },
             Seed = o.Seed, OutputDirectory = o.Output, Resume = o.Resume, Overwrite = o.Overwrite, Progress = progress,

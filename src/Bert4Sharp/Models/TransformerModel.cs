@@ -52,6 +52,9 @@ public sealed record ArchitectureOptions(EmbeddingOptions Embeddings, BlockOptio
     bool ResidualAttentionScores = false, bool FinalNorm = false, DecoderOptions? Decoder = null, RelativeBiasOptions? RelativeBias = null,
     bool TiedHead = true, double? HeadScale = null, double? DeepNormBeta = null);
 
+/// <summary>Applies <paramref name="block"/> (a <see cref="TransformerBlock"/> or <see cref="GauLayer"/>) to <paramref name="x"/> (B, T, H) as block <paramref name="layer"/> of the running forward (its mask, positions and cache slot).</summary>
+public delegate Tensor BlockRunner(nn.Module<Tensor, Tensor?, Tensor> block, Tensor x, int layer);
+
 /// <summary>The decoder stack of an encoder–decoder: <paramref name="Layers"/> pre-norm blocks with cross attention.</summary>
 /// <param name="Layers">Number of decoder blocks.</param>
 /// <param name="Layer">Their options (<see cref="BlockOptions.CrossAttention"/> set).</param>
@@ -289,6 +292,22 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
     /// <summary>The application has an MLM/LM head.</summary>
     public bool HasLanguageModelHead => Application is Application.MaskedLM or Application.PreTraining or Application.LanguageModel or Application.UniLM or Application.Seq2Seq;
 
+    /// <summary>
+    /// The module-replacement seam (BERT-of-Theseus, docs/compression.md): when set, <see cref="Forward(ModelInput)"/>
+    /// calls it instead of its own block loop with the embedded input (B, T, H) and a <see cref="BlockRunner"/> that
+    /// applies any block with this forward's attention context: one of this model's (<see cref="Block"/>) or one of
+    /// another model of the same architecture. What it returns goes on to the final norm and the heads as the last
+    /// block's output would. Null (default): this model's blocks in order. While set, a forward cannot return every
+    /// layer's hidden states (which layer is which is the caller's business) and blocks are not recomputed.
+    /// </summary>
+    public Func<Tensor, BlockRunner, Tensor>? BlockStack { get; set; }
+
+    /// <summary>Block <paramref name="index"/> of the encoder (the shared one when the family shares its layers).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Outside [0, layers).</exception>
+    public nn.Module<Tensor, Tensor?, Tensor> Block(int index) =>
+        index >= 0 && index < arch.Layers ? layers[arch.ShareLayers ? 0 : index]
+        : throw new ArgumentOutOfRangeException(nameof(index), $"this {Family.Name} model has {arch.Layers} blocks; block {index} does not exist");
+
     /// <summary>The MLM/LM head on hidden states of any leading shape (…, H) → (…, V).</summary>
     /// <exception cref="InvalidOperationException">The model was built without the head.</exception>
     public Tensor LanguageModelLogits(Tensor hidden)
@@ -384,12 +403,18 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         };
         bool recompute = Recompute && training && torch.is_grad_enabled() && cache is null && input.Condition is null && !arch.ResidualAttentionScores && relative_bias is null && relative_embeddings is null;
         var all = input.OutputHiddenStates ? new List<Tensor> { x } : null;
-        for (int i = 0; i < arch.Layers; i++)
+        if (BlockStack is { } stack)
         {
-            var block = layers[arch.ShareLayers ? 0 : i];
-            x = recompute ? Layers.Recompute.Apply(block, x, bias) : RunBlock(block, x, ctx, i);
-            all?.Add(x);
+            if (all is not null) throw new NotSupportedException("this model runs a substituted block stack (BlockStack, e.g. BERT-of-Theseus): it has no per-layer hidden states; use a pooling that needs only the last state");
+            x = stack(x, (block, h, layer) => RunBlock(block, h, ctx, layer));
         }
+        else
+            for (int i = 0; i < arch.Layers; i++)
+            {
+                var block = layers[arch.ShareLayers ? 0 : i];
+                x = recompute ? Layers.Recompute.Apply(block, x, bias) : RunBlock(block, x, ctx, i);
+                all?.Add(x);
+            }
         if (final_norm is not null)
         {
             x = final_norm.forward(x);
