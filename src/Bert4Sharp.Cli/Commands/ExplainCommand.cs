@@ -19,7 +19,7 @@ internal static class ExplainCommand
     public static Command Create()
     {
         var model = new Option<string>("--model") { Description = "A classifier directory from `b4s clue train` (<output>/model: task.json, head.safetensors) or a masked-LM model directory (config + weights + vocab.txt)", Required = true };
-        var text = new Argument<string>("text") { Description = "The text to explain (for a masked-LM model: with [MASK])" };
+        var text = new Argument<string[]>("text") { Arity = ArgumentArity.OneOrMore, Description = "The texts to explain, each on its own (for a masked-LM model: with [MASK]); the output holds one row per text" };
         var pair = new Option<string?>("--pair") { Description = "Text B of a sentence-pair classifier" };
         var output = new Option<string?>("--output") { Description = "Write the explanation: FILE.html (the text coloured by attribution) or FILE.png (heatmap)" };
         var target = new Option<string?>("--target") { Description = "Label to explain (classifier; default: the predicted one) or token (masked LM; default: the top prediction)" };
@@ -44,7 +44,8 @@ internal static class ExplainCommand
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             if (r.GetValue(threads) is int t) TorchInfo.SetThreads(t);
-            string dir = r.GetValue(model)!, input = r.GetValue(text)!;
+            string dir = r.GetValue(model)!;
+            var inputs = r.GetValue(text)!;
             string? file = r.GetValue(output);
             string kind = file is null ? "" : Path.GetExtension(file).ToLowerInvariant();
             if (file is not null && kind is not (".html" or ".htm" or ".png"))
@@ -62,13 +63,13 @@ internal static class ExplainCommand
             };
             if (options.Steps < 1) throw new ArgumentException($"--steps must be at least 1, got {options.Steps}");
             if (options.BatchSize < 1) throw new ArgumentException($"--batch must be at least 1, got {options.BatchSize}");
-            TokenAttributions a;
+            var explained = new List<TokenAttributions>();
             string what;
             if (File.Exists(Path.Combine(dir, "task.json")))
             {
                 if (r.GetValue(mask) != 0) throw new ArgumentException("--mask applies to masked-LM models; this is a classifier (task.json)");
                 using var classifier = TextClassifier.Load(dir);
-                var names = r.GetValue(labelNames) is string ln ? LabelNames(ln, classifier.Labels) : null;
+                IReadOnlyList<string>? names = r.GetValue(labelNames) is string ln ? LabelNames(ln, classifier.Labels) : null;
                 int? index = null;
                 if (r.GetValue(target) is string label)
                 {
@@ -76,7 +77,8 @@ internal static class ExplainCommand
                     if (i < 0 && names is not null) i = IndexOf(names, label);
                     index = i >= 0 ? i : throw new ArgumentException($"--target '{label}' is not a label of this model; labels: {string.Join(", ", classifier.Labels.Select((l, k) => names is null ? l : $"{l} ({names[k]})"))}");
                 }
-                a = IntegratedGradients.Explain(classifier.Model, classifier.Tokenizer, input, r.GetValue(pair), index, names, options with { MaxLength = classifier.Options.MaxLength });
+                foreach (string input in inputs)
+                    explained.Add(IntegratedGradients.Explain(classifier.Model, classifier.Tokenizer, input, r.GetValue(pair), index, names ?? classifier.Labels, options with { MaxLength = classifier.Options.MaxLength }));
                 what = $"{classifier.Options.Task} classifier";
             }
             else
@@ -84,26 +86,35 @@ internal static class ExplainCommand
                 if (r.GetValue(pair) is not null) throw new ArgumentException($"--pair applies to sentence-pair classifiers; {dir} has no task.json, so it is read as a masked-LM model");
                 if (r.GetValue(labelNames) is not null) throw new ArgumentException($"--label-names applies to classifiers; {dir} has no task.json, so it is read as a masked-LM model");
                 var pipeline = TransformerPipeline.Load(dir, null, Application.MaskedLM);
-                a = IntegratedGradients.ExplainMask(pipeline.Model, pipeline.Tokenizer, input, r.GetValue(target), r.GetValue(mask), options);
+                foreach (string input in inputs)
+                    explained.Add(IntegratedGradients.ExplainMask(pipeline.Model, pipeline.Tokenizer, input, r.GetValue(target), r.GetValue(mask), options));
                 what = "masked LM";
             }
             if (file is not null)
             {
+                var a = explained[0];
                 string title = $"Integrated gradients: {what}, {a.Method} {a.Steps} steps, {a.Baseline} baseline";
-                if (kind == ".png") AttributionHeatmap.Save(file, [a], title);
-                else AttributionHtml.Write(file, [a], title);
+                if (kind == ".png")
+                {
+                    var drawn = AttributionHeatmap.Save(file, explained, title);
+                    if (!drawn.Characters) Console.Error.WriteLine($"b4s: note: no installed font has every token's glyph ({drawn.Font} tried), so the heatmap cells show token indices; write .html for the characters (CJK: install e.g. fonts-wqy-microhei)");
+                }
+                else AttributionHtml.Write(file, explained, title);
             }
-            if (r.GetValue(json)) CliErrors.WriteJson(new
+            if (r.GetValue(json)) CliErrors.WriteJson(explained.Select(a => new
             {
-                tokens = a.Tokens, attributions = a.Scores, norms = a.Norms, predicted = a.Predicted, predicted_probability = a.PredictedProbability,
+                text = a.Text, pair = a.Pair, tokens = a.Tokens, attributions = a.Scores, norms = a.Norms, predicted = a.Predicted, predicted_probability = a.PredictedProbability,
                 target = a.Target, target_probability = a.TargetProbability, score = a.Score.ToString().ToLowerInvariant(), input_score = a.InputScore, baseline_score = a.BaselineScore,
                 sum = a.Sum, gap = a.Gap, relative_gap = a.RelativeGap, tolerance = a.Tolerance, complete = a.Complete, method = a.Method.ToString(), steps = a.Steps,
                 baseline = a.Baseline.ToString(), seconds = a.Elapsed.TotalSeconds, output = file,
-            });
-            else Print(a, file);
-            if (!a.Complete)
+            }).ToList());
+            else foreach (var a in explained) Print(a);
+            if (file is not null && !r.GetValue(json)) Console.WriteLine($"wrote {file}");
+            int incomplete = explained.Count(a => !a.Complete);
+            if (incomplete > 0)
             {
-                string message = $"completeness gap {a.RelativeGap:P2} is above the tolerance {a.Tolerance:P1}: use more --steps or --method gauss";
+                var worst = explained.MaxBy(a => a.RelativeGap)!;
+                string message = $"{incomplete} of {explained.Count} explanations have a completeness gap above the tolerance {worst.Tolerance:P1} (worst {worst.RelativeGap:P2}): use more --steps or --method gauss";
                 if (r.GetValue(strict)) { Console.Error.WriteLine("b4s: error: " + message); return CliErrors.Failure; }
                 Console.Error.WriteLine("b4s: warning: " + message);
             }
@@ -112,7 +123,7 @@ internal static class ExplainCommand
         return cmd;
     }
 
-    static void Print(TokenAttributions a, string? file)
+    static void Print(TokenAttributions a)
     {
         var inv = CultureInfo.InvariantCulture;
         double max = a.Scores.Max(Math.Abs);
@@ -129,7 +140,7 @@ internal static class ExplainCommand
         string mask = a.MaskPosition is int m ? $"[MASK] at token {m}: " : "";
         Console.WriteLine(string.Create(inv, $"{mask}predicted {a.Predicted} (p = {a.PredictedProbability:F4}); explained {a.Target} (p = {a.TargetProbability:F4}), f = {a.Score.ToString().ToLowerInvariant()}"));
         Console.WriteLine(a.DescribeCompleteness());
-        Console.WriteLine(string.Create(inv, $"{a.Evaluations} gradient evaluations in {a.Elapsed.TotalSeconds:F2} s{(file is null ? "" : $"; wrote {file}")}"));
+        Console.WriteLine(string.Create(inv, $"{a.Evaluations} gradient evaluations in {a.Elapsed.TotalSeconds:F2} s"));
     }
 
     static int IndexOf(IReadOnlyList<string> list, string value)

@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Training;
 
 using System.Globalization;
+using System.Text;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Explain;
 using SkiaSharp;
@@ -8,7 +9,7 @@ using SkiaSharp;
 /// <summary>What <see cref="AttributionHeatmap.Save"/> drew.</summary>
 /// <param name="Path">The PNG.</param>
 /// <param name="Font">The font the labels use.</param>
-/// <param name="Characters">Whether the cells show the tokens (false: the font lacks some glyphs, so cells show token indices; the HTML page has the characters).</param>
+/// <param name="Characters">Whether every cell shows its token (false: the font lacks some glyphs, and those cells show token indices; the HTML page has the characters).</param>
 public sealed record HeatmapFile(string Path, string Font, bool Characters);
 
 /// <summary>
@@ -30,11 +31,11 @@ public static class AttributionHeatmap
         if (rows.Count == 0) throw new ArgumentException("nothing to draw: no explanations");
         describe ??= a => string.Create(CultureInfo.InvariantCulture, $"{a.Predicted} {a.PredictedProbability:F2} (gap {a.RelativeGap:P1})");
         string allText = string.Concat(rows.SelectMany(r => r.Tokens)) + string.Concat(rows.Select(describe)) + title;
-        string font = ScottPlot.Fonts.Detect(allText);
-        bool characters;
-        using (var typeface = SKTypeface.FromFamilyName(font))
-            characters = typeface is not null && typeface.ContainsGlyphs(string.Concat(rows.SelectMany(r => r.Tokens).Select(Label)));
-        if (!characters) title += " (token indices: no installed font has these glyphs; see the HTML page)";
+        string font = FindFont(allText);
+        // A token the font cannot draw shows its index instead (all of them when no CJK font is installed).
+        bool anyCharacters = rows.SelectMany(r => r.Tokens).Any(t => ContainsAll(font, Label(t)) && t.Any(char.IsLetter) && t[0] != '[');
+        bool characters = rows.SelectMany(r => r.Tokens).All(t => ContainsAll(font, Label(t)));
+        if (!anyCharacters) title += " (token indices: no installed font has these glyphs; see the HTML page)";
         if (!ContainsAll(font, title)) title = "Integrated gradients (token indices)";
 
         var plot = new ScottPlot.Plot();
@@ -50,9 +51,10 @@ public static class AttributionHeatmap
                 rect.FillStyle.Color = (s >= 0 ? new ScottPlot.Color(220, 38, 38) : new ScottPlot.Color(37, 99, 235)).WithAlpha(strength);
                 rect.LineStyle.Width = 0.5f;
                 rect.LineStyle.Color = ScottPlot.Colors.LightGray;
-                var label = plot.Add.Text(characters ? Label(a.Tokens[i]) : i.ToString(CultureInfo.InvariantCulture), i + 0.5, y);
+                bool drawable = ContainsAll(font, Label(a.Tokens[i]));
+                var label = plot.Add.Text(drawable ? Label(a.Tokens[i]) : i.ToString(CultureInfo.InvariantCulture), i + 0.5, y);
                 label.LabelFontName = font;
-                label.LabelFontSize = characters ? 20 : 12;
+                label.LabelFontSize = drawable ? (Label(a.Tokens[i]).Length > 2 ? 11 : 20) : 12;
                 label.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
                 label.LabelFontColor = strength > 0.6 ? ScottPlot.Colors.White : ScottPlot.Colors.Black;
             }
@@ -77,6 +79,28 @@ public static class AttributionHeatmap
 
     /// <summary>A token as a cell shows it: WordPiece's ## dropped.</summary>
     static string Label(string token) => token.StartsWith("##", StringComparison.Ordinal) && token.Length > 2 ? token[2..] : token;
+
+    /// <summary>ScottPlot's default font when it has every glyph, else the installed family fontconfig matches to the first missing character (e.g. WenQuanYi Micro Hei for CJK).</summary>
+    static string FindFont(string text)
+    {
+        string font = ScottPlot.Fonts.Default;
+        using var typeface = SKTypeface.FromFamilyName(font);
+        foreach (var rune in text.EnumerateRunes())
+        {
+            if (Rune.IsWhiteSpace(rune) || typeface.ContainsGlyph(rune.Value)) continue;
+            using var match = SKFontManager.Default.MatchCharacter(rune.Value);
+            if (match is not null && match.ContainsGlyph(rune.Value)) return match.FamilyName;
+            foreach (string family in CjkFamilies)
+            {
+                using var candidate = SKTypeface.FromFamilyName(family);
+                if (candidate is not null && candidate.FamilyName == family && candidate.ContainsGlyph(rune.Value)) return family;
+            }
+            return ScottPlot.Fonts.Detect(text);
+        }
+        return font;
+    }
+
+    static readonly string[] CjkFamilies = ["WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Droid Sans Fallback", "AR PL UMing CN"];
 
     static bool ContainsAll(string font, string text)
     {

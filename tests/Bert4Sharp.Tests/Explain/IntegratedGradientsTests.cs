@@ -247,3 +247,70 @@ public class IntegratedGradientsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => PathIntegral.Nodes(IntegrationMethod.RiemannRight, 0));
     }
 }
+
+/// <summary><c>b4s explain</c> as a process: a classifier directory as `b4s clue train` saves it, and a masked-LM directory.</summary>
+public class ExplainCliTests
+{
+    static string ClassifierDirectory(string root)
+    {
+        var (encoder, tokenizer) = TestPaths.TinyBertEncoder();
+        var model = new SequenceClassifier(encoder, 3, 0.1, Pooling.First);
+        string dir = Path.Combine(root, "classifier");
+        Bert4Sharp.Training.ClueRun.Save(model, encoder, tokenizer, new Bert4Sharp.Training.TaskModelFile("demo", "classifier", ["neg", "neu", "pos"], 32,
+            new Dictionary<string, string> { ["pooling"] = "First", ["dropout"] = "0.1", ["class_weights"] = "none" }), dir);
+        return dir;
+    }
+
+    [Fact]
+    public void ExplainsAClassifierIntoHtmlAndJson()
+    {
+        string root = Directory.CreateTempSubdirectory("b4s-explain").FullName;
+        try
+        {
+            string dir = ClassifierDirectory(root), html = Path.Combine(root, "out.html");
+            var (code, stdout, stderr) = CliTests.B4s("explain", "--model", dir, "--steps", "16", "--target", "pos", "--output", html, "--json", "丐丑专且", "丕世丘");
+            Assert.True(code == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
+            var rows = doc.RootElement.EnumerateArray().ToList();
+            Assert.Equal(2, rows.Count);
+            Assert.Equal("pos", rows[0].GetProperty("target").GetString());
+            Assert.Equal(["[CLS]", "丐", "丑", "专", "且", "[SEP]"], rows[0].GetProperty("tokens").EnumerateArray().Select(t => t.GetString()));
+            double sum = rows[0].GetProperty("attributions").EnumerateArray().Sum(x => x.GetDouble());
+            Close.Assert(sum, rows[0].GetProperty("sum").GetDouble(), "Σ attributions as printed", 1e-12, 1e-9);
+            string page = File.ReadAllText(html);
+            Assert.Contains(">丐</span>", page);
+            Assert.Contains(">丘</span>", page);
+
+            (code, _, stderr) = CliTests.B4s("explain", "--model", dir, "--target", "happy", "丐丑");
+            Assert.Equal(1, code);
+            Assert.Contains("--target 'happy' is not a label of this model; labels: neg, neu, pos", stderr);
+            (code, _, stderr) = CliTests.B4s("explain", "--model", dir, "--steps", "0", "丐丑");
+            Assert.Equal(1, code);
+            Assert.Contains("--steps must be at least 1, got 0", stderr);
+            (code, _, stderr) = CliTests.B4s("explain", "--model", dir, "--output", Path.Combine(root, "x.txt"), "丐丑");
+            Assert.Equal(1, code);
+            Assert.Contains("must end in .html or .png", stderr);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    [Fact]
+    public void AMaskedLanguageModelNeedsAMask()
+    {
+        string dir = Directory.CreateTempSubdirectory("b4s-explain-mlm").FullName;
+        try
+        {
+            foreach (string f in new[] { "config.json", "model.safetensors" }) File.Copy(TestPaths.Fixture("hf", "bert", f), Path.Combine(dir, f));
+            TestPaths.WriteSyntheticVocabulary(Path.Combine(dir, "vocab.txt"));
+            var (code, _, stderr) = CliTests.B4s("explain", "--model", dir, "丐丑专");
+            Assert.Equal(1, code);
+            Assert.Contains("has no [MASK] to explain", stderr);
+            string png = Path.Combine(dir, "m.png");
+            (code, var stdout, stderr) = CliTests.B4s("explain", "--model", dir, "--steps", "16", "--output", png, "丐丑[MASK]且");
+            Assert.True(code == 0, stderr);
+            Assert.Contains("[MASK] at token 3", stdout);
+            Assert.True(new FileInfo(png).Length > 1000);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
