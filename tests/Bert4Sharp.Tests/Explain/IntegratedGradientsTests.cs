@@ -188,6 +188,24 @@ public class IntegratedGradientsTests
     }
 
     [Fact]
+    public void NoTensorOutlivesAnExplanation()
+    {
+        var classifier = Classifier(DefaultHead);
+        var mlm = Model(Application.MaskedLM);
+        var tokenizer = Tokenizer();
+        void Both()
+        {
+            IntegratedGradients.Explain(classifier, tokenizer, "丐丑专且", options: new() { Steps = 5, BatchSize = 2 });
+            IntegratedGradients.ExplainMask(mlm, tokenizer, "丐[MASK]专且", options: new() { Steps = 5, BatchSize = 2 });
+        }
+        Both();                                                                                 // warm-up: anything cached once
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        Both();
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+        using (var probe = torch.zeros(1)) Assert.Equal(before + 1, DisposeScopeManager.Statistics.ThreadTotalLiveCount);   // the counter sees a tensor left outside any scope
+    }
+
+    [Fact]
     public void BadInputGivesClearErrors()
     {
         var classifier = Classifier(DefaultHead);
