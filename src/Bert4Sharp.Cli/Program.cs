@@ -25,4 +25,5 @@ root.Subcommands.Add(EmbedCommand.Whiten());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(DownloadCommand.Create());
+root.Subcommands.Add(ExplainCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -108,15 +108,19 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
 
     /// <summary>
     /// Embeds token ids with optional segment ids and custom position ids (B, T) (bert4keras
-    /// <c>custom_position_ids</c>); without them positions are 0..T-1.
+    /// <c>custom_position_ids</c>); without them positions are 0..T-1. <paramref name="tokenEmbeddings"/> (B, T, E), when
+    /// given, replaces the token table lookup (Hugging Face <c>inputs_embeds</c>); everything after it is the same.
     /// </summary>
-    public Tensor Forward(Tensor ids, Tensor? segments, Tensor? positionIds)
+    /// <exception cref="ArgumentException">Token embeddings whose shape is not (B, T, E) for ids (B, T).</exception>
+    public Tensor Forward(Tensor ids, Tensor? segments, Tensor? positionIds, Tensor? tokenEmbeddings = null)
     {
         using var scope = torch.NewDisposeScope();
         long t = ids.shape[1];
         CheckRange(ids, options.VocabSize, "token", "vocab_size");
         if (segment is not null && segments is not null) CheckRange(segments, options.SegmentVocab, "segment", "type_vocab_size");
-        var x = word.forward(ids);                                                    // (B, T, E)
+        if (tokenEmbeddings is not null && (tokenEmbeddings.dim() != 3 || tokenEmbeddings.shape[0] != ids.shape[0] || tokenEmbeddings.shape[1] != t || tokenEmbeddings.shape[2] != options.Width))
+            throw new ArgumentException($"token embeddings must be (batch, length, width) = [{ids.shape[0]}, {t}, {options.Width}] for these ids, got [{string.Join(", ", tokenEmbeddings.shape)}]");
+        var x = tokenEmbeddings ?? word.forward(ids);                                 // (B, T, E)
         if (positionIds is null && options.PositionsFromPadding is int pad)
         {
             var real = ids.ne(pad).to(ScalarType.Int64);

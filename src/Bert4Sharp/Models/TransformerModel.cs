@@ -85,6 +85,13 @@ public sealed record ModelInput(Tensor Ids)
     public KeyValueCache? Cache { get; init; }
     /// <summary>Also return the embedding output and every block's output.</summary>
     public bool OutputHiddenStates { get; init; }
+    /// <summary>
+    /// Token embedding rows (B, T, E) used instead of looking <see cref="Ids"/> up in the token table (Hugging Face
+    /// <c>inputs_embeds</c>), or null. Positions, segments, the norm and any projection are applied as for ids, and the
+    /// ids still give the shape, padding-derived positions and structure masks. Integrated gradients
+    /// (<see cref="Explain.IntegratedGradients"/>) interpolates here.
+    /// </summary>
+    public Tensor? TokenEmbeddings { get; init; }
 }
 
 /// <summary>What <see cref="TransformerModel.Decode"/> takes.</summary>
@@ -390,7 +397,7 @@ public sealed class TransformerModel : nn.Module<Tensor, Tensor?, Tensor?, Model
         if (cache is not null && arch.Gau is not null) throw new NotSupportedException($"{Family.Name}: gated attention units keep no key/value cache; decode without one");
         var structure = StructureBias(ids, segments, past);
         if (structure is not null) bias = bias is null ? structure : bias + structure;
-        var x = embeddings.Forward(ids, segments, absolute ? positionIds : null);         // (B, T, H)
+        var x = embeddings.Forward(ids, segments, absolute ? positionIds : null, input.TokenEmbeddings);   // (B, T, H)
         using var positions = new PositionContext(t, past, x.device, x.dtype)
         {
             Bias = relative_bias?.Forward(t, past, x.device), PositionIds = absolute ? null : input.PositionIds,

@@ -54,11 +54,19 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     }
 
     /// <summary>Logits (B, labels) for ids (B, T), optional segments and attention mask.</summary>
-    public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask)
+    public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask) =>
+        Forward(new ModelInput(ids) { Segments = segments, AttentionMask = attentionMask });
+
+    /// <summary>
+    /// Logits (B, labels) for any <see cref="ModelInput"/> (e.g. with <see cref="ModelInput.TokenEmbeddings"/> instead of
+    /// the id lookup); the hidden states this pooling needs are asked for whatever the input says.
+    /// </summary>
+    public Tensor Forward(ModelInput input)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, segments, attentionMask, Pool.NeedsHiddenStates(pooling));   // fp32 states whatever the encoder computes in
-        var x = Pool.Apply(pooling, output, attentionMask);
+        bool hidden = Pool.NeedsHiddenStates(pooling);
+        using var output = encoder.Forward(hidden == input.OutputHiddenStates ? input : input with { OutputHiddenStates = hidden }).Widened();   // fp32 states whatever the encoder computes in
+        var x = Pool.Apply(pooling, output, input.AttentionMask);
         if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
         return classifier.forward(x).MoveToOuterDisposeScope();
     }
