@@ -65,7 +65,7 @@ var model = new ClassConditionalLanguageModel(lm, classifier.Labels.Count, condi
 
 using var optimizer = new Adam(model.named_parameters().Select(p => (p.name, p.parameter)), new OptimizerOptions
 {
-    LearningRate = 1e-3, WeightDecay = 0.01, ClipGradientNorm = 1.0, Schedule = new PiecewiseLinearSchedule(new Dictionary<long, double> { [100] = 1.0, [3000] = 0.2 }),
+    LearningRate = 2e-3, WeightDecay = 0.01, ClipGradientNorm = 1.0, Schedule = new PiecewiseLinearSchedule(new Dictionary<long, double> { [20] = 1.0, [1500] = 0.2 }),
 });
 var trainer = new Trainer<Titled>(model, optimizer, (batch, _) =>
 {
@@ -74,7 +74,7 @@ var trainer = new Trainer<Titled>(model, optimizer, (batch, _) =>
     return new StepResult(LanguageModeling.CausalLoss(model.forward(ids, labels), ids, mask), mask.sum().ToInt64());
 }, new TrainerOptions
 {
-    Epochs = 100, TimeBudget = TimeSpan.FromMinutes(minutes), Batching = new BatchingOptions { BatchSize = 32, BucketBatches = 20 },
+    Epochs = 100, TimeBudget = TimeSpan.FromMinutes(minutes), Batching = new BatchingOptions { BatchSize = 16, BucketBatches = 20 },
     LogEverySteps = 50, Progress = ProgressDisplay.Lines,
 }) { Length = e => e.Ids.Length };
 var result = trainer.Fit(examples);
