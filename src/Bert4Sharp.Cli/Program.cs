@@ -9,6 +9,7 @@ root.Subcommands.Add(ConvertCommand.Create());
 root.Subcommands.Add(DoctorCommand.Create());
 root.Subcommands.Add(DataCommand.Create());
 root.Subcommands.Add(TokenizeCommand.Create());
+root.Subcommands.Add(VocabCommand.Create());
 root.Subcommands.Add(ModelCommands.Encode());
 root.Subcommands.Add(ModelCommands.FillMask());
 root.Subcommands.Add(GenerateCommand.Create());

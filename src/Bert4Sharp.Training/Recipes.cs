@@ -161,10 +161,20 @@ public sealed record PretrainRecipe : Recipe
 {
     /// <summary>Model family (<c>roformer_v2</c>, <c>bert</c>, …).</summary>
     [JsonPropertyName("family")] public string Family { get; init; } = "roformer_v2";
-    /// <summary>The model config (config.json fields); <c>vocab_size</c> is taken from the vocabulary.</summary>
+    /// <summary>The model config (config.json fields); <c>vocab_size</c> is taken from the vocabulary. Not used with <see cref="InitModel"/>.</summary>
     [JsonPropertyName("config")] public JsonElement Config { get; init; }
-    /// <summary>vocab.txt.</summary>
+    /// <summary>vocab.txt (default with <see cref="InitModel"/>: the model's).</summary>
     [JsonPropertyName("vocab")] public string Vocab { get; init; } = "";
+    /// <summary>
+    /// Continue pretraining this masked-LM model directory (config.json, weights, vocab.txt) instead of starting from random
+    /// weights, e.g. a WoBERT model made by <c>b4s vocab build --model</c>; null starts from scratch with <see cref="Config"/>.
+    /// </summary>
+    [JsonPropertyName("init_model")] public string? InitModel { get; init; }
+    /// <summary>
+    /// Word pre-tokenizer: <c>jieba</c> (WoBERT: dictionary words stay whole) or <c>none</c>; null: what <see cref="InitModel"/>'s
+    /// tokenizer_config.json records, else none. The saved model records it.
+    /// </summary>
+    [JsonPropertyName("pre_tokenize")] public string? PreTokenize { get; init; }
     /// <summary>Text sources.</summary>
     [JsonPropertyName("corpus")] public IReadOnlyList<CorpusSourceRecipe> Corpus { get; init; } = [];
     /// <summary>Records held out for evaluation (taken from the start of the shuffled corpus).</summary>
@@ -198,9 +208,10 @@ public sealed record PretrainRecipe : Recipe
     public override void Validate()
     {
         ValidateCommon();
-        Require(Config.ValueKind == JsonValueKind.Object, "'config' must be an object of config.json fields");
+        Require(InitModel is not null || Config.ValueKind == JsonValueKind.Object, "'config' must be an object of config.json fields (or give 'init_model' to continue a pretrained model)");
         RequireKnownConfigKeys(Config);
-        Require(Vocab.Length > 0, "'vocab' (path to vocab.txt) is required");
+        Require(InitModel is not null || Vocab.Length > 0, "'vocab' (path to vocab.txt) is required");
+        Require(PreTokenize is null or "none" or "jieba", $"'pre_tokenize' must be jieba or none, got '{PreTokenize}'");
         Require(Corpus.Count > 0, "'corpus' needs at least one source");
         foreach (var c in Corpus)
         {
@@ -249,6 +260,11 @@ public sealed record TrainRecipe : Recipe
     [JsonPropertyName("config")] public JsonElement Config { get; init; }
     /// <summary>vocab.txt (default: the model directory's).</summary>
     [JsonPropertyName("vocab")] public string? Vocab { get; init; }
+    /// <summary>
+    /// Word pre-tokenizer: <c>jieba</c> (a WoBERT model) or <c>none</c>; null: what the model directory's tokenizer_config.json
+    /// records, else none.
+    /// </summary>
+    [JsonPropertyName("pre_tokenize")] public string? PreTokenize { get; init; }
     /// <summary>Training data.</summary>
     [JsonPropertyName("train")] public LabelledDataRecipe Train { get; init; } = new();
     /// <summary>Evaluation data.</summary>
@@ -294,6 +310,7 @@ public sealed record TrainRecipe : Recipe
         RequireKnownConfigKeys(Config);
         Require(Train.File.Length > 0 && Dev.File.Length > 0, "'train.file' and 'dev.file' are required");
         Require(OnBadLine is "stop" or "skip", $"'on_bad_line' must be stop or skip, got '{OnBadLine}'");
+        Require(PreTokenize is null or "none" or "jieba", $"'pre_tokenize' must be jieba or none, got '{PreTokenize}'");
         Require(MaxLength is >= 4 and <= 4096, $"'max_length' must be in [4, 4096], got {MaxLength}");
         Require(BatchSize >= 1, $"'batch_size' must be ≥ 1, got {BatchSize}");
         Require(Epochs >= 1, $"'epochs' must be ≥ 1, got {Epochs}");

@@ -29,8 +29,59 @@ public static class Pretraining
         log ??= Console.WriteLine;
         TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
         torch.manual_seed(r.Seed);
-        var tokenizer = BertWordPieceTokenizer.FromFile(r.Resolve(r.Vocab), new BertWordPieceOptions { LowerCase = true });
-        var config = RecipeConfig.Parse(r.Config, tokenizer.Vocabulary.Count);
+        string? initModel = r.InitModel is null ? null : r.Resolve(r.InitModel);
+        string vocabPath = r.Vocab.Length > 0 ? r.Resolve(r.Vocab) : Path.Combine(initModel!, "vocab.txt");
+        string? preTokenize = r.PreTokenize ?? (initModel is null ? null : PreTokenization.Read(initModel));
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize) });
+        var split = Split(r, log);
+        JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
+        var mlm = new MaskedLanguageModeling(tokenizer, jieba);
+        var heldOut = mlm.Pack(split.HeldOut, r.MaxLength).ToList();
+        var train = mlm.Pack(split.Train, r.MaxLength).ToList();
+        long tokens = train.Sum(s => (long)s.Ids.Length);
+        log($"{train.Count:N0} training sequences ({tokens:N0} tokens, up to {r.MaxLength} each), {heldOut.Count:N0} held out; whole-word masking: {(jieba is null ? "off" : "on (jieba)")}; " +
+            $"word pre-tokenizer: {preTokenize ?? "none"}");
+
+        TransformerModel model;
+        if (initModel is null) model = TransformerModels.Build(RecipeConfig.Parse(r.Config, tokenizer.Vocabulary.Count), null, ModelFamily.Get(r.Family), Application.MaskedLM, null, out _);
+        else
+        {
+            model = AutoModel.Load(initModel, new AutoModelOptions { Family = r.Family, Application = Application.MaskedLM, VocabularyPath = vocabPath }).Model;
+            log($"continuing from {initModel}");
+        }
+        var config = model.Config;
+        log($"model: {r.Family}, {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {model.parameters().Sum(p => p.numel()) / 1e6:F1} M parameters, {torch.get_num_threads()} threads");
+        var precision = r.PrecisionPlan(model.Device);
+        precision.Apply(model);                                                            // before the optimizer: it keeps fp32 masters of 16-bit weights
+        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)), precision);
+        string output = r.Resolve(r.Output);
+        var evaluation = new EvaluationCallback("mlm_accuracy", () => Evaluate(model, mlm, heldOut, r.Seed)) { EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
+        var trainer = new Trainer<PretrainingSequence>(model, optimizer, (batch, ctx) => mlm.Step(model, batch, ctx), new TrainerOptions
+        {
+            Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
+            Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
+            CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
+            Precision = precision, DataParallel = dataParallel?.WithModel(r.Family, r.Config),
+        }) { Length = s => s.Ids.Length };
+        var result = trainer.Fit(train, [evaluation], cancellation);
+        if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
+        var metrics = Evaluate(model, mlm, heldOut, r.Seed);
+        string dir = Path.Combine(output, "model");
+        if (dataParallel?.Communicator.IsPrimary != false)
+        {
+            TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);
+            if (preTokenize is not null and not "none") PreTokenization.Write(dir, preTokenize);
+        }
+        log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
+        return new RunResult(result, metrics, dir);
+    }
+
+    /// <summary>
+    /// The recipe's corpus, shuffled with its seed, repeats dropped, and split into the training texts and the held-out
+    /// texts exactly as <see cref="Run"/> splits them (so a word vocabulary can be counted on the training texts alone).
+    /// </summary>
+    public static DisjointSplit<string> Split(PretrainRecipe r, Action<string> log)
+    {
         var texts = new List<string>();
         foreach (var src in r.Corpus)
         {
@@ -50,34 +101,7 @@ public static class Pretraining
         var split = HeldOutSplit.Split(texts, r.HeldOut, t => t);
         log($"deduplication: {split.Duplicates:N0} repeated texts dropped (exact match after normalisation), so no held-out text is also a training text" +
             (split.Overlap > 0 ? $" (a plain split would have shared {split.Overlap:N0} of the {r.HeldOut:N0} held-out texts with training)" : ""));
-        JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
-        var mlm = new MaskedLanguageModeling(tokenizer, jieba);
-        var heldOut = mlm.Pack(split.HeldOut, r.MaxLength).ToList();
-        var train = mlm.Pack(split.Train, r.MaxLength).ToList();
-        long tokens = train.Sum(s => (long)s.Ids.Length);
-        log($"{train.Count:N0} training sequences ({tokens:N0} tokens, up to {r.MaxLength} each), {heldOut.Count:N0} held out; whole-word masking: {(jieba is null ? "off" : "on (jieba)")}");
-
-        var model = TransformerModels.Build(config, null, ModelFamily.Get(r.Family), Application.MaskedLM, null, out _);
-        log($"model: {r.Family}, {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {model.parameters().Sum(p => p.numel()) / 1e6:F1} M parameters, {torch.get_num_threads()} threads");
-        var precision = r.PrecisionPlan(model.Device);
-        precision.Apply(model);                                                            // before the optimizer: it keeps fp32 masters of 16-bit weights
-        using var optimizer = r.Optimizer.Create(model.named_parameters().Select(p => (p.name, p.parameter)), precision);
-        string output = r.Resolve(r.Output);
-        var evaluation = new EvaluationCallback("mlm_accuracy", () => Evaluate(model, mlm, heldOut, r.Seed)) { EverySteps = r.EvalEvery, UseEma = r.Optimizer.Ema is not null };
-        var trainer = new Trainer<PretrainingSequence>(model, optimizer, (batch, ctx) => mlm.Step(model, batch, ctx), new TrainerOptions
-        {
-            Epochs = r.Epochs, MaxSteps = r.MaxSteps, TimeBudget = r.Minutes is double m ? TimeSpan.FromMinutes(m) : null,
-            Batching = new BatchingOptions { BatchSize = r.BatchSize, BucketBatches = 20 }, Seed = r.Seed, OutputDirectory = output,
-            CheckpointEverySteps = r.CheckpointEvery, Resume = resume, Overwrite = overwrite, LogEverySteps = r.LogEvery, Progress = progress, Log = progress == ProgressDisplay.Bar ? null : log,
-            Precision = precision, DataParallel = dataParallel?.WithModel(r.Family, r.Config),
-        }) { Length = s => s.Ids.Length };
-        var result = trainer.Fit(train, [evaluation], cancellation);
-        if (r.Optimizer.Ema is not null) optimizer.ApplyEma();
-        var metrics = Evaluate(model, mlm, heldOut, r.Seed);
-        string dir = Path.Combine(output, "model");
-        if (dataParallel?.Communicator.IsPrimary != false) TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);
-        log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
-        return new RunResult(result, metrics, dir);
+        return split;
     }
 
     /// <summary>Held-out MLM loss and accuracy with a fixed masking (same seed every time, so evaluations compare).</summary>
@@ -125,7 +149,9 @@ public static class FineTuning
         TrainingOutput.EnsureUsable(r.Resolve(r.Output), resume, overwrite);
         torch.manual_seed(r.Seed);
         string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true });
+        string? preTokenize = r.PreTokenize ?? (r.Model is null ? null : PreTokenization.Read(r.Resolve(r.Model)));
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize) });
+        if (preTokenize is not null and not "none") log($"word pre-tokenizer: {preTokenize}");
         var labelNames = new List<string>();
         var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);
         var dev = ReadLabelled(r.Resolve(r.Dev.File), r.Dev, labelNames, addLabels: false, r.OnBadLine == "skip", log);
