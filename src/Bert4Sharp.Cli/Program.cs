@@ -24,4 +24,5 @@ root.Subcommands.Add(EmbedCommand.Whiten());
 root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(DownloadCommand.Create());
+root.Subcommands.Add(DiffusionCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());
