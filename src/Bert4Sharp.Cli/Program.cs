@@ -27,4 +27,5 @@ root.Subcommands.Add(ExportCommand.Create());
 root.Subcommands.Add(ServeCommand.Create());
 root.Subcommands.Add(DownloadCommand.Create());
 root.Subcommands.Add(ExplainCommand.Create());
+root.Subcommands.Add(DiffusionCommand.Create());
 return CliErrors.Run(() => root.Parse(args).Invoke());

@@ -1,0 +1,76 @@
+namespace Bert4Sharp.Diffusion;
+
+using System.Diagnostics;
+using Bert4Sharp.Diffusion.Data;
+using Bert4Sharp.Diffusion.Methods;
+using Bert4Sharp.Diffusion.Metrics;
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>One row of the quality table: a model sampled with one sampler and step count.</summary>
+/// <param name="Method">ddpm, rf or pfgm.</param>
+/// <param name="Reflow">Reflow rounds of the model.</param>
+/// <param name="Sampler">The sampler.</param>
+/// <param name="Steps">Sampling steps.</param>
+/// <param name="Evaluations">Network evaluations per sample (Heun: two a step).</param>
+/// <param name="Count">Samples drawn.</param>
+/// <param name="Image">Image metrics (MNIST models).</param>
+/// <param name="Wasserstein2">Exact W2 to fresh target samples (toy models).</param>
+/// <param name="Seconds">Wall-clock sampling time.</param>
+public sealed record EvaluationRow(string Method, int Reflow, string Sampler, int Steps, int Evaluations, int Count, ImageQuality? Image, double? Wasserstein2, double Seconds);
+
+/// <summary>Samples a model at several step counts and measures the samples.</summary>
+public static class DiffusionEvaluation
+{
+    /// <summary>Samples <paramref name="count"/> points per (sampler, steps) and measures them: against the held-out MNIST images
+    /// through <paramref name="classifier"/>, or against fresh samples of the toy distribution with the exact W2.</summary>
+    /// <exception cref="ArgumentException">MNIST without a classifier or real images, or bad steps / samplers.</exception>
+    public static IReadOnlyList<EvaluationRow> Run(DiffusionModel model, IReadOnlyList<Sampler> samplers, IReadOnlyList<int> steps, int count, int seed,
+        MnistClassifier? classifier, Tensor? real, Action<string> log)
+    {
+        if (!model.Config.IsToy && (classifier is null || real is null)) throw new ArgumentException("MNIST models are measured with the metric classifier (--classifier) and the held-out images");
+        var rows = new List<EvaluationRow>();
+        using var target = model.Config.IsToy ? ToyData.Sample(ToyData.TryParse(model.Config.Data) ?? throw new ArgumentException($"unknown toy data '{model.Config.Data}'"), count, seed + 7919) : null;
+        foreach (var sampler in samplers)
+            foreach (int s in steps)
+            {
+                var clock = Stopwatch.StartNew();
+                using var samples = model.Sample(count, s, sampler, seed);
+                double seconds = clock.Elapsed.TotalSeconds;
+                int nfe = sampler == Sampler.Heun ? 2 * s : s;
+                var row = target is not null
+                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, sampler.ToString().ToLowerInvariant(), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds)
+                    : new EvaluationRow(model.Config.Method, model.Config.Reflow, sampler.ToString().ToLowerInvariant(), s, nfe, count, SampleQuality.Images(classifier!, samples, real!), null, seconds);
+                log(Describe(row));
+                rows.Add(row);
+            }
+        return rows;
+    }
+
+    /// <summary>One line per row.</summary>
+    public static string Describe(EvaluationRow r) =>
+        FormattableString.Invariant($"{r.Method}{(r.Reflow > 0 ? $" (reflow {r.Reflow})" : "")} {r.Sampler} {r.Steps} steps ({r.Evaluations} NFE, {r.Count} samples, {r.Seconds:F1} s): ") +
+        (r.Image is { } q
+            ? FormattableString.Invariant($"FD {q.FrechetDistance:F2}, class entropy {q.ClassEntropy:F3}, max class share {q.MaxClassShare:F3}, mean confidence {q.MeanConfidence:F3}")
+            : FormattableString.Invariant($"exact W2 to the target {r.Wasserstein2:F4}"));
+
+    /// <summary>
+    /// The floors of the Fréchet distance with real images only: the held-out set's two halves against each other, and
+    /// <paramref name="count"/> training images against the held-out ones (the same sample sizes as the generated rows).
+    /// </summary>
+    public static (double Halves, double TrainVersusHeldOut) RealFloor(MnistClassifier classifier, MnistSet set, int count, int heldOut = 1000)
+    {
+        var (train, held) = Mnist.Split(set.Count, heldOut);
+        using var heldImages = set.Images(held);
+        var (features, _) = classifier.Embed(heldImages);
+        using var f = features;
+        long half = f.shape[0] / 2;
+        using var a = f.narrow(0, 0, half);
+        using var b = f.narrow(0, half, half);
+        double halves = SampleQuality.FrechetDistance(a, b);
+        using var trainImages = set.Images(train.Take(Math.Min(count, train.Length)).ToList());
+        var (tf, _) = classifier.Embed(trainImages);
+        using var trainFeatures = tf;
+        return (halves, SampleQuality.FrechetDistance(trainFeatures, f));
+    }
+}

@@ -1,0 +1,189 @@
+namespace Bert4Sharp.Diffusion.Methods;
+
+using TorchSharp;
+using static TorchSharp.torch;
+
+/// <summary>Options of <see cref="PoissonFlow"/>; defaults are the PFGM paper's CIFAR-10 settings.</summary>
+public sealed record PoissonFlowOptions
+{
+    /// <summary>σ of the perturbation's Gaussian ε = (ε_x, ε_z).</summary>
+    public double Sigma { get; init; } = 0.01;
+    /// <summary>τ: the perturbation scales by (1 + τ)^m.</summary>
+    public double Tau { get; init; } = 0.03;
+    /// <summary>M: m ~ U[0, M].</summary>
+    public double M { get; init; } = 291;
+    /// <summary>γ in the target −√N·E/(‖E‖ + γ) (the PFGM code's guard against a vanishing field).</summary>
+    public double Gamma { get; init; } = 5e-3;
+    /// <summary>z where sampling starts (the prior's plane).</summary>
+    public double ZMax { get; init; } = 40;
+    /// <summary>z where sampling stops (the data sit at z = 0).</summary>
+    public double ZMin { get; init; } = 1e-3;
+    /// <summary>The prior's radius is clipped to [1, this].</summary>
+    public double MaxPriorRadius { get; init; } = 3000;
+
+    /// <summary>Checks ranges.</summary>
+    /// <exception cref="ArgumentException">A bad value, named.</exception>
+    public void Validate()
+    {
+        if (!(Sigma > 0 && Tau > 0 && M >= 0 && Gamma >= 0)) throw new ArgumentException($"PFGM needs σ > 0, τ > 0, M ≥ 0, γ ≥ 0; got {Sigma}, {Tau}, {M}, {Gamma}");
+        if (!(ZMin > 0 && ZMax > ZMin)) throw new ArgumentException($"PFGM needs 0 < z_min < z_max, got {ZMin} and {ZMax}");
+        if (!(MaxPriorRadius >= 1)) throw new ArgumentException($"PFGM's MaxPriorRadius must be ≥ 1, got {MaxPriorRadius}");
+    }
+}
+
+/// <summary>
+/// Poisson flow generative models (Xu et al. 2022), as Su Jianlin's "生成扩散模型漫谈（十三）: 从万有引力到扩散模型" explains
+/// them: put the N-dimensional data on the plane z = 0 of an (N+1)-dimensional space and let them attract like masses with
+/// the (N+1)-dimensional law of gravitation, E(x̃) ∝ Σ_j (x̃ − x̃_j)/‖x̃ − x̃_j‖^(N+1). Far away the field is that of a single
+/// point, so field lines leaving the data end uniformly on a large hemisphere; following them back from there gives data.
+/// Training: perturb data points upward (<see cref="Perturb"/>), compute the empirical field of the batch there and learn
+/// its direction, −√N·E/(‖E‖ + γ) (<see cref="Target"/>). Sampling: start on the plane z = z_max from the projected uniform
+/// hemisphere (<see cref="Prior"/>) and integrate dx/d(ln z) = z·v_x/v_z down to z_min (<see cref="OdeStep"/>).
+/// The network outputs the data's channels plus one channel whose mean is v_z; it sees time (ln z − ln z_min)/(ln z_max − ln z_min).
+/// </summary>
+public sealed class PoissonFlow : GenerativeMethod
+{
+    /// <summary>Creates the method.</summary>
+    /// <exception cref="ArgumentException">Bad options.</exception>
+    public PoissonFlow(PoissonFlowOptions? options = null)
+    {
+        Options = options ?? new PoissonFlowOptions();
+        Options.Validate();
+    }
+
+    /// <summary>The options.</summary>
+    public PoissonFlowOptions Options { get; }
+
+    /// <inheritdoc/>
+    public override MethodKind Kind => MethodKind.PoissonFlow;
+
+    /// <inheritdoc/>
+    public override int ExtraOutputs => 1;
+
+    /// <inheritdoc/>
+    public override IReadOnlyList<Sampler> Samplers { get; } = [Sampler.Euler, Sampler.Heun];
+
+    /// <summary>The network's time input for heights z: (ln z − ln z_min)/(ln z_max − ln z_min).</summary>
+    public Tensor TimeOf(Tensor z) => (z.log() - Math.Log(Options.ZMin)) / (Math.Log(Options.ZMax) - Math.Log(Options.ZMin));
+
+    /// <summary>
+    /// The perturbation of PFGM's Algorithm 1: y = x + ‖ε_x‖·(1 + τ)^m·u, z = |ε_z|·(1 + τ)^m, u a uniform unit direction.
+    /// </summary>
+    /// <param name="data">(B, …) data points.</param>
+    /// <param name="m">(B) exponents in [0, M].</param>
+    /// <param name="epsX">(B, …) ε_x ~ N(0, σ²I).</param>
+    /// <param name="epsZ">(B) ε_z ~ N(0, σ²).</param>
+    /// <param name="direction">(B, …) any nonzero vectors; normalised to u (Gaussian ones give a uniform direction).</param>
+    /// <returns>The perturbed points (B, …) and heights (B).</returns>
+    public Tensor[] Perturb(Tensor data, Tensor m, Tensor epsX, Tensor epsZ, Tensor direction)
+    {
+        using var scope = torch.NewDisposeScope();
+        var scale = torch.pow(1 + Options.Tau, m.to(data.dtype));                          // (B)
+        var radius = epsX.flatten(1).norm(1) * scale;                                      // (B)
+        var u = direction / PerSample(direction.flatten(1).norm(1), direction);
+        var y = data + PerSample(radius, data) * u;
+        var z = epsZ.abs() * scale;
+        return [y.MoveToOuterDisposeScope(), z.MoveToOuterDisposeScope()];
+    }
+
+    /// <summary>
+    /// The training target at perturbed points (y, z): the empirical field of <paramref name="charges"/> (data at z = 0),
+    /// E = Σ_j (ỹ − x̃_j)/‖ỹ − x̃_j‖^(N+1), as −√N·E/(‖E‖ + γ) over the N + 1 components. Computed as a softmax over
+    /// −(N+1)·ln‖ỹ − x̃_j‖ so that N = 784 does not underflow: the weights' common factor is put back before γ is added.
+    /// </summary>
+    /// <param name="y">(B, …) perturbed points.</param>
+    /// <param name="z">(B) their heights.</param>
+    /// <param name="charges">(C, …) the data points whose field it is (the batch).</param>
+    /// <returns>(B, N + 1): the x components flattened, then the z component.</returns>
+    public Tensor Target(Tensor y, Tensor z, Tensor charges)
+    {
+        using var scope = torch.NewDisposeScope();
+        var yf = y.flatten(1).to(ScalarType.Float64);                                      // (B, N)
+        var cf = charges.flatten(1).to(ScalarType.Float64);                                // (C, N)
+        long n = yf.shape[1];
+        var zf = z.to(ScalarType.Float64);
+        // ‖ỹ − x̃_j‖² = ‖y‖² + ‖x_j‖² − 2·y·x_j + z² (the charges sit at z = 0), without a (B, C, N) difference tensor.
+        var squared = (yf.pow(2).sum(1, keepdim: true) + cf.pow(2).sum(1).unsqueeze(0) - 2 * yf.matmul(cf.t())
+            + zf.pow(2).unsqueeze(1)).clamp_min(1e-300);                                   // (B, C)
+        var logWeights = -(n + 1) / 2.0 * squared.log();                                   // ln 1/‖·‖^(N+1)
+        var top = logWeights.max(1, keepdim: true).values;                                 // (B, 1)
+        var w = (logWeights - top).exp();                                                  // scaled by e^(−top)
+        var ex = yf * w.sum(1, keepdim: true) - w.matmul(cf);                              // Σ_j w_j (y − x_j): (B, N)
+        var ez = (w * zf.unsqueeze(1)).sum(1, keepdim: true);                              // (B, 1)
+        var field = torch.cat([ex, ez], 1);                                                // E·e^(−top)
+        // ‖E‖ = e^top·‖field‖; −√N·E/(‖E‖ + γ) = −√N·field/(‖field‖ + γ·e^(−top)).
+        var norm = field.norm(1, keepdim: true);
+        var guard = Options.Gamma * (-top).clamp_max(700).exp();
+        var target = -Math.Sqrt(n) * field / (norm + guard);
+        return target.to(y.dtype).MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor Loss(DenoisingNetwork network, Tensor data, Generator? generator = null)
+    {
+        using var scope = torch.NewDisposeScope();
+        long b = data.shape[0];
+        var m = torch.rand([b], generator: generator, device: data.device) * Options.M;
+        var epsX = torch.randn(data.shape, generator: generator, device: data.device) * Options.Sigma;
+        var epsZ = torch.randn([b], generator: generator, device: data.device) * Options.Sigma;
+        var direction = torch.randn(data.shape, generator: generator, device: data.device);
+        var p = Perturb(data, m, epsX, epsZ, direction);
+        var target = Target(p[0], p[1], data);
+        var output = network(p[0], TimeOf(p[1]));
+        return nn.functional.mse_loss(Field(output, data.shape[1]), target).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>The network's output as the (B, N + 1) field: the data channels flattened, then the mean of the extra channel.</summary>
+    public static Tensor Field(Tensor output, long dataChannels)
+    {
+        using var scope = torch.NewDisposeScope();
+        var parts = output.split([dataChannels, output.shape[1] - dataChannels], 1);
+        var vz = parts[1].flatten(1).mean([1], keepdim: true);
+        return torch.cat([parts[0].flatten(1), vz], 1).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The prior on the plane z = z_max: the uniform hemisphere projected, p(x) ∝ 1/(‖x‖² + z_max²)^((N+1)/2). Its radius R
+    /// has R²/(R² + z_max²) ~ Beta(N/2, 1/2), i.e. R = z_max·‖g‖/|h| with g ~ N(0, I_N), h ~ N(0, 1); clipped to
+    /// [1, MaxPriorRadius] as the PFGM code does; the direction is uniform.
+    /// </summary>
+    public override Tensor Prior(long[] shape, Generator? generator = null, Device? device = null)
+    {
+        using var scope = torch.NewDisposeScope();
+        var g = torch.randn(shape, generator: generator, device: device);
+        var h = torch.randn([shape[0]], generator: generator, device: device);
+        var gn = g.flatten(1).norm(1);
+        var radius = (Options.ZMax * gn / h.abs()).clamp(1, Options.MaxPriorRadius);
+        return (g * PerSample(radius / gn, g)).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>dx/ds = z·v_x/v_z at s = ln z (the backward ODE after PFGM's change of variable z = e^s).</summary>
+    public Tensor Drift(DenoisingNetwork network, Tensor x, double z)
+    {
+        using var scope = torch.NewDisposeScope();
+        var zt = Times(x, z);
+        var field = Field(network(x, TimeOf(zt)), x.shape[1]);                           // (B, N + 1)
+        var vx = field.narrow(1, 0, field.shape[1] - 1);
+        var vz = field.narrow(1, field.shape[1] - 1, 1);
+        var drift = z * vx / (vz + 1e-5);                                                  // the PFGM code's 1e-5
+        return drift.reshape(x.shape).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>One step from height z to z·e^Δs (Δs &lt; 0): Euler, or Heun with a second drift at the new height.</summary>
+    public Tensor OdeStep(DenoisingNetwork network, Tensor x, double z, double ds, Sampler sampler)
+    {
+        using var scope = torch.NewDisposeScope();
+        var d = Drift(network, x, z);
+        var next = x + ds * d;
+        if (sampler == Sampler.Heun) next = x + ds / 2 * (d + Drift(network, next, z * Math.Exp(ds)));
+        return next.MoveToOuterDisposeScope();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor SampleFrom(DenoisingNetwork network, Tensor noise, int steps, Sampler sampler, Generator? generator = null)
+    {
+        Check(steps, sampler);
+        double s0 = Math.Log(Options.ZMax), ds = (Math.Log(Options.ZMin) - s0) / steps;
+        return Iterate(noise, steps, (x, i) => OdeStep(network, x, Math.Exp(s0 + i * ds), ds, sampler));
+    }
+}
