@@ -32,7 +32,7 @@ static class AnalyticLrBench
     public static int Run(string[] args)
     {
         string data = BenchArgs.Value(args, "--data") ?? Path.Combine("..", "shared", "data");
-        string model = BenchArgs.Value(args, "--model") ?? "/work/main/runs/pretrain-clue/model";
+        string model = BenchArgs.Value(args, "--model") ?? "runs/pretrain-clue/model";
         string[] featureSets = (BenchArgs.Value(args, "--features") ?? "hashed,vectors").Split(',');
         string[] tasks = (BenchArgs.Value(args, "--tasks") ?? "afqmc,tnews").Split(',');
         int hashDims = BenchArgs.Get(args, "--hash-dims", 1024);
@@ -43,6 +43,12 @@ static class AnalyticLrBench
         int threads = BenchArgs.Get(args, "--threads", 1);
         string cache = BenchArgs.Value(args, "--cache") ?? Path.Combine("runs", "analytic-lr");
         string? output = BenchArgs.Value(args, "--output");
+        if (featureSets.Contains("vectors") && !File.Exists(Path.Combine(model, "config.json")))
+        {
+            Console.Error.WriteLine($"analytic-lr: the sentence-vector features need an encoder directory, and {model} has no config.json; " +
+                "make it with `b4s pretrain recipes/pretrain-roformer-v2-clue.json` (writes runs/pretrain-clue/model), pass --model DIR, or use --features hashed");
+            return 2;
+        }
         torch.set_num_threads(threads);
         Directory.CreateDirectory(cache);
 

@@ -17,8 +17,8 @@ using TorchSharp;
 string? Opt(string name) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : null; }
 var positional = args.Where((a, i) => !a.StartsWith("--", StringComparison.Ordinal) && (i == 0 || !args[i - 1].StartsWith("--", StringComparison.Ordinal))).ToArray();
 string data = positional.Length > 0 ? positional[0] : Path.Combine("..", "shared", "data");
-string pretrained = positional.Length > 1 ? positional[1] : "/work/main/runs/pretrain-clue/model";
-string classifierDir = positional.Length > 2 ? positional[2] : "/work/main/runs/clue-pre/tnews/model";
+string pretrained = positional.Length > 1 ? positional[1] : "runs/pretrain-clue/model";
+string classifierDir = positional.Length > 2 ? positional[2] : "runs/clue-pre/tnews/model";
 double minutes = positional.Length > 3 ? double.Parse(positional[3], CultureInfo.InvariantCulture) : 5;
 int perClass = Opt("--per-class") is { } pc ? int.Parse(pc, CultureInfo.InvariantCulture) : 20;
 torch.set_num_threads(Opt("--threads") is { } th ? int.Parse(th, CultureInfo.InvariantCulture) : 1);

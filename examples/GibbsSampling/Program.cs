@@ -10,7 +10,7 @@ using TorchSharp;
 
 string? Opt(string name) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : null; }
 int Int(string name, int fallback) => Opt(name) is { } v ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-string model = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "/work/main/runs/pretrain-clue/model";
+string model = args.Length > 0 && !args[0].StartsWith("--", StringComparison.Ordinal) ? args[0] : "runs/pretrain-clue/model";
 if (!File.Exists(Path.Combine(model, "config.json")))
 {
     Console.Error.WriteLine($"{model}: no config.json; pass an MLM-pretrained model directory (e.g. the output of `b4s pretrain recipes/pretrain-roformer-v2.json`)");
