@@ -32,7 +32,7 @@ public static class Pretraining
         string? initModel = r.InitModel is null ? null : r.Resolve(r.InitModel);
         string vocabPath = r.Vocab.Length > 0 ? r.Resolve(r.Vocab) : Path.Combine(initModel!, "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (initModel is null ? null : PreTokenization.Read(initModel));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize) });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
         var split = Split(r, log);
         JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
         var mlm = new MaskedLanguageModeling(tokenizer, jieba);
@@ -150,7 +150,7 @@ public static class FineTuning
         torch.manual_seed(r.Seed);
         string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (r.Model is null ? null : PreTokenization.Read(r.Resolve(r.Model)));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize) });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
         if (preTokenize is not null and not "none") log($"word pre-tokenizer: {preTokenize}");
         var labelNames = new List<string>();
         var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);

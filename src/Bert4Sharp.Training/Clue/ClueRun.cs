@@ -209,12 +209,14 @@ public static class ClueRun
 
     /// <summary>
     /// Saves a task model: the encoder in Hugging Face layout, <c>vocab.txt</c>, every parameter outside <c>encoder.*</c>
-    /// in <c>head.safetensors</c>, and <c>task.json</c>.
+    /// in <c>head.safetensors</c>, and <c>task.json</c> (plus the word pre-tokenizer in <c>tokenizer_config.json</c> when the
+    /// tokenizer has one, e.g. a WoBERT encoder's jieba, so <c>b4s clue predict</c> and <c>b4s explain</c> tokenise as training did).
     /// </summary>
     public static string Save(nn.Module model, TransformerModel encoder, BertWordPieceTokenizer tokenizer, TaskModelFile task, string directory)
     {
         encoder.SavePretrained(directory);
         tokenizer.Vocabulary.Save(Path.Combine(directory, "vocab.txt"));
+        if (tokenizer.Options.PreTokenizerName is { } pre and not "none") PreTokenization.Write(directory, pre);
         using (var scope = torch.NewDisposeScope())
             SafetensorsWriter.Write(Path.Combine(directory, "head.safetensors"), model.named_parameters()
                 .Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal)).Select(p => TensorSource.From(p.name, p.parameter.detach().cpu())).ToList());

@@ -52,6 +52,12 @@ public sealed record BertWordPieceOptions
     /// </summary>
     public Func<string, IEnumerable<string>>? PreTokenizer { get; init; }
 
+    /// <summary>
+    /// The name of <see cref="PreTokenizer"/> as model directories record it (<c>"jieba"</c>; see
+    /// <c>PreTokenization</c>), so a model saved with this tokenizer (e.g. a CLUE task model) keeps tokenising the same way; null when unnamed.
+    /// </summary>
+    public string? PreTokenizerName { get; init; }
+
     /// <summary>Token replacements applied after tokenisation (bert4keras <c>token_translate</c>).</summary>
     public IReadOnlyDictionary<string, string>? TokenTranslate { get; init; }
 }

@@ -68,6 +68,17 @@ public class WordModelTests
             Assert.Equal(PreTokenization.Jieba, PreTokenization.Read(made.Directory));
             var enc = loaded.WordPiece.Encode("北京是中国的首都");
             Assert.Equal(["[CLS]", "北京", "是", "中", "国", "的", "首都", "[SEP]"], enc.Tokens);   // jieba: 北京 / 是 / 中国 / 的 / 首都; 中国 is not a token
+
+            // A task model saved from this encoder (what b4s clue train writes) records jieba too, so clue predict / explain
+            // reload it tokenising words, not characters.
+            var encoder = AutoModel.Load(made.Directory, new AutoModelOptions { Application = Application.Encoder, Build = new BuildOptions { Device = torch.CPU } });
+            using var classifier = new Bert4Sharp.Tasks.SequenceClassifier(encoder.Model, 2, 0.0);   // disposes the encoder with it
+            string task = Bert4Sharp.Training.ClueRun.Save(classifier, encoder.Model, encoder.WordPiece!,
+                new Bert4Sharp.Training.TaskModelFile("tnews", "SequenceClassifier", ["a", "b"], 32), Path.Combine(root, "task"));
+            Assert.Equal(PreTokenization.Jieba, PreTokenization.Read(task));
+            var (reloadedEncoder, reloaded) = Bert4Sharp.Training.ClueRun.LoadEncoder(task);
+            reloadedEncoder.Dispose();
+            Assert.Equal(enc.Tokens, reloaded.Encode("北京是中国的首都").Tokens);
         }
         finally { Directory.Delete(root, true); }
     }
