@@ -53,7 +53,7 @@ public sealed class DiffusionModel : IDisposable
     public DiffusionModel(DiffusionConfig config)
     {
         Config = config;
-        Method = CreateMethod(MethodNames.Parse(config.Method));
+        Method = CreateMethod(MethodNames.Parse(config.Method), clipDenoised: !config.IsToy);
         if (config.IsToy)
             Network = new TimeMlp(config.Shape[0], config.Width, config.Layers, config.Shape[0] + Method.ExtraOutputs);
         else if (config.Shape.Count == 3 && config.Shape[1] == config.Shape[2])
@@ -70,7 +70,19 @@ public sealed class DiffusionModel : IDisposable
     public DiffusionConfig Config { get; private set; }
 
     /// <summary>The method (loss and sampler).</summary>
-    public GenerativeMethod Method { get; }
+    public GenerativeMethod Method { get; private set; }
+
+    /// <summary>
+    /// DDPM only: whether sampling clips the predicted x̂_0 to [−1, 1] (<see cref="DdpmOptions.ClipDenoised"/>); on by
+    /// default for images (data in [−1, 1]), off for the unbounded 2-D toys. Setting it on another method is an error.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">Set on a model that is not DDPM.</exception>
+    public bool ClipDenoised
+    {
+        get => Method is Ddpm d && d.Options.ClipDenoised;
+        set => Method = Method is Ddpm d ? new Ddpm(d.Options with { ClipDenoised = value })
+            : throw new InvalidOperationException($"clipping the predicted x̂_0 is a DDPM sampling option; this model is {Config.Method}");
+    }
 
     /// <summary>The network.</summary>
     public nn.Module<Tensor, Tensor, Tensor> Network { get; }
@@ -81,10 +93,10 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Parameters.</summary>
     public long ParameterCount => Network.parameters().Sum(p => p.numel());
 
-    /// <summary>The method object for a kind with default options.</summary>
-    public static GenerativeMethod CreateMethod(MethodKind kind) => kind switch
+    /// <summary>The method object for a kind with default options (<paramref name="clipDenoised"/>: DDPM's x̂_0 clipping).</summary>
+    public static GenerativeMethod CreateMethod(MethodKind kind, bool clipDenoised = false) => kind switch
     {
-        MethodKind.Ddpm => new Ddpm(),
+        MethodKind.Ddpm => new Ddpm(new DdpmOptions { ClipDenoised = clipDenoised }),
         MethodKind.RectifiedFlow => new RectifiedFlow(),
         _ => new PoissonFlow(),
     };

@@ -6,7 +6,9 @@ Writes tests/fixtures/diffusion/methods.json.
 
 Each formula is written here from the papers / Su Jianlin's posts, independently of the C# code:
 - DDPM (Ho et al. 2020, eq. 4, 11; "生成扩散模型漫谈（一）"): linear betas, closed-form q(x_t|x_0), one ancestral step on a
-  respaced schedule (beta' = 1 - abar_t/abar_prev, sigma^2 = beta' (1-abar_prev)/(1-abar_t)), one DDIM step (eta = 0).
+  respaced schedule (beta' = 1 - abar_t/abar_prev, sigma^2 = beta' (1-abar_prev)/(1-abar_t)), one DDIM step (eta = 0);
+  and both with the predicted x0 clipped to [-1, 1] as in Ho et al.'s sampler (clip_denoised=True: posterior mean
+  coef1 x0 + coef2 x_t, eq. 7) and guided-diffusion's DDIM (eps re-derived from the clipped x0).
 - Rectified flow (Liu et al. 2022): x_t = t x1 + (1-t) x0, target x1 - x0, Euler and Heun steps of a fixed analytic
   velocity field v(x, t) = -x * (1 + t) + sin(x).
 - PFGM (Xu et al. 2022, Algorithm 1; "生成扩散模型漫谈（十三）"): the perturbation, the empirical normalised field target
@@ -54,7 +56,17 @@ for (t, prev) in [(999, 899), (99, -1), (500, 499)]:
     anc = mean if prev < 0 else mean + math.sqrt(beta * (1 - ab_p) / (1 - ab_t)) * z
     x0_hat = (x - math.sqrt(1 - ab_t) * eps_hat) / math.sqrt(ab_t)
     ddim = math.sqrt(ab_p) * x0_hat + math.sqrt(1 - ab_p) * eps_hat
-    steps.append({"t": t, "prev": prev, "ancestral": lst(anc), "ddim": lst(ddim)})
+    # clip_denoised=True (Ho et al. diffusion_utils_2.p_mean_variance; guided-diffusion ddim_sample)
+    x0_clip = x0_hat.clamp(-1, 1)
+    coef1 = beta * math.sqrt(ab_p) / (1 - ab_t)
+    coef2 = (1 - ab_p) * math.sqrt(1 - beta) / (1 - ab_t)
+    mean_c = coef1 * x0_clip + coef2 * x
+    anc_c = mean_c if prev < 0 else mean_c + math.sqrt(beta * (1 - ab_p) / (1 - ab_t)) * z
+    eps_c = (math.sqrt(1 / ab_t) * x - x0_clip) / math.sqrt(1 / ab_t - 1)
+    ddim_c = math.sqrt(ab_p) * x0_clip + math.sqrt(1 - ab_p) * eps_c
+    steps.append({"t": t, "prev": prev, "ancestral": lst(anc), "ddim": lst(ddim),
+                  "ancestral_clipped": lst(anc_c), "ddim_clipped": lst(ddim_c),
+                  "clipped_count": int((x0_hat.abs() > 1).sum().item())})
 refs["ddpm"] = {
     "abar": [abar[i].item() for i in (0, 1, 9, 99, 499, 999)], "abar_index": [0, 1, 9, 99, 499, 999],
     "x0": lst(x0), "eps": lst(eps), "t": ts.tolist(), "xt": lst(xt), "shape": [3, 1, 4, 4],

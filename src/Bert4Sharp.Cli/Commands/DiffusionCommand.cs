@@ -86,13 +86,15 @@ internal static class DiffusionCommand
         var count = new Option<int>("--count") { Description = "Samples (images: a grid of 8 columns)", DefaultValueFactory = _ => 64 };
         var seed = new Option<int>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0 };
         var output = new Option<string>("--output") { Description = "PNG to write (a grid of images, or a scatter of 2-D points)", Required = true };
+        var clip = Clip();
         var threads = Threads();
-        var cmd = new Command("sample", "Draw samples from a trained model into a PNG") { model, steps, sampler, count, seed, output, threads };
+        var cmd = new Command("sample", "Draw samples from a trained model into a PNG") { model, steps, sampler, count, seed, output, clip, threads };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             ApplyThreads(r, threads);
             if (r.GetValue(steps) < 1) throw new ArgumentException($"--steps must be ≥ 1, got {r.GetValue(steps)}");
             using var m = DiffusionModel.Load(r.GetValue(model)!);
+            ApplyClip(r, clip, m);
             var s = r.GetValue(sampler) is string name ? MethodNames.ParseSampler(name) : m.Method.Samplers[0];
             using var samples = m.Sample(r.GetValue(count), r.GetValue(steps), s, r.GetValue(seed));
             string path = r.GetValue(output)!;
@@ -134,13 +136,15 @@ internal static class DiffusionCommand
         var seed = new Option<int>("--seed") { Description = "Seed", DefaultValueFactory = _ => 0 };
         var straightness = new Option<int>("--straightness-steps") { Description = "rf: Euler steps of the straightness estimate (0: skip)", DefaultValueFactory = _ => 100 };
         var floor = new Option<bool>("--floor") { Description = "MNIST: also the real-vs-real Fréchet distances" };
+        var clip = Clip();
         var threads = Threads();
         var cmd = new Command("evaluate", "Sample at several step counts and measure: Fréchet distance / classes / confidence (MNIST) or exact W2 (toys); rf straightness")
-            { model, classifier, dataDir, steps, samplers, count, seed, straightness, floor, threads };
+            { model, classifier, dataDir, steps, samplers, count, seed, straightness, floor, clip, threads };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             ApplyThreads(r, threads);
             using var m = DiffusionModel.Load(r.GetValue(model)!);
+            ApplyClip(r, clip, m);
             var stepList = ParseInts(r.GetValue(steps)!, "--steps");
             var samplerList = r.GetValue(samplers) is string s ? s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(MethodNames.ParseSampler).ToList() : [.. m.Method.Samplers];
             MnistClassifier? c = null;
@@ -192,6 +196,21 @@ internal static class DiffusionCommand
             return CliErrors.Ok;
         }));
         return cmd;
+    }
+
+    static Option<string?> Clip() =>
+        new("--clip-denoised") { Description = "ddpm: on or off — clip the predicted x̂0 to [-1, 1] while sampling (default: on for images, off for 2-D toys)" };
+
+    static void ApplyClip(ParseResult r, Option<string?> clip, DiffusionModel m)
+    {
+        if (r.GetValue(clip) is not string v) return;
+        if (m.Method.Kind != MethodKind.Ddpm) throw new ArgumentException($"--clip-denoised applies to ddpm models; {m.Config.Method} has no x̂0 to clip");
+        m.ClipDenoised = v.ToLowerInvariant() switch
+        {
+            "on" => true,
+            "off" => false,
+            _ => throw new ArgumentException($"--clip-denoised takes on or off, got '{v}'"),
+        };
     }
 
     static int[] ParseInts(string text, string option)

@@ -23,6 +23,13 @@ public sealed record DdpmOptions
     public double BetaEnd { get; init; } = 0.02;
     /// <summary>The schedule.</summary>
     public NoiseSchedule Schedule { get; init; } = NoiseSchedule.Linear;
+    /// <summary>
+    /// Clip the predicted x̂_0 = (x_t − √(1 − ᾱ_t)·ε̂)/√ᾱ_t to [−1, 1] before the posterior mean (ancestral) or the DDIM
+    /// step, as Ho et al.'s reference sampler (<c>clip_denoised=True</c>) and DDIM do for image data in [−1, 1]. Off here
+    /// (the method does not know its data); <see cref="DiffusionModel"/> turns it on for images and leaves it off for the
+    /// unbounded 2-D toys.
+    /// </summary>
+    public bool ClipDenoised { get; init; }
 
     /// <summary>Checks ranges.</summary>
     /// <exception cref="ArgumentException">A bad value, named.</exception>
@@ -117,25 +124,40 @@ public sealed class Ddpm : GenerativeMethod
 
     /// <summary>
     /// One ancestral step from timestep <paramref name="t"/> to <paramref name="previous"/> (−1: to the data), on the respaced
-    /// β' = 1 − ᾱ_t/ᾱ_prev: μ = (x − β'/√(1 − ᾱ_t)·ε̂)/√(1 − β'), σ² = β'·(1 − ᾱ_prev)/(1 − ᾱ_t) (the posterior's β̃), x_prev = μ + σ·z;
-    /// no noise on the last step.
+    /// β' = 1 − ᾱ_t/ᾱ_prev: x̂_0 = (x − √(1 − ᾱ_t)·ε̂)/√ᾱ_t (clipped to [−1, 1] when <see cref="DdpmOptions.ClipDenoised"/>),
+    /// posterior mean μ = √ᾱ_prev·β'/(1 − ᾱ_t)·x̂_0 + √(1 − β')·(1 − ᾱ_prev)/(1 − ᾱ_t)·x (unclipped this equals
+    /// (x − β'/√(1 − ᾱ_t)·ε̂)/√(1 − β')), σ² = β'·(1 − ᾱ_prev)/(1 − ᾱ_t) (the posterior's β̃), x_prev = μ + σ·z; no noise on the last step.
     /// </summary>
     public Tensor AncestralStep(Tensor x, Tensor predictedNoise, int t, int previous, Tensor noise)
     {
+        using var scope = torch.NewDisposeScope();
         double ab = alphaBar[t], abPrev = previous >= 0 ? alphaBar[previous] : 1.0;
         double beta = 1 - ab / abPrev;
-        var mean = (x - beta / Math.Sqrt(1 - ab) * predictedNoise) / Math.Sqrt(1 - beta);
-        if (previous < 0) return mean;
+        var x0 = PredictedData(x, predictedNoise, ab);
+        var mean = Math.Sqrt(abPrev) * beta / (1 - ab) * x0 + Math.Sqrt(1 - beta) * (1 - abPrev) / (1 - ab) * x;
+        if (previous < 0) return mean.MoveToOuterDisposeScope();
         double sigma = Math.Sqrt(beta * (1 - abPrev) / (1 - ab));
-        return mean + sigma * noise;
+        return (mean + sigma * noise).MoveToOuterDisposeScope();
     }
 
-    /// <summary>One DDIM step (η = 0): x̂_0 = (x − √(1 − ᾱ_t)·ε̂)/√ᾱ_t, x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·ε̂ (ᾱ_prev = 1 past the end).</summary>
+    /// <summary>
+    /// One DDIM step (η = 0): x̂_0 = (x − √(1 − ᾱ_t)·ε̂)/√ᾱ_t (clipped to [−1, 1] when <see cref="DdpmOptions.ClipDenoised"/>),
+    /// ε̂ re-derived from the clipped x̂_0 as (x − √ᾱ_t·x̂_0)/√(1 − ᾱ_t), x_prev = √ᾱ_prev·x̂_0 + √(1 − ᾱ_prev)·ε̂ (ᾱ_prev = 1 past the end).
+    /// </summary>
     public Tensor DdimStep(Tensor x, Tensor predictedNoise, int t, int previous)
     {
+        using var scope = torch.NewDisposeScope();
         double ab = alphaBar[t], abPrev = previous >= 0 ? alphaBar[previous] : 1.0;
+        var x0 = PredictedData(x, predictedNoise, ab);
+        var eps = Options.ClipDenoised ? (x - Math.Sqrt(ab) * x0) / Math.Sqrt(1 - ab) : predictedNoise;
+        return (Math.Sqrt(abPrev) * x0 + Math.Sqrt(1 - abPrev) * eps).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>x̂_0 = (x − √(1 − ᾱ)·ε̂)/√ᾱ, clipped to [−1, 1] when <see cref="DdpmOptions.ClipDenoised"/>.</summary>
+    Tensor PredictedData(Tensor x, Tensor predictedNoise, double ab)
+    {
         var x0 = (x - Math.Sqrt(1 - ab) * predictedNoise) / Math.Sqrt(ab);
-        return Math.Sqrt(abPrev) * x0 + Math.Sqrt(1 - abPrev) * predictedNoise;
+        return Options.ClipDenoised ? x0.clamp(-1.0, 1.0) : x0;
     }
 
     /// <inheritdoc/>

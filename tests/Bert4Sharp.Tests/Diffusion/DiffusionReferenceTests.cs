@@ -58,6 +58,32 @@ public sealed class DiffusionReferenceTests
         }
     }
 
+    [Fact]
+    public void Ddpm_steps_with_the_predicted_data_clipped_match_the_reference()
+    {
+        var r = Root.GetProperty("ddpm");
+        var ddpm = new Ddpm(new DdpmOptions { ClipDenoised = true });
+        using var x = T(r, "x", 3, 1, 4, 4);
+        using var epsHat = T(r, "eps_hat", 3, 1, 4, 4);
+        using var z = T(r, "z", 3, 1, 4, 4);
+        var counts = new List<int>();
+        foreach (var s in r.GetProperty("steps").EnumerateArray())
+        {
+            int t = s.GetProperty("t").GetInt32(), prev = s.GetProperty("prev").GetInt32();
+            counts.Add(s.GetProperty("clipped_count").GetInt32());
+            using var anc = ddpm.AncestralStep(x, epsHat, t, prev, z);
+            using var ddim = ddpm.DdimStep(x, epsHat, t, prev);
+            Close.Assert(D(anc), D(s, "ancestral_clipped"), $"clipped ancestral step {t} → {prev}", atol: 1e-9, rtol: 1e-9);
+            Close.Assert(D(ddim), D(s, "ddim_clipped"), $"clipped DDIM step {t} → {prev}", atol: 1e-9, rtol: 1e-9);
+        }
+        // The inputs exercise the clip: every x̂_0 element clipped at t = 999, some but not all at t = 99.
+        Assert.Equal(48, counts[0]);
+        Assert.InRange(counts[1], 1, 47);
+        // With the clip on, the last step lands in [−1, 1] whatever ε̂ says.
+        using var last = ddpm.DdimStep(x, epsHat * 50, 99, -1);
+        Assert.True(last.abs().max().item<double>() <= 1.0, "the final DDIM step's output is the clipped x̂_0");
+    }
+
     static Tensor Velocity(Tensor x, Tensor t) => -x * (1 + t.to(x.dtype).unsqueeze(1)) + x.sin();
 
     [Fact]

@@ -75,6 +75,19 @@ public sealed class DiffusionTests
     }
 
     [Fact]
+    public void Ddpm_clips_the_predicted_data_for_images_and_not_for_toys()
+    {
+        using var image = new DiffusionModel(new DiffusionConfig { Method = "ddpm", Shape = [1, 8, 8], Channels = [8, 8], Groups = 4 });
+        using var toy = new DiffusionModel(new DiffusionConfig { Method = "ddpm", Data = "8gaussians", Shape = [2], Width = 8, Layers = 2 });
+        Assert.True(image.ClipDenoised);
+        Assert.False(toy.ClipDenoised);
+        image.ClipDenoised = false;
+        Assert.False(((Ddpm)image.Method).Options.ClipDenoised);
+        using var rf = new DiffusionModel(new DiffusionConfig { Method = "rf", Data = "8gaussians", Shape = [2], Width = 8, Layers = 2 });
+        Assert.Contains("DDPM sampling option", Assert.Throws<InvalidOperationException>(() => rf.ClipDenoised = true).Message);
+    }
+
+    [Fact]
     public void A_tiny_unet_overfits_one_image_and_rectified_flow_reproduces_it()
     {
         torch.manual_seed(3);
