@@ -12,6 +12,9 @@ using static TorchSharp.torch;
 namespace Bert4Sharp.Tests.Diffusion;
 
 /// <summary>Invariants, overfitting, files and errors of the diffusion library.</summary>
+// Exact-resume and seeded-init checks seed libtorch's global generator (model initialisation draws from it), so no other
+// test may draw from it at the same time.
+[Collection("serial")]
 public sealed class DiffusionTests
 {
     [Fact]
