@@ -53,6 +53,11 @@ public sealed class LogisticRegressionTests
         }
     }
 
+    // Converged: the largest gradient entry within 100× the optimizer's own stopping tolerance (float64 L-BFGS stops on it or on the
+    // relative loss change, which leaves it a little above).
+    static void AssertConverged(MaximumLikelihoodReport report, MaximumLikelihoodOptions options) =>
+        Assert.True(report.GradientMax <= 100 * options.GradientTolerance, $"MLE did not converge: {report}");
+
     // Two Gaussian classes with one shared covariance: the closed form's assumption holds exactly, so both it and the
     // MLE estimate the same true direction Σ⁻¹(μ₁ − μ₀). With 4,000 rows in 5 dimensions their directions agree to a
     // cosine above 0.99 (the stated tolerance: both estimate the true direction from 4,000 samples) and their accuracies to 1 point.
@@ -62,8 +67,9 @@ public sealed class LogisticRegressionTests
         using var scope = torch.NewDisposeScope();
         var (x, labels) = Gaussians(rows: 4000, classes: 2, seed: 17);
         var analytic = AnalyticLogisticRegression.Fit(x, labels);
-        var (mle, report) = MaximumLikelihoodLogisticRegression.Fit(x, labels, new MaximumLikelihoodOptions { L2 = 0, Precision = ScalarType.Float64 });
-        Assert.True(report.GradientMax < 1e-4, $"MLE did not converge: {report}");
+        var options = new MaximumLikelihoodOptions { L2 = 0, Precision = ScalarType.Float64 };
+        var (mle, report) = MaximumLikelihoodLogisticRegression.Fit(x, labels, options);
+        AssertConverged(report, options);
         var (wa, ba) = analytic.Binary();
         var (wm, bm) = mle.Binary();
         double cosine = Cosine(wa, wm);
@@ -80,8 +86,9 @@ public sealed class LogisticRegressionTests
         using var scope = torch.NewDisposeScope();
         var (x, labels) = Gaussians(rows: 6000, classes: 3, seed: 5);
         var analytic = AnalyticLogisticRegression.Fit(x, labels);
-        var (mle, report) = MaximumLikelihoodLogisticRegression.Fit(x, labels, new MaximumLikelihoodOptions { L2 = 0, Precision = ScalarType.Float64 });
-        Assert.True(report.GradientMax < 1e-4, $"MLE did not converge: {report}");
+        var options = new MaximumLikelihoodOptions { L2 = 0, Precision = ScalarType.Float64 };
+        var (mle, report) = MaximumLikelihoodLogisticRegression.Fit(x, labels, options);
+        AssertConverged(report, options);
         double[] wa = analytic.WeightValues, wm = mle.WeightValues;
         int n = analytic.Features;
         for (int c = 1; c < 3; c++)
