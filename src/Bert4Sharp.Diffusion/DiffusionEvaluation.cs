@@ -23,12 +23,13 @@ public sealed record EvaluationRow(string Method, int Reflow, string Sampler, in
 public static class DiffusionEvaluation
 {
     /// <summary>Samples <paramref name="count"/> points per (sampler, steps) and measures them: against the held-out MNIST images
-    /// through <paramref name="classifier"/>, or against fresh samples of the toy distribution with the exact W2.</summary>
-    /// <exception cref="ArgumentException">MNIST without a classifier or real images, or bad steps / samplers.</exception>
+    /// through <paramref name="classifier"/> (<paramref name="realFeatures"/>: their features, embedded once by the caller,
+    /// <see cref="MnistClassifier.Embed"/>), or against fresh samples of the toy distribution with the exact W2.</summary>
+    /// <exception cref="ArgumentException">MNIST without a classifier or real features, or bad steps / samplers.</exception>
     public static IReadOnlyList<EvaluationRow> Run(DiffusionModel model, IReadOnlyList<Sampler> samplers, IReadOnlyList<int> steps, int count, int seed,
-        MnistClassifier? classifier, Tensor? real, Action<string> log)
+        MnistClassifier? classifier, Tensor? realFeatures, Action<string> log)
     {
-        if (!model.Config.IsToy && (classifier is null || real is null)) throw new ArgumentException("MNIST models are measured with the metric classifier (--classifier) and the held-out images");
+        if (!model.Config.IsToy && (classifier is null || realFeatures is null)) throw new ArgumentException("MNIST models are measured with the metric classifier (--classifier) and the held-out images");
         var rows = new List<EvaluationRow>();
         using var target = model.Config.IsToy ? ToyData.Sample(ToyData.TryParse(model.Config.Data) ?? throw new ArgumentException($"unknown toy data '{model.Config.Data}'"), count, seed + 7919) : null;
         foreach (var sampler in samplers)
@@ -39,8 +40,8 @@ public static class DiffusionEvaluation
                 double seconds = clock.Elapsed.TotalSeconds;
                 int nfe = sampler == Sampler.Heun ? 2 * s : s;
                 var row = target is not null
-                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, sampler.ToString().ToLowerInvariant(), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds)
-                    : new EvaluationRow(model.Config.Method, model.Config.Reflow, sampler.ToString().ToLowerInvariant(), s, nfe, count, SampleQuality.Images(classifier!, samples, real!), null, seconds);
+                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds)
+                    : new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, SampleQuality.ImagesAgainst(classifier!, samples, realFeatures!), null, seconds);
                 log(Describe(row));
                 rows.Add(row);
             }
@@ -57,20 +58,24 @@ public static class DiffusionEvaluation
     /// <summary>
     /// The floors of the Fréchet distance with real images only: the held-out set's two halves against each other, and
     /// <paramref name="count"/> training images against the held-out ones (the same sample sizes as the generated rows).
+    /// <paramref name="heldFeatures"/>: the classifier's features of the held-out images of <see cref="Mnist.Split"/>
+    /// (<paramref name="heldOut"/> of them), embedded once by the caller.
     /// </summary>
-    public static (double Halves, double TrainVersusHeldOut) RealFloor(MnistClassifier classifier, MnistSet set, int count, int heldOut = 1000)
+    /// <returns>The two distances, and how many training and held-out images the second compared.</returns>
+    public static (double Halves, double TrainVersusHeldOut, int TrainCount, int HeldCount) RealFloor(MnistClassifier classifier, MnistSet set, Tensor heldFeatures, int count, int heldOut = 1000)
     {
         var (train, held) = Mnist.Split(set.Count, heldOut);
-        using var heldImages = set.Images(held);
-        var (features, _) = classifier.Embed(heldImages);
-        using var f = features;
+        if (heldFeatures.shape[0] != held.Length) throw new ArgumentException($"{heldFeatures.shape[0]} held-out feature rows for {held.Length} held-out images");
+        var f = heldFeatures;
         long half = f.shape[0] / 2;
         using var a = f.narrow(0, 0, half);
         using var b = f.narrow(0, half, half);
         double halves = SampleQuality.FrechetDistance(a, b);
-        using var trainImages = set.Images(train.Take(Math.Min(count, train.Length)).ToList());
-        var (tf, _) = classifier.Embed(trainImages);
+        int trainCount = Math.Min(count, train.Length);
+        using var trainImages = set.Images(train.Take(trainCount).ToList());
+        var (tf, tp) = classifier.Embed(trainImages);
         using var trainFeatures = tf;
-        return (halves, SampleQuality.FrechetDistance(trainFeatures, f));
+        tp.Dispose();
+        return (halves, SampleQuality.FrechetDistance(trainFeatures, f), trainCount, held.Length);
     }
 }

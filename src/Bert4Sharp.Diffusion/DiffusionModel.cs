@@ -106,17 +106,30 @@ public sealed class DiffusionModel : IDisposable
 
     /// <summary>Draws <paramref name="count"/> samples with <paramref name="steps"/> steps, in batches of <paramref name="batch"/>.</summary>
     /// <exception cref="ArgumentException">Bad counts or a sampler the method lacks.</exception>
-    public Tensor Sample(int count, int steps, Sampler sampler, int seed, int batch = 250)
+    public Tensor Sample(int count, int steps, Sampler sampler, int seed, int batch = DefaultBatch)
+    {
+        var generator = new Generator((ulong)seed);
+        return SampleFrom(count, (_, b) => Method.Prior([b, .. Config.Shape.Select(s => (long)s)], generator), steps, sampler, generator, batch);
+    }
+
+    /// <summary>The batch of <see cref="Sample"/> and <see cref="SampleFrom"/>.</summary>
+    public const int DefaultBatch = 250;
+
+    /// <summary>
+    /// Integrates <paramref name="count"/> samples in batches of <paramref name="batch"/>, each batch starting from
+    /// <paramref name="noise"/>(first index, size) (disposed after its batch), drawn just before that batch is sampled.
+    /// </summary>
+    /// <exception cref="ArgumentException">Bad counts or a sampler the method lacks.</exception>
+    public Tensor SampleFrom(int count, Func<int, int, Tensor> noise, int steps, Sampler sampler, Generator? generator = null, int batch = DefaultBatch)
     {
         if (count < 1) throw new ArgumentException($"the sample count must be ≥ 1, got {count}");
         if (batch < 1) throw new ArgumentException($"the sampling batch must be ≥ 1, got {batch}");
         Network.eval();
-        var generator = new Generator((ulong)seed);
         var parts = new List<Tensor>();
         for (int done = 0; done < count; done += batch)
         {
-            int b = Math.Min(batch, count - done);
-            parts.Add(Method.Sample(Call, [b, .. Config.Shape.Select(s => (long)s)], steps, sampler, generator));
+            using var start = noise(done, Math.Min(batch, count - done));
+            parts.Add(Method.SampleFrom(Call, start, steps, sampler, generator));
         }
         var all = torch.cat(parts, 0);
         foreach (var p in parts) p.Dispose();
@@ -126,7 +139,6 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Writes <c>model.safetensors</c> then <c>diffusion.json</c> (each atomically).</summary>
     public void Save(string directory)
     {
-        Directory.CreateDirectory(directory);
         var state = Network.state_dict();
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), state.Select(kv => TensorSource.From(kv.Key, kv.Value)).ToList());
         AtomicFile.WriteAllText(Path.Combine(directory, ConfigFile), JsonSerializer.Serialize(Config, Json));

@@ -123,7 +123,9 @@ public static class DiffusionTraining
             model = DiffusionModel.Load(from);
             if (model.Method.Kind != MethodKind.RectifiedFlow) throw new ArgumentException($"{from} is a {model.Config.Method} model; reflow needs a rectified-flow (rf) model");
             if (!model.Config.Shape.SequenceEqual(config.Shape)) throw new ArgumentException($"{from} was trained on shape [{string.Join(", ", model.Config.Shape)}] but --data {options.Data} has [{string.Join(", ", config.Shape)}]");
+            var source = data;                                                           // only its shape was needed
             (pairNoise, data) = ReflowPairs(model, options, log);
+            source.Dispose();
             model.Update(c => c with { Reflow = c.Reflow + 1 });
             log($"reflow {model.Config.Reflow}: training on {data.shape[0]} (noise, sample) pairs of {from}, starting from its weights");
         }
@@ -184,15 +186,7 @@ public static class DiffusionTraining
         log($"generating {options.ReflowPairs} reflow pairs with {options.ReflowPairSteps} Euler steps …");
         var generator = new Generator((ulong)(options.Seed + 1_000_003));
         var noise = model.Method.Prior(shape, generator);
-        var parts = new List<Tensor>();
-        for (int i = 0; i < options.ReflowPairs; i += 250)
-        {
-            using var chunk = noise.narrow(0, i, Math.Min(250, options.ReflowPairs - i));
-            parts.Add(model.Method.SampleFrom(model.Call, chunk, options.ReflowPairSteps, Sampler.Euler));
-        }
-        var samples = torch.cat(parts, 0);
-        foreach (var p in parts) p.Dispose();
-        Directory.CreateDirectory(options.Output);
+        var samples = model.SampleFrom(options.ReflowPairs, (i, b) => noise.narrow(0, i, b), options.ReflowPairSteps, Sampler.Euler);
         SafetensorsWriter.Write(path, [TensorSource.From("noise", noise), TensorSource.From("samples", samples)]);
         return (noise, samples);
     }

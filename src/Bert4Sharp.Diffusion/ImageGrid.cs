@@ -43,8 +43,6 @@ public static class ImageGrid
     public static void WritePng(string path, byte[] pixels, int width, int height)
     {
         if (pixels.Length != width * height) throw new ArgumentException($"{pixels.Length} pixels do not make a {width}×{height} image");
-        string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (dir is not null) Directory.CreateDirectory(dir);
         var raw = new byte[height * (width + 1)];                                        // filter byte 0 (none) per row
         for (int y = 0; y < height; y++) Array.Copy(pixels, y * width, raw, y * (width + 1) + 1, width);
         using var compressed = new MemoryStream();

@@ -32,11 +32,7 @@ internal static class DiffusionCommand
 
     static void ApplyThreads(ParseResult r, Option<int?> threads)
     {
-        if (r.GetValue(threads) is int t)
-        {
-            if (t < 1) throw new ArgumentException($"--threads must be ≥ 1, got {t}");
-            TorchInfo.SetThreads(t);
-        }
+        if (r.GetValue(threads) is int t) TorchInfo.SetThreads(t);
     }
 
     static Command Train()
@@ -100,7 +96,7 @@ internal static class DiffusionCommand
             string path = r.GetValue(output)!;
             if (m.Config.IsToy) PointPlot.Write(path, samples);
             else ImageGrid.Write(path, samples);
-            Console.WriteLine($"{r.GetValue(count)} {m.Config.Method} samples ({s.ToString().ToLowerInvariant()}, {r.GetValue(steps)} steps) → {path}");
+            Console.WriteLine($"{r.GetValue(count)} {m.Config.Method} samples ({MethodNames.Name(s)}, {r.GetValue(steps)} steps) → {path}");
             return CliErrors.Ok;
         }));
         return cmd;
@@ -148,18 +144,23 @@ internal static class DiffusionCommand
             var stepList = ParseInts(r.GetValue(steps)!, "--steps");
             var samplerList = r.GetValue(samplers) is string s ? s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(MethodNames.ParseSampler).ToList() : [.. m.Method.Samplers];
             MnistClassifier? c = null;
-            TorchSharp.torch.Tensor? real = null;
+            TorchSharp.torch.Tensor? realFeatures = null;
             try
             {
                 if (!m.Config.IsToy)
                 {
                     c = MnistClassifier.Load(r.GetValue(classifier) ?? throw new ArgumentException("MNIST models need --classifier (train it with `b4s diffusion classifier`)"));
                     var set = Mnist.Load(r.GetValue(dataDir)!);
-                    real = set.Images(Mnist.Split(set.Count).HeldOut);
+                    using (var real = set.Images(Mnist.Split(set.Count).HeldOut))
+                    {
+                        var (features, probabilities) = c.Embed(real);
+                        probabilities.Dispose();
+                        realFeatures = features;
+                    }
                     if (r.GetValue(floor))
                     {
-                        var (halves, trainHeld) = DiffusionEvaluation.RealFloor(c, set, r.GetValue(count));
-                        Console.WriteLine(FormattableString.Invariant($"real vs real FD: held-out halves (500 vs 500) {halves:F2}; {Math.Min(r.GetValue(count), 9000)} training vs 1000 held-out images {trainHeld:F2}"));
+                        var (halves, trainHeld, trainCount, heldCount) = DiffusionEvaluation.RealFloor(c, set, realFeatures, r.GetValue(count));
+                        Console.WriteLine(FormattableString.Invariant($"real vs real FD: held-out halves ({heldCount / 2} vs {heldCount / 2}) {halves:F2}; {trainCount} training vs {heldCount} held-out images {trainHeld:F2}"));
                     }
                 }
                 Console.WriteLine($"{m.Config.Method}{(m.Config.Reflow > 0 ? $" reflow {m.Config.Reflow}" : "")} on {m.Config.Data}: {m.ParameterCount:N0} parameters, {m.Config.Steps} training steps");
@@ -169,9 +170,9 @@ internal static class DiffusionCommand
                     var (st, rel) = RectifiedFlow.Straightness(m.Call, noise, r.GetValue(straightness));
                     Console.WriteLine(FormattableString.Invariant($"straightness S = E∫‖(Z1 − Z0) − v(Zt, t)‖² dt over {noise.shape[0]} paths of {r.GetValue(straightness)} Euler steps: {st:F4} (relative to E‖Z1 − Z0‖²: {rel:F5})"));
                 }
-                DiffusionEvaluation.Run(m, samplerList, stepList, r.GetValue(count), r.GetValue(seed), c, real, Console.WriteLine);
+                DiffusionEvaluation.Run(m, samplerList, stepList, r.GetValue(count), r.GetValue(seed), c, realFeatures, Console.WriteLine);
             }
-            finally { c?.Dispose(); real?.Dispose(); }
+            finally { c?.Dispose(); realFeatures?.Dispose(); }
             return CliErrors.Ok;
         }));
         return cmd;

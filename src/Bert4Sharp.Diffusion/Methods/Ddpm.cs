@@ -51,6 +51,7 @@ public sealed record DdpmOptions
 public sealed class Ddpm : GenerativeMethod
 {
     readonly double[] alphaBar;
+    readonly Tensor alphaBarTensor;                                                      // float64 on the CPU, moved to the data's device per call
 
     /// <summary>Creates the method.</summary>
     /// <exception cref="ArgumentException">Bad options.</exception>
@@ -62,6 +63,7 @@ public sealed class Ddpm : GenerativeMethod
         alphaBar = new double[Betas.Count];
         double product = 1;
         for (int t = 0; t < Betas.Count; t++) alphaBar[t] = product *= 1 - Betas[t];
+        alphaBarTensor = torch.tensor(alphaBar, dtype: ScalarType.Float64).DetachFromDisposeScope();
     }
 
     /// <summary>The options.</summary>
@@ -96,7 +98,7 @@ public sealed class Ddpm : GenerativeMethod
     public Tensor Noised(Tensor x0, Tensor t, Tensor noise)
     {
         using var scope = torch.NewDisposeScope();
-        var ab = torch.tensor(alphaBar, dtype: ScalarType.Float64, device: x0.device).index_select(0, t.to(ScalarType.Int64)).to(x0.dtype);
+        var ab = alphaBarTensor.to(x0.device).index_select(0, t.to(ScalarType.Int64)).to(x0.dtype);
         var a = PerSample(ab, x0);
         return (a.sqrt() * x0 + (1 - a).sqrt() * noise).MoveToOuterDisposeScope();
     }

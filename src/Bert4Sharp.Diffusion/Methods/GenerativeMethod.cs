@@ -41,6 +41,15 @@ public static class MethodNames
         _ => "pfgm",
     };
 
+    /// <summary>ancestral, ddim, euler, heun.</summary>
+    public static string Name(Sampler sampler) => sampler switch
+    {
+        Sampler.Ancestral => "ancestral",
+        Sampler.Ddim => "ddim",
+        Sampler.Euler => "euler",
+        _ => "heun",
+    };
+
     /// <summary>Parses ddpm | rf | pfgm.</summary>
     /// <exception cref="ArgumentException">Another name.</exception>
     public static MethodKind Parse(string name) => name.Trim().ToLowerInvariant() switch
@@ -109,7 +118,7 @@ public abstract class GenerativeMethod
     {
         if (steps < 1) throw new ArgumentException($"sampling steps must be ≥ 1, got {steps}");
         if (!Samplers.Contains(sampler))
-            throw new ArgumentException($"{MethodNames.Name(Kind)} has no {sampler.ToString().ToLowerInvariant()} sampler; use {string.Join(" or ", Samplers.Select(s => s.ToString().ToLowerInvariant()))}");
+            throw new ArgumentException($"{MethodNames.Name(Kind)} has no {MethodNames.Name(sampler)} sampler; use {string.Join(" or ", Samplers.Select(MethodNames.Name))}");
     }
 
     /// <summary>A (B) tensor of one value, on <paramref name="like"/>'s device.</summary>
@@ -118,6 +127,19 @@ public abstract class GenerativeMethod
     /// <summary>Reshapes a (B) tensor to broadcast over (B, …).</summary>
     protected static Tensor PerSample(Tensor values, Tensor like) =>
         values.reshape([like.shape[0], .. Enumerable.Repeat(1L, (int)like.dim() - 1)]);
+
+    /// <summary>
+    /// One ODE step of size <paramref name="dt"/> from time <paramref name="t"/>: Euler x + Δt·f(x, t), or Heun with the
+    /// predictor x̃ = x + Δt·f(x, t) and x + Δt/2·(f(x, t) + f(x̃, <paramref name="tNext"/>)).
+    /// </summary>
+    protected static Tensor OdeUpdate(Func<Tensor, double, Tensor> velocity, Tensor x, double t, double dt, double tNext, bool heun)
+    {
+        using var scope = torch.NewDisposeScope();
+        var v = velocity(x, t);
+        var next = x + dt * v;
+        if (heun) next = x + dt / 2 * (v + velocity(next, tNext));
+        return next.MoveToOuterDisposeScope();
+    }
 
     /// <summary>
     /// Runs an update <paramref name="steps"/> times inside its own dispose scope, keeping only the current state alive

@@ -170,14 +170,8 @@ public sealed class PoissonFlow : GenerativeMethod
     }
 
     /// <summary>One step from height z to z·e^Δs (Δs &lt; 0): Euler, or Heun with a second drift at the new height.</summary>
-    public Tensor OdeStep(DenoisingNetwork network, Tensor x, double z, double ds, Sampler sampler)
-    {
-        using var scope = torch.NewDisposeScope();
-        var d = Drift(network, x, z);
-        var next = x + ds * d;
-        if (sampler == Sampler.Heun) next = x + ds / 2 * (d + Drift(network, next, z * Math.Exp(ds)));
-        return next.MoveToOuterDisposeScope();
-    }
+    public Tensor OdeStep(DenoisingNetwork network, Tensor x, double z, double ds, Sampler sampler) =>
+        OdeUpdate((y, height) => Drift(network, y, height), x, z, ds, z * Math.Exp(ds), sampler == Sampler.Heun);
 
     /// <inheritdoc/>
     public override Tensor SampleFrom(DenoisingNetwork network, Tensor noise, int steps, Sampler sampler, Generator? generator = null)

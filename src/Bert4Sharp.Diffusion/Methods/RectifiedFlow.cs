@@ -47,21 +47,12 @@ public sealed class RectifiedFlow : GenerativeMethod
     }
 
     /// <summary>Euler: x + Δt·v(x, t).</summary>
-    public static Tensor EulerStep(DenoisingNetwork network, Tensor x, double t, double dt)
-    {
-        using var scope = torch.NewDisposeScope();
-        return (x + dt * network(x, Times(x, t))).MoveToOuterDisposeScope();
-    }
+    public static Tensor EulerStep(DenoisingNetwork network, Tensor x, double t, double dt) =>
+        OdeUpdate((y, s) => network(y, Times(y, s)), x, t, dt, t + dt, heun: false);
 
     /// <summary>Heun: predictor x̃ = x + Δt·v(x, t), then x + Δt/2·(v(x, t) + v(x̃, t + Δt)).</summary>
-    public static Tensor HeunStep(DenoisingNetwork network, Tensor x, double t, double dt)
-    {
-        using var scope = torch.NewDisposeScope();
-        var v = network(x, Times(x, t));
-        var predictor = x + dt * v;
-        var v2 = network(predictor, Times(x, t + dt));
-        return (x + dt / 2 * (v + v2)).MoveToOuterDisposeScope();
-    }
+    public static Tensor HeunStep(DenoisingNetwork network, Tensor x, double t, double dt) =>
+        OdeUpdate((y, s) => network(y, Times(y, s)), x, t, dt, t + dt, heun: true);
 
     /// <inheritdoc/>
     public override Tensor SampleFrom(DenoisingNetwork network, Tensor noise, int steps, Sampler sampler, Generator? generator = null)

@@ -106,7 +106,6 @@ public sealed class MnistClassifier : nn.Module<Tensor, Tensor>
     /// <summary>Writes <c>classifier.safetensors</c> into a directory.</summary>
     public void Save(string directory)
     {
-        Directory.CreateDirectory(directory);
         Checkpoints.SafetensorsWriter.Write(Path.Combine(directory, WeightsFile), state_dict().Select(kv => Checkpoints.TensorSource.From(kv.Key, kv.Value)).ToList());
     }
 

@@ -52,10 +52,17 @@ public static class SampleQuality
     /// <summary>Class statistics and the Fréchet distance of generated images against real ones, through the classifier.</summary>
     public static ImageQuality Images(MnistClassifier classifier, Tensor generated, Tensor real)
     {
-        var (fg, pg) = classifier.Embed(generated);
         var (fr, pr) = classifier.Embed(real);
-        using (fg) using (pg) using (fr) using (pr)
+        using (fr) using (pr) return ImagesAgainst(classifier, generated, fr);
+    }
+
+    /// <summary><see cref="Images"/> against real features already embedded (<see cref="MnistClassifier.Embed"/>), so that they are embedded once for many sample sets.</summary>
+    public static ImageQuality ImagesAgainst(MnistClassifier classifier, Tensor generated, Tensor realFeatures)
+    {
+        var (fg, pg) = classifier.Embed(generated);
+        using (fg) using (pg)
         {
+            var fr = realFeatures;
             double fd = FrechetDistance(fg, fr);
             var predicted = pg.argmax(1).data<long>().ToArray();
             var counts = new int[10];

@@ -62,15 +62,11 @@ public sealed class UNet : nn.Module<Tensor, Tensor, Tensor>
     Conv2d output;
 #pragma warning restore IDE0044
 
-    /// <summary>The options it was built with.</summary>
-    public UNetOptions Options { get; }
-
     /// <summary>Builds the network.</summary>
     /// <exception cref="ArgumentException">Options that do not fit together.</exception>
     public UNet(UNetOptions options) : base("unet")
     {
         options.Validate();
-        Options = options;
         var ch = options.Channels;
         levels = ch.Count;
         int embed = 4 * ch[0];
