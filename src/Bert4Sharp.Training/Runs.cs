@@ -32,9 +32,9 @@ public static class Pretraining
         string? initModel = r.InitModel is null ? null : r.Resolve(r.InitModel);
         string vocabPath = r.Vocab.Length > 0 ? r.Resolve(r.Vocab) : Path.Combine(initModel!, "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (initModel is null ? null : PreTokenization.Read(initModel));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, PreTokenization.Apply(new BertWordPieceOptions { LowerCase = true }, preTokenize));
         var split = Split(r, log);
-        JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
+        JiebaSegmenter? jieba = r.WholeWordMasking ? PreTokenization.Segmenter(fetch: true) : null;
         var mlm = new MaskedLanguageModeling(tokenizer, jieba);
         var heldOut = mlm.Pack(split.HeldOut, r.MaxLength).ToList();
         var train = mlm.Pack(split.Train, r.MaxLength).ToList();
@@ -68,10 +68,7 @@ public static class Pretraining
         var metrics = Evaluate(model, mlm, heldOut, r.Seed);
         string dir = Path.Combine(output, "model");
         if (dataParallel?.Communicator.IsPrimary != false)
-        {
-            TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);
-            if (preTokenize is not null and not "none") PreTokenization.Write(dir, preTokenize);
-        }
+            TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);             // with the word pre-tokenizer, if any
         log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
         return new RunResult(result, metrics, dir);
     }
@@ -150,7 +147,7 @@ public static class FineTuning
         torch.manual_seed(r.Seed);
         string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (r.Model is null ? null : PreTokenization.Read(r.Resolve(r.Model)));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, PreTokenization.Apply(new BertWordPieceOptions { LowerCase = true }, preTokenize));
         if (preTokenize is not null and not "none") log($"word pre-tokenizer: {preTokenize}");
         var labelNames = new List<string>();
         var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);

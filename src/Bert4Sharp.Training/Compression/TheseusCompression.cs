@@ -192,8 +192,8 @@ public static class TheseusCompression
         var loaded = AutoModel.Load(pretrained, new AutoModelOptions { Family = family, Application = Application.Encoder });
         using var model = loaded.Model;
         using var small = TheseusModel.Successor(model, layers, SuccessorInit.FirstLayers);
-        small.SavePretrained(output);
-        loaded.WordPiece?.Vocabulary.Save(Path.Combine(output, "vocab.txt"));
+        if (loaded.WordPiece is { } tokenizer) TransformerPipeline.Create(small, tokenizer).SavePretrained(output);   // with vocab.txt (and a word pre-tokenizer)
+        else small.SavePretrained(output);
         return output;
     }
 
