@@ -129,7 +129,11 @@ public static class Pretraining
 /// <param name="Text">First text.</param>
 /// <param name="Pair">Second text, or null.</param>
 /// <param name="Label">Label index.</param>
-public sealed record LabelledText(string Text, string? Pair, int Label);
+public sealed record LabelledText(string Text, string? Pair, int Label)
+{
+    /// <summary>Characters of the text and its pair: the example's length for bucketing batches and sorting by length.</summary>
+    public static int CharacterLength(LabelledText x) => x.Text.Length + (x.Pair?.Length ?? 0);
+}
 
 /// <summary>Runs a <see cref="TrainRecipe"/>: fine-tunes a <see cref="SequenceClassifier"/> (<c>b4s train</c>).</summary>
 public static class FineTuning
@@ -208,14 +212,14 @@ public static class FineTuning
     static string DedupText(LabelledText x) => x.Pair is null ? x.Text : x.Text + "\t" + x.Pair;
 
     /// <summary>Dev accuracy and loss.</summary>
-    public static IReadOnlyDictionary<string, double> Evaluate(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
+    public static IReadOnlyDictionary<string, double> Evaluate(nn.Module<Tensor, Tensor?, Tensor?, Tensor> model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
     {
         bool wasTraining = model.training;
         model.eval();
         using var noGrad = torch.no_grad();
         long correct = 0;
         double loss = 0;
-        var device = model.Encoder.TokenEmbeddings.device;
+        var device = model.parameters().First().device;
         for (int i = 0; i < data.Count; i += 64)
         {
             using var scope = torch.NewDisposeScope();
