@@ -87,7 +87,7 @@ public static class Pretraining
                 texts.AddRange(File.ReadLines(DataCache.GetTangPoems(log)).Take(src.Limit ?? int.MaxValue));
             else
             {
-                var format = src.Format switch { "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, _ => TextFormat.Lines };
+                var format = TextRecords.ParseFormat(src.Format) ?? TextFormat.Lines;
                 texts.AddRange(TextRecords.Read(r.Resolve(src.File), format, src.Fields, src.Limit ?? int.MaxValue));
             }
             log($"corpus: {texts.Count - before:N0} texts from {src.File}");

@@ -121,10 +121,8 @@ public sealed class TransformerPipeline
         else if (Encoder is IMaskedLanguageModel) throw new ArgumentException($"fill-mask needs an MLM head; this {Encoder.Engine} graph has no logits output (export it with --application mlm)");
         else
         {
-            var model = Model;
-            if (model.Application is not (Application.MaskedLM or Application.PreTraining))
-                throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
-            logits = (i, s) => { using var o = model.forward(i, s, null); return PrecisionPolicy.Fp32Handle(o.Logits!); };
+            var mlm = new Generation.TransformerMaskedLanguageModel(Model);                  // checks the model has an MLM head
+            logits = (i, s) => mlm.MaskedLanguageModelLogits(i, s, null);
         }
         if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), $"topK must be at least 1, got {topK}");
         var e = Tokenizer.Encode(text);
