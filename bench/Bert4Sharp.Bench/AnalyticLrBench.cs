@@ -31,7 +31,7 @@ static class AnalyticLrBench
 
     public static int Run(string[] args)
     {
-        string data = BenchArgs.Value(args, "--data") ?? Path.Combine("..", "shared", "data");
+        string data = BenchArgs.Value(args, "--data") ?? ClueBaselines.DefaultDataDirectory();
         string model = BenchArgs.Value(args, "--model") ?? "runs/pretrain-clue/model";
         string[] featureSets = (BenchArgs.Value(args, "--features") ?? "hashed,vectors").Split(',');
         string[] tasks = (BenchArgs.Value(args, "--tasks") ?? "afqmc,tnews").Split(',');

@@ -26,9 +26,8 @@ static class WoBertBench
     {
         string charDir = BenchArgs.Value(args, "--char") ?? throw new ArgumentException("wobert bench: --char DIR (the character model) is required");
         string wordDir = BenchArgs.Value(args, "--word") ?? throw new ArgumentException("wobert bench: --word DIR (the word model) is required");
-        string shared = Environment.GetEnvironmentVariable("B4S_SHARED") ?? Path.Combine("..", "shared");
-        string train = BenchArgs.Value(args, "--train") ?? Path.Combine(shared, "data", "tnews", "train.json");
-        string dev = BenchArgs.Value(args, "--dev") ?? Path.Combine(shared, "data", "tnews", "dev.json");
+        string train = BenchArgs.Value(args, "--train") ?? Path.Combine(ClueBaselines.DefaultDataDirectory(), "tnews", "train.json");
+        string dev = BenchArgs.Value(args, "--dev") ?? Path.Combine(ClueBaselines.DefaultDataDirectory(), "tnews", "dev.json");
         string field = BenchArgs.Value(args, "--field") ?? "sentence";
         int rounds = BenchArgs.Get(args, "--rounds", 20), batch = BenchArgs.Get(args, "--batch", 32), maxLength = BenchArgs.Get(args, "--max-length", 64);
         foreach (var f in new[] { train, dev })
@@ -43,13 +42,15 @@ static class WoBertBench
             var classifier = new SequenceClassifier(loaded.Model, 15);
             Console.WriteLine($"{s.Item1}: {s.Item2}, vocabulary {tokenizer.Vocabulary.Count:N0}, {classifier.parameters().Sum(p => p.numel()) / 1e6:F2} M parameters " +
                 $"({loaded.Model.TokenEmbeddings.numel() / 1e6:F2} M in the token embeddings)");
-            return (Name: s.Item1, Directory: s.Item2, Tokenizer: tokenizer, Classifier: classifier, PreTokenizer: PreTokenization.Read(s.Item2) ?? "none");
+            return (Tokenizer: tokenizer, Classifier: classifier);
         }).ToArray();
 
-        // 1. Sequence length over whole files.
+        // 1. Sequence length over whole files (the training texts are kept for step 2).
+        List<string> pool = [];
         foreach (var file in new[] { train, dev })
         {
             var texts = TextRecords.Read(file, TextFormat.JsonLines, [field]).ToList();
+            if (file == train) pool = texts;
             var lengths = sides.Select(s => texts.Select(t => s.Tokenizer.Encode(t).Count).ToArray()).ToArray();
             double c = lengths[0].Average(), w = lengths[1].Average();
             Console.WriteLine($"{Path.GetFileName(Path.GetDirectoryName(file))}/{Path.GetFileName(file)}: {texts.Count:N0} texts; tokens per example (with [CLS] [SEP]): " +
@@ -58,7 +59,6 @@ static class WoBertBench
 
         // 2. Interleaved fine-tuning and prediction on the same examples.
         var rng = new Random(7);
-        var pool = TextRecords.Read(train, TextFormat.JsonLines, [field]).ToList();
         var batches = Enumerable.Range(0, rounds + 2).Select(_ => Enumerable.Range(0, batch).Select(_ => pool[rng.Next(pool.Count)]).ToList()).ToList();
         var labels = batches.Select(_ => Enumerable.Range(0, batch).Select(_ => (long)rng.Next(15)).ToArray()).ToList();
         var optimizers = sides.Select(s => new Training.Adam(s.Classifier.named_parameters().Select(p => (p.name, p.parameter)), new Training.OptimizerOptions { LearningRate = 1e-4, WeightDecay = 0.01 })).ToArray();

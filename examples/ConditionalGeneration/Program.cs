@@ -30,9 +30,8 @@ const int MaxLength = 32;
 // The independent judge: its label list fixes the class indices used for conditioning too.
 var classifier = TextClassifier.Load(classifierDir, "tnews");
 var labelIndex = classifier.Labels.Select((l, i) => (l, i)).ToDictionary(p => p.l, p => p.i);
-var labelSet = ClueReaders.TnewsLabels(Path.Combine(data, "tnews", "labels.json"));
-var names = File.ReadLines(Path.Combine(data, "tnews", "labels.json")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement)
-    .ToDictionary(e => e.GetProperty("label").GetString()!, e => e.GetProperty("label_des").GetString()!);
+var names = ClueReaders.TnewsLabelNames(Path.Combine(data, "tnews", "labels.json"));    // label → label_des, read once
+var labelSet = names.Keys.ToHashSet();
 var train = ClueReaders.Tnews(Path.Combine(data, "tnews", "train.json"), labelSet).Records;
 var dev = ClueReaders.Tnews(Path.Combine(data, "tnews", "dev.json"), labelSet).Records;
 var devSample = dev.Take(500).ToList();
@@ -41,11 +40,7 @@ double judgeAccuracy = devSample.Zip(judged).Count(p => p.First.Label == p.Secon
 Console.WriteLine($"judge {classifierDir}: {judgeAccuracy:P1} on {devSample.Count} real TNEWS dev titles");
 
 var tokenizer = BertWordPieceTokenizer.FromFile(Path.Combine(pretrained, "vocab.txt"), new BertWordPieceOptions { LowerCase = true });
-int[] Encode(string title)
-{
-    var ids = tokenizer.Encode(title).Ids;                           // [CLS] … [SEP]; a long title keeps its start and its [SEP]
-    return ids.Count <= MaxLength ? [.. ids] : [.. ids.Take(MaxLength - 1), tokenizer.EndId];
-}
+int[] Encode(string title) => [.. tokenizer.Encode(title, maxLength: MaxLength).Ids];   // [CLS] … [SEP]; a long title keeps its start and its [SEP]
 var examples = train.Select(r => new Titled(Encode(r.Sentence), labelIndex[r.Label!])).ToList();
 Console.WriteLine($"{examples.Count:N0} TNEWS training titles, {classifier.Labels.Count} classes, at most {MaxLength} tokens");
 

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Bert4Sharp.Models;
 using Bert4Sharp.Runtime;
+using Bert4Sharp.Tokenization;
 
 /// <summary>Optimizer section of a recipe.</summary>
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
@@ -211,7 +212,7 @@ public sealed record PretrainRecipe : Recipe
         Require(InitModel is not null || Config.ValueKind == JsonValueKind.Object, "'config' must be an object of config.json fields (or give 'init_model' to continue a pretrained model)");
         RequireKnownConfigKeys(Config);
         Require(InitModel is not null || Vocab.Length > 0, "'vocab' (path to vocab.txt) is required");
-        Require(PreTokenize is null or "none" or "jieba", $"'pre_tokenize' must be jieba or none, got '{PreTokenize}'");
+        Require(PreTokenization.IsKnown(PreTokenize), $"'pre_tokenize' must be {PreTokenization.Jieba} or none, got '{PreTokenize}'");
         Require(Corpus.Count > 0, "'corpus' needs at least one source");
         foreach (var c in Corpus)
         {
@@ -310,7 +311,7 @@ public sealed record TrainRecipe : Recipe
         RequireKnownConfigKeys(Config);
         Require(Train.File.Length > 0 && Dev.File.Length > 0, "'train.file' and 'dev.file' are required");
         Require(OnBadLine is "stop" or "skip", $"'on_bad_line' must be stop or skip, got '{OnBadLine}'");
-        Require(PreTokenize is null or "none" or "jieba", $"'pre_tokenize' must be jieba or none, got '{PreTokenize}'");
+        Require(PreTokenization.IsKnown(PreTokenize), $"'pre_tokenize' must be {PreTokenization.Jieba} or none, got '{PreTokenize}'");
         Require(MaxLength is >= 4 and <= 4096, $"'max_length' must be in [4, 4096], got {MaxLength}");
         Require(BatchSize >= 1, $"'batch_size' must be ≥ 1, got {BatchSize}");
         Require(Epochs >= 1, $"'epochs' must be ≥ 1, got {Epochs}");

@@ -32,9 +32,9 @@ public static class Pretraining
         string? initModel = r.InitModel is null ? null : r.Resolve(r.InitModel);
         string vocabPath = r.Vocab.Length > 0 ? r.Resolve(r.Vocab) : Path.Combine(initModel!, "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (initModel is null ? null : PreTokenization.Read(initModel));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocabPath, PreTokenization.Apply(new BertWordPieceOptions { LowerCase = true }, preTokenize));
         var split = Split(r, log);
-        JiebaSegmenter? jieba = r.WholeWordMasking ? JiebaSegmenter.FromCache(fetch: true) : null;
+        JiebaSegmenter? jieba = r.WholeWordMasking ? PreTokenization.Segmenter(fetch: true) : null;
         var mlm = new MaskedLanguageModeling(tokenizer, jieba);
         var heldOut = mlm.Pack(split.HeldOut, r.MaxLength).ToList();
         var train = mlm.Pack(split.Train, r.MaxLength).ToList();
@@ -68,10 +68,7 @@ public static class Pretraining
         var metrics = Evaluate(model, mlm, heldOut, r.Seed);
         string dir = Path.Combine(output, "model");
         if (dataParallel?.Communicator.IsPrimary != false)
-        {
-            TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);
-            if (preTokenize is not null and not "none") PreTokenization.Write(dir, preTokenize);
-        }
+            TransformerPipeline.Create(model, tokenizer).SavePretrained(dir);             // with the word pre-tokenizer, if any
         log($"{result.StopReason}: {result.Steps} steps; held-out MLM accuracy {metrics["mlm_accuracy"]:P2}, loss {metrics["mlm_loss"]:F3}; saved to {dir}");
         return new RunResult(result, metrics, dir);
     }
@@ -90,7 +87,7 @@ public static class Pretraining
                 texts.AddRange(File.ReadLines(DataCache.GetTangPoems(log)).Take(src.Limit ?? int.MaxValue));
             else
             {
-                var format = src.Format switch { "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, _ => TextFormat.Lines };
+                var format = TextRecords.ParseFormat(src.Format) ?? TextFormat.Lines;
                 texts.AddRange(TextRecords.Read(r.Resolve(src.File), format, src.Fields, src.Limit ?? int.MaxValue));
             }
             log($"corpus: {texts.Count - before:N0} texts from {src.File}");
@@ -132,7 +129,11 @@ public static class Pretraining
 /// <param name="Text">First text.</param>
 /// <param name="Pair">Second text, or null.</param>
 /// <param name="Label">Label index.</param>
-public sealed record LabelledText(string Text, string? Pair, int Label);
+public sealed record LabelledText(string Text, string? Pair, int Label)
+{
+    /// <summary>Characters of the text and its pair: the example's length for bucketing batches and sorting by length.</summary>
+    public static int CharacterLength(LabelledText x) => x.Text.Length + (x.Pair?.Length ?? 0);
+}
 
 /// <summary>Runs a <see cref="TrainRecipe"/>: fine-tunes a <see cref="SequenceClassifier"/> (<c>b4s train</c>).</summary>
 public static class FineTuning
@@ -150,7 +151,7 @@ public static class FineTuning
         torch.manual_seed(r.Seed);
         string vocab = r.Vocab is not null ? r.Resolve(r.Vocab) : Path.Combine(r.Resolve(r.Model!), "vocab.txt");
         string? preTokenize = r.PreTokenize ?? (r.Model is null ? null : PreTokenization.Read(r.Resolve(r.Model)));
-        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions { LowerCase = true, PreTokenizer = PreTokenization.Create(preTokenize), PreTokenizerName = preTokenize });
+        var tokenizer = BertWordPieceTokenizer.FromFile(vocab, PreTokenization.Apply(new BertWordPieceOptions { LowerCase = true }, preTokenize));
         if (preTokenize is not null and not "none") log($"word pre-tokenizer: {preTokenize}");
         var labelNames = new List<string>();
         var train = ReadLabelled(r.Resolve(r.Train.File), r.Train, labelNames, addLabels: true, r.OnBadLine == "skip", log);
@@ -211,14 +212,14 @@ public static class FineTuning
     static string DedupText(LabelledText x) => x.Pair is null ? x.Text : x.Text + "\t" + x.Pair;
 
     /// <summary>Dev accuracy and loss.</summary>
-    public static IReadOnlyDictionary<string, double> Evaluate(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
+    public static IReadOnlyDictionary<string, double> Evaluate(nn.Module<Tensor, Tensor?, Tensor?, Tensor> model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
     {
         bool wasTraining = model.training;
         model.eval();
         using var noGrad = torch.no_grad();
         long correct = 0;
         double loss = 0;
-        var device = model.Encoder.TokenEmbeddings.device;
+        var device = model.parameters().First().device;
         for (int i = 0; i < data.Count; i += 64)
         {
             using var scope = torch.NewDisposeScope();

@@ -105,7 +105,7 @@ public sealed class TextClassifier : IDisposable
             var logits = model.forward(ids, segments, mask);                                    // (B, labels)
             return new StepResult(nn.functional.cross_entropy(logits, target, weights), mask.sum().item<long>());
         }, () => FineTuning.Evaluate(model, tokenizer, devSet, options.MaxLength), "accuracy", run, options.BatchSize, log, progress, cancellation,
-            x => x.Text.Length + (x.Pair?.Length ?? 0));
+            LabelledText.CharacterLength);
         return new TextClassifierTraining(classifier, result, evaluation);
     }
 

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Bert4Sharp.Explain;
 using Bert4Sharp.Models;
 using Bert4Sharp.Runtime;
+using Bert4Sharp.Tasks.Clue;
 using Bert4Sharp.Training;
 using Spectre.Console;
 
@@ -126,7 +127,7 @@ internal static class ExplainCommand
     static void Print(TokenAttributions a)
     {
         var inv = CultureInfo.InvariantCulture;
-        double max = a.Scores.Max(Math.Abs);
+        double max = a.MaxMagnitude;
         var table = new Table().Border(TableBorder.Simple).AddColumn("#").AddColumn("token").AddColumn(new TableColumn("attribution").RightAligned())
             .AddColumn(new TableColumn("L2").RightAligned()).AddColumn("");
         for (int i = 0; i < a.Tokens.Count; i++)
@@ -156,18 +157,7 @@ internal static class ExplainCommand
         var lines = File.ReadAllLines(path).Where(l => l.Trim().Length > 0).ToList();
         if (lines.Count > 0 && lines[0].TrimStart().StartsWith('{'))
         {
-            var map = new Dictionary<string, string>(StringComparer.Ordinal);
-            for (int i = 0; i < lines.Count; i++)
-            {
-                try
-                {
-                    using var doc = JsonDocument.Parse(lines[i]);
-                    var o = doc.RootElement;
-                    if (o.TryGetProperty("label", out var l) && o.TryGetProperty("label_des", out var d)) map[l.ToString()] = d.GetString() ?? l.ToString();
-                    else throw new InvalidDataException($"{path}:{i + 1}: needs \"label\" and \"label_des\"");
-                }
-                catch (JsonException e) { throw new InvalidDataException($"{path}:{i + 1}: not JSON ({e.Message})", e); }
-            }
+            var map = ClueReaders.TnewsLabelNames(path);
             return [.. labels.Select(l => map.TryGetValue(l, out var d) ? d : l)];
         }
         if (lines.Count != labels.Count) throw new InvalidDataException($"{path}: {lines.Count} names for a model with {labels.Count} labels");

@@ -36,11 +36,9 @@ internal static class VocabCommand
         options.Validate();
         if (recipePath is null && corpus.Length == 0) throw new ArgumentException("give the text to count words on: --recipe (a pretraining recipe) or --corpus FILES");
         if (baseVocab is null && model is null) throw new ArgumentException("give the character vocabulary: --base VOCAB or --model DIR");
-        var textFormat = format switch
-        {
-            "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, "lines" => TextFormat.Lines,
-            _ => throw new ArgumentException($"--format '{format}' is unknown; use jsonl, tsv or lines"),
-        };
+        if (baseVocab is not null && model is not null && Path.GetFullPath(baseVocab) != Path.GetFullPath(Path.Combine(model, "vocab.txt")))
+            throw new ArgumentException($"--base {baseVocab} is not the --model's own vocab.txt: the word rows are built from the model's characters, so leave --base out");
+        var textFormat = TextRecords.ParseFormat(format) ?? throw new ArgumentException($"--format '{format}' is unknown; use jsonl, tsv or lines");
         if (corpus.Length > 0 && textFormat != TextFormat.Lines && fields.Length == 0) throw new ArgumentException($"--format {format} needs --fields (JSON keys or TSV column numbers)");
         foreach (var f in corpus)
             if (!File.Exists(f)) throw new FileNotFoundException($"{f}: corpus file not found", f);
@@ -72,8 +70,6 @@ internal static class VocabCommand
             Console.WriteLine($"wrote {Path.Combine(output, "vocab.txt")} and words.tsv");
             return CliErrors.Ok;
         }
-        if (baseVocab is not null && Path.GetFullPath(baseVocab) != Path.GetFullPath(Path.Combine(model, "vocab.txt")))
-            throw new ArgumentException($"--base {baseVocab} is not the --model's own vocab.txt: the word rows are built from the model's characters, so leave --base out");
         var made = WordModels.FromCharacterModel(model, result.Words.Select(w => w.Word).ToList(), output);
         Console.WriteLine($"word model: {made.CharacterTokens:N0} character rows kept, {made.WordsAdded:N0} word rows initialised as the mean of their characters; " +
             $"wrote {string.Join(", ", made.Files.Select(Path.GetFileName))} and words.tsv to {output}");

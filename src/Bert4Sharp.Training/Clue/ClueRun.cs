@@ -214,9 +214,7 @@ public static class ClueRun
     /// </summary>
     public static string Save(nn.Module model, TransformerModel encoder, BertWordPieceTokenizer tokenizer, TaskModelFile task, string directory)
     {
-        encoder.SavePretrained(directory);
-        tokenizer.Vocabulary.Save(Path.Combine(directory, "vocab.txt"));
-        if (tokenizer.Options.PreTokenizerName is { } pre and not "none") PreTokenization.Write(directory, pre);
+        TransformerPipeline.Create(encoder, tokenizer).SavePretrained(directory);
         using (var scope = torch.NewDisposeScope())
             SafetensorsWriter.Write(Path.Combine(directory, "head.safetensors"), model.named_parameters()
                 .Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal)).Select(p => TensorSource.From(p.name, p.parameter.detach().cpu())).ToList());

@@ -139,7 +139,8 @@ public static class TheseusCompression
         {
             var flags = o.Schedule.Draw(ctx.Step, theseus.Groups, ctx.Random);
             theseus.Choose(flags);
-            drawn += flags.Count(f => f);
+            int chosen = flags.Count(f => f);
+            drawn += chosen;
             draws += flags.Length;
             var (ids, segments, mask, target) = FineTuning.Batch(tokenizer, batch, maxLength, pre.Encoder.Device);
             var logits = theseus.forward(ids, segments, mask);                                 // (B, labels)
@@ -148,9 +149,9 @@ public static class TheseusCompression
             // (mask · predecessor + (1 − mask) · successor) it gives the successor zero gradients, so the step still counts.
             if (!loss.requires_grad) loss = loss + theseus.ZeroGradient();
             return new StepResult(loss, mask.sum().item<long>(),
-                new Dictionary<string, double> { ["p"] = o.Schedule.Probability(ctx.Step), ["replaced"] = (double)flags.Count(f => f) / flags.Length });
+                new Dictionary<string, double> { ["p"] = o.Schedule.Probability(ctx.Step), ["replaced"] = (double)chosen / flags.Length });
         }, () => new Dictionary<string, double> { ["accuracy"] = Accuracy(theseus, tokenizer, dev, maxLength) }, "accuracy", phase1, batchSize, log, progress, cancellation,
-            x => x.Text.Length + (x.Pair?.Length ?? 0));
+            LabelledText.CharacterLength);
         double replacementAccuracy = Accuracy(theseus, tokenizer, dev, maxLength);
         log($"replacement phase: {r1.StopReason}, {r1.Steps} steps, successor blocks drawn for {(draws == 0 ? 0 : drawn / draws):P1} of the group-batches; " +
             $"{ClueRun.DescribeResult(e1, "accuracy")} of the successor: {replacementAccuracy:P2}");
@@ -159,20 +160,21 @@ public static class TheseusCompression
         var classifier = TheseusModel.SuccessorClassifier(pre, successor, predecessor.Options.Dropout);
         foreach (var p in classifier.parameters()) p.requires_grad_(true);
         TrainingResult? r2 = null;
+        EvaluationCallback? e2 = null;
         if (o.SuccessorSteps != 0)
         {
             var phase2 = PhaseOptions(o, "successor", o.SuccessorSteps);
             log($"successor phase: the {o.Layers}-block model alone (blocks, embeddings, head); {Describe(phase2)}");
-            var (result, e2) = ClueRun.Fit(classifier, train, batch =>
+            (r2, e2) = ClueRun.Fit(classifier, train, batch =>
             {
                 var (ids, segments, mask, target) = FineTuning.Batch(tokenizer, batch, maxLength, successor.Device);
                 return new StepResult(nn.functional.cross_entropy(classifier.forward(ids, segments, mask), target), mask.sum().item<long>());
             }, () => new Dictionary<string, double> { ["accuracy"] = Accuracy(classifier, tokenizer, dev, maxLength) }, "accuracy", phase2, batchSize, log, progress, cancellation,
-                x => x.Text.Length + (x.Pair?.Length ?? 0));
-            r2 = result;
-            log($"successor phase: {result.StopReason}, {result.Steps} steps; {ClueRun.DescribeResult(e2, "accuracy")}: {e2.Best?.Metrics["accuracy"] ?? Accuracy(classifier, tokenizer, dev, maxLength):P2}");
+                LabelledText.CharacterLength);
         }
-        double successorAccuracy = Accuracy(classifier, tokenizer, dev, maxLength);
+        double successorAccuracy = Accuracy(classifier, tokenizer, dev, maxLength);                // one dev pass, reused in the log line
+        if (r2 is not null && e2 is not null)
+            log($"successor phase: {r2.StopReason}, {r2.Steps} steps; {ClueRun.DescribeResult(e2, "accuracy")}: {e2.Best?.Metrics["accuracy"] ?? successorAccuracy:P2}");
         string saved = new TextClassifier(classifier, tokenizer, predecessor.Labels, predecessor.Options).Save(Path.Combine(o.Output, "model"));
         log($"successor saved to {saved}");
         var speed = MeasureSpeed(pre, classifier, tokenizer, dev, maxLength, Math.Max(batchSize, 64), o.SpeedBatches, o.SpeedRounds);
@@ -192,8 +194,8 @@ public static class TheseusCompression
         var loaded = AutoModel.Load(pretrained, new AutoModelOptions { Family = family, Application = Application.Encoder });
         using var model = loaded.Model;
         using var small = TheseusModel.Successor(model, layers, SuccessorInit.FirstLayers);
-        small.SavePretrained(output);
-        loaded.WordPiece?.Vocabulary.Save(Path.Combine(output, "vocab.txt"));
+        if (loaded.WordPiece is { } tokenizer) TransformerPipeline.Create(small, tokenizer).SavePretrained(output);   // with vocab.txt (and a word pre-tokenizer)
+        else small.SavePretrained(output);
         return output;
     }
 
@@ -234,22 +236,8 @@ public static class TheseusCompression
     }
 
     /// <summary>Dev accuracy of any classifier module (evaluation mode, no gradients, batches of 64; the mode is restored).</summary>
-    public static double Accuracy(nn.Module<Tensor, Tensor?, Tensor?, Tensor> model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength)
-    {
-        bool wasTraining = model.training;
-        model.eval();
-        long correct = 0;
-        var device = model.parameters().First().device;
-        using (torch.no_grad())
-            for (int i = 0; i < data.Count; i += 64)
-            {
-                using var scope = torch.NewDisposeScope();
-                var (ids, segments, mask, labels) = FineTuning.Batch(tokenizer, data.Skip(i).Take(64).ToList(), maxLength, device);
-                correct += model.forward(ids, segments, mask).argmax(-1).eq(labels).sum().item<long>();
-            }
-        if (wasTraining) model.train();
-        return (double)correct / Math.Max(1, data.Count);
-    }
+    public static double Accuracy(nn.Module<Tensor, Tensor?, Tensor?, Tensor> model, BertWordPieceTokenizer tokenizer, IReadOnlyList<LabelledText> data, int maxLength) =>
+        FineTuning.Evaluate(model, tokenizer, data, maxLength)["accuracy"];
 
     static ClueRunOptions PhaseOptions(TheseusOptions o, string phase, long? steps) => new()
     {

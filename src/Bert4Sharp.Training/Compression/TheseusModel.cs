@@ -52,20 +52,11 @@ public sealed class TheseusModel : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
         foreach (var (name, p) in successor.named_parameters()) p.requires_grad_(name.StartsWith("layers.", StringComparison.Ordinal));
     }
 
-    /// <summary>The frozen predecessor.</summary>
-    public SequenceClassifier Predecessor => predecessor;
-
-    /// <summary>The successor encoder (its blocks are what this module trains).</summary>
-    public TransformerModel SuccessorEncoder => successor;
-
     /// <summary>Successor blocks (N).</summary>
     public int Groups => replaced.Length;
 
     /// <summary>Predecessor blocks each successor block replaces (L / N).</summary>
     public int GroupSize { get; }
-
-    /// <summary>Which groups the next training forward runs as successor blocks (true) rather than predecessor blocks.</summary>
-    public IReadOnlyList<bool> Replaced => replaced;
 
     /// <summary>Sets which groups the next training forwards run on the successor (one flag per group).</summary>
     /// <exception cref="ArgumentException">Not one flag per group.</exception>
@@ -88,11 +79,12 @@ public sealed class TheseusModel : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
     public override Tensor forward(Tensor ids, Tensor? segments, Tensor? attentionMask)
     {
         var encoder = predecessor.Encoder;
-        var useSuccessor = training ? replaced : [.. Enumerable.Repeat(true, replaced.Length)];
+        bool successorOnly = !training;
+        var flags = replaced;
         encoder.BlockStack = (x, run) =>
         {
-            for (int k = 0; k < useSuccessor.Length; k++)
-                if (useSuccessor[k]) x = run(successor.Block(k), x, k);                     // (B, T, H) → (B, T, H)
+            for (int k = 0; k < flags.Length; k++)
+                if (successorOnly || flags[k]) x = run(successor.Block(k), x, k);                     // (B, T, H) → (B, T, H)
                 else
                     for (int j = 0; j < GroupSize; j++)
                         x = run(encoder.Block(k * GroupSize + j), x, k * GroupSize + j);

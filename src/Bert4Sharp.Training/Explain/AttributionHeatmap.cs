@@ -32,34 +32,38 @@ public static class AttributionHeatmap
         describe ??= a => string.Create(CultureInfo.InvariantCulture, $"{a.Predicted} {a.PredictedProbability:F2} (gap {a.RelativeGap:P1})");
         string allText = string.Concat(rows.SelectMany(r => r.Tokens)) + string.Concat(rows.Select(describe)) + title;
         string font = FindFont(allText);
-        // A token the font cannot draw shows its index instead (all of them when no CJK font is installed).
-        bool anyCharacters = rows.SelectMany(r => r.Tokens).Any(t => ContainsAll(font, Label(t)) && t.Any(char.IsLetter) && t[0] != '[');
-        bool characters = rows.SelectMany(r => r.Tokens).All(t => ContainsAll(font, Label(t)));
+        using var typeface = SKTypeface.FromFamilyName(font);                              // opened once for every glyph check
+        bool Drawable(string text) => ContainsAll(typeface, text);
+        // Each cell's label and whether the font can draw it; a token it cannot draw shows its index instead (all of them when no CJK font is installed).
+        var cells = rows.Select(r => r.Tokens.Select(t => { string l = Label(t); return (Text: l, Drawable: Drawable(l)); }).ToArray()).ToArray();
+        bool anyCharacters = rows.Select((r, ri) => r.Tokens.Where((t, i) => cells[ri][i].Drawable && t.Any(char.IsLetter) && t[0] != '[').Any()).Any(b => b);
+        bool characters = cells.All(r => r.All(c => c.Drawable));
         if (!anyCharacters) title += " (token indices: no installed font has these glyphs; see the HTML page)";
-        if (!ContainsAll(font, title)) title = "Integrated gradients (token indices)";
+        if (!Drawable(title)) title = "Integrated gradients (token indices)";
 
         var plot = new ScottPlot.Plot();
         int width = rows.Max(r => r.Tokens.Count);
         for (int r = 0; r < rows.Count; r++)
         {
             var a = rows[r];
-            double max = a.Scores.Count == 0 ? 0 : a.Scores.Max(Math.Abs), y = -r;
+            double max = a.MaxMagnitude, y = -r;
             for (int i = 0; i < a.Tokens.Count; i++)
             {
-                double s = a.Scores[i], strength = max > 0 ? Math.Clamp(Math.Abs(s) / max, 0, 1) : 0;
+                double s = a.Scores[i], strength = TokenAttributions.Strength(s, max);
+                var (red, green, blue) = TokenAttributions.SignColour(s);
                 var rect = plot.Add.Rectangle(i + 0.04, i + 0.96, y - 0.42, y + 0.42);
-                rect.FillStyle.Color = (s >= 0 ? new ScottPlot.Color(220, 38, 38) : new ScottPlot.Color(37, 99, 235)).WithAlpha(strength);
+                rect.FillStyle.Color = new ScottPlot.Color(red, green, blue).WithAlpha(strength);
                 rect.LineStyle.Width = 0.5f;
                 rect.LineStyle.Color = ScottPlot.Colors.LightGray;
-                bool drawable = ContainsAll(font, Label(a.Tokens[i]));
-                var label = plot.Add.Text(drawable ? Label(a.Tokens[i]) : i.ToString(CultureInfo.InvariantCulture), i + 0.5, y);
+                var (text, drawable) = cells[r][i];
+                var label = plot.Add.Text(drawable ? text : i.ToString(CultureInfo.InvariantCulture), i + 0.5, y);
                 label.LabelFontName = font;
-                label.LabelFontSize = drawable ? (Label(a.Tokens[i]).Length > 2 ? 11 : 20) : 12;
+                label.LabelFontSize = drawable ? (text.Length > 2 ? 11 : 20) : 12;
                 label.LabelAlignment = ScottPlot.Alignment.MiddleCenter;
                 label.LabelFontColor = strength > 0.6 ? ScottPlot.Colors.White : ScottPlot.Colors.Black;
             }
             string side = describe(a);
-            var note = plot.Add.Text(ContainsAll(font, side) ? side : string.Create(CultureInfo.InvariantCulture, $"#{a.PredictedIndex} {a.PredictedProbability:F2}"), width + 0.3, y);
+            var note = plot.Add.Text(Drawable(side) ? side : string.Create(CultureInfo.InvariantCulture, $"#{a.PredictedIndex} {a.PredictedProbability:F2}"), width + 0.3, y);
             note.LabelFontName = font;
             note.LabelFontSize = 14;
             note.LabelAlignment = ScottPlot.Alignment.MiddleLeft;
@@ -102,9 +106,6 @@ public static class AttributionHeatmap
 
     static readonly string[] CjkFamilies = ["WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Droid Sans Fallback", "AR PL UMing CN"];
 
-    static bool ContainsAll(string font, string text)
-    {
-        using var typeface = SKTypeface.FromFamilyName(font);
-        return typeface is not null && typeface.ContainsGlyphs(text.Replace(" ", "", StringComparison.Ordinal));
-    }
+    static bool ContainsAll(SKTypeface? typeface, string text) =>
+        typeface is not null && typeface.ContainsGlyphs(text.Replace(" ", "", StringComparison.Ordinal));
 }

@@ -49,8 +49,8 @@ public static class TextRecords
         foreach (var src in spec.RootElement.GetProperty("sources").EnumerateArray())
         {
             string file = src.GetProperty("file").GetString()!;
-            var format = src.GetProperty("format").GetString() switch { "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, "lines" => TextFormat.Lines,
-                var f => throw new InvalidDataException($"{specPath}: unknown format '{f}' for {file} (jsonl, tsv or lines)") };
+            string? name = src.GetProperty("format").GetString();
+            var format = ParseFormat(name) ?? throw new InvalidDataException($"{specPath}: unknown format '{name}' for {file} (jsonl, tsv or lines)");
             var fields = src.GetProperty("fields").EnumerateArray().Select(f => f.ToString()).ToList();
             int index = 0;
             foreach (var t in Read(Path.Combine(dataRoot, file), format, fields, src.GetProperty("limit").GetInt32()))
@@ -58,6 +58,12 @@ public static class TextRecords
         }
         return list;
     }
+
+    /// <summary>The format a recipe or command names: <c>jsonl</c>, <c>tsv</c> or <c>lines</c>; null for any other name.</summary>
+    public static TextFormat? ParseFormat(string? name) => name switch
+    {
+        "jsonl" => TextFormat.JsonLines, "tsv" => TextFormat.Tsv, "lines" => TextFormat.Lines, _ => null,
+    };
 
     static List<string?> Fields(string path, int lineNo, string line, TextFormat format, IReadOnlyList<string> fields)
     {

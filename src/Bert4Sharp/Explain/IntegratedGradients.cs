@@ -173,7 +173,8 @@ public static class IntegratedGradients
             var ids = torch.tensor(encoded.Ids.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);          // (1, T)
             var segments = torch.tensor(encoded.SegmentIds.Select(i => (long)i).ToArray(), device: device).unsqueeze(0);
             var table = encoder.TokenEmbeddings;                                                                  // (V, E)
-            Tensor x, baseline;
+            // Both ends of the path and, without gradients, the prediction there: f(x), f(x′) and the predicted index.
+            Tensor x, baseline, ends;
             using (torch.no_grad())
             {
                 x = table.index_select(0, ids.squeeze(0)).detach();                                              // (T, E)
@@ -183,11 +184,8 @@ public static class IntegratedGradients
                     var keep = torch.tensor(encoded.Ids.Select(i => IsSpecial(tokenizer, i)).ToArray(), device: device).unsqueeze(-1);   // (T, 1)
                     baseline = torch.where(keep, x, baseline);
                 }
-            }
-            // The prediction and both ends of the path, without gradients: f(x), f(x′) and the predicted index.
-            Tensor ends;
-            using (torch.no_grad())
                 ends = logits(ids.expand(2, t), segments.expand(2, t), torch.stack([x, baseline])).to(ScalarType.Float64).cpu();   // (2, C)
+            }
             var probabilities = ends.softmax(-1);
             int predicted = (int)probabilities[0].argmax().item<long>();
             int targetIndex = target ?? predicted;
@@ -208,9 +206,7 @@ public static class IntegratedGradients
                 var f = options.Score == AttributionScore.Probability ? l.softmax(-1).select(1, targetIndex) : l.select(1, targetIndex);   // (b)
                 var grad = torch.autograd.grad([f.sum()], [points])[0];                                                   // (b, T, E): each point's own gradient
                 var w = torch.tensor(weights.AsSpan(start, b).ToArray(), ScalarType.Float64, device).view(b, 1, 1);
-                var next = (integral + (grad.detach().to(ScalarType.Float64) * w).sum(dim: 0)).detach().MoveToOuterDisposeScope();   // (T, E)
-                integral.Dispose();
-                integral = next;
+                using (torch.no_grad()) integral.add_((grad.to(ScalarType.Float64) * w).sum(dim: 0));                 // (T, E), in place
             }
             var contribution = (delta.to(ScalarType.Float64) * integral).cpu();                                  // (T, E)
             double[] scores = contribution.sum(-1).data<double>().ToArray();

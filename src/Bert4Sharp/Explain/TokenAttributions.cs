@@ -65,6 +65,15 @@ public sealed record TokenAttributions
     /// <summary>Σ attributions.</summary>
     public double Sum => Scores.Sum();
 
+    /// <summary>The largest |attribution| (0 without tokens): what colour strengths and bars are relative to.</summary>
+    public double MaxMagnitude => Scores.Count == 0 ? 0 : Scores.Max(Math.Abs);
+
+    /// <summary>|<paramref name="score"/>| / <paramref name="max"/> clamped to [0, 1] (0 when <paramref name="max"/> is 0): a cell's colour strength.</summary>
+    public static double Strength(double score, double max) => max > 0 ? Math.Clamp(Math.Abs(score) / max, 0, 1) : 0;
+
+    /// <summary>The colour of an attribution's sign: red (220, 38, 38) for positive, blue (37, 99, 235) for negative.</summary>
+    public static (byte R, byte G, byte B) SignColour(double score) => score >= 0 ? ((byte)220, (byte)38, (byte)38) : ((byte)37, (byte)99, (byte)235);
+
     /// <summary>One line: target, f(x) − f(x′), Σ attributions and the gap against the tolerance.</summary>
     public string DescribeCompleteness() => string.Create(CultureInfo.InvariantCulture,
         $"Σ attributions {Sum:G6} vs f(x) − f(x′) = {InputScore:G6} − {BaselineScore:G6} = {InputScore - BaselineScore:G6}: gap {Gap:G3} ({RelativeGap:P3}; tolerance {Tolerance:P1}, {(Complete ? "within" : "ABOVE")}) — {Method}, {Steps} steps, {Baseline} baseline");
@@ -99,15 +108,15 @@ public static class AttributionHtml
     /// <summary>The colour of an attribution relative to the largest magnitude: red for positive, blue for negative, alpha ∝ magnitude.</summary>
     public static string Colour(double score, double max)
     {
-        double a = max > 0 ? Math.Clamp(Math.Abs(score) / max, 0, 1) : 0;
-        string alpha = a.ToString("F3", CultureInfo.InvariantCulture);
-        return score >= 0 ? $"rgba(220,38,38,{alpha})" : $"rgba(37,99,235,{alpha})";
+        string alpha = TokenAttributions.Strength(score, max).ToString("F3", CultureInfo.InvariantCulture);
+        var (r, g, b) = TokenAttributions.SignColour(score);
+        return $"rgba({r},{g},{b},{alpha})";
     }
 
     static void Section(StringBuilder sb, TokenAttributions a)
     {
         var inv = CultureInfo.InvariantCulture;
-        double max = a.Scores.Count == 0 ? 0 : a.Scores.Max(Math.Abs);
+        double max = a.MaxMagnitude;
         sb.Append("<section>\n<p class=\"meta\">");
         if (a.MaskPosition is int m) sb.Append(inv, $"[MASK] at token {m}: ");
         sb.Append(inv, $"predicted <b>{E(a.Predicted)}</b> (p = {a.PredictedProbability:F4}); explained <b>{E(a.Target)}</b> (p = {a.TargetProbability:F4}), f = {a.Score.ToString().ToLowerInvariant()}</p>\n");

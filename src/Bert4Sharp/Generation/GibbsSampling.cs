@@ -115,6 +115,7 @@ public static class GibbsSampler
         var states = new List<int[]>();
         using var noGrad = torch.no_grad();
         var forbidden = options.ForbiddenIds.Select(i => (long)i).ToArray();
+        using var forbiddenIds = forbidden.Length > 0 ? torch.tensor(forbidden) : null;          // built once for every step
         for (int step = 0; step < options.Steps; step++)
         {
             using var scope = torch.NewDisposeScope();
@@ -123,7 +124,7 @@ public static class GibbsSampler
             var input = torch.tensor(ids.Select(i => (long)i).ToArray()).unsqueeze(0);                // (1, T)
             var logits = model.MaskedLanguageModelLogits(input, torch.zeros_like(input), null)[0, position]
                 .to(ScalarType.Float64).cpu() / options.Temperature;                                     // (V)
-            if (forbidden.Length > 0) logits.index_fill_(0, torch.tensor(forbidden), double.NegativeInfinity);
+            if (forbiddenIds is not null) logits.index_fill_(0, forbiddenIds, double.NegativeInfinity);
             if (options.TopK is int k && k < logits.shape[0])
             {
                 var kth = logits.topk(k).values[k - 1];

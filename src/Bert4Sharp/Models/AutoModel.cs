@@ -98,10 +98,7 @@ public static class AutoModel
         if (vocab.EndsWith(".model", StringComparison.OrdinalIgnoreCase)) return (null, SpTokenizer.FromFile(vocab));
         // A word-level model (WoBERT) records its segmenter in tokenizer_config.json: tokenise as it was trained.
         string? preName = PreTokenization.Read(directory);
-        var wp = BertWordPieceTokenizer.FromFile(vocab, new BertWordPieceOptions
-        {
-            LowerCase = options.LowerCase, EndToken = options.EndToken, PreTokenizer = PreTokenization.Create(preName), PreTokenizerName = preName,
-        });
+        var wp = BertWordPieceTokenizer.FromFile(vocab, PreTokenization.Apply(new BertWordPieceOptions { LowerCase = options.LowerCase, EndToken = options.EndToken }, preName));
         if (wp.Vocabulary.Count != vocabSize && options.Build.KeepTokens is null && options.Build.CompoundTokens is null)
             throw new InvalidDataException($"{vocab} has {wp.Vocabulary.Count} tokens but the model's vocab_size is {vocabSize}; pass the model's own vocabulary");
         return (wp, null);

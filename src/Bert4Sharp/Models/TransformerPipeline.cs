@@ -60,13 +60,22 @@ public sealed class TransformerPipeline
     /// <summary>Wraps an encoder (a TorchSharp model or another engine) and its tokenizer.</summary>
     public static TransformerPipeline Create(IEncoder encoder, BertWordPieceTokenizer tokenizer) => new(encoder, tokenizer);
 
-    /// <summary>Writes config.json, model.safetensors (Hugging Face names) and vocab.txt, so <see cref="Load"/> (or HF) can read the directory back.</summary>
+    /// <summary>
+    /// Writes config.json, model.safetensors (Hugging Face names), vocab.txt and, when the tokenizer has a named word
+    /// pre-tokenizer (WoBERT's jieba), tokenizer_config.json recording it, so <see cref="Load"/> (or HF) can read the
+    /// directory back and tokenise as before.
+    /// </summary>
     public IReadOnlyList<string> SavePretrained(string directory)
     {
         var files = WeightLoader.SavePretrained(Model, directory).ToList();
         string vocab = Path.Combine(directory, "vocab.txt");
         Tokenizer.Vocabulary.Save(vocab);
         files.Add(vocab);
+        if (Tokenizer.Options.PreTokenizerName is { } pre and not "none")
+        {
+            PreTokenization.Write(directory, pre);
+            files.Add(Path.Combine(directory, PreTokenization.ConfigFileName));
+        }
         return files;
     }
 
@@ -112,10 +121,8 @@ public sealed class TransformerPipeline
         else if (Encoder is IMaskedLanguageModel) throw new ArgumentException($"fill-mask needs an MLM head; this {Encoder.Engine} graph has no logits output (export it with --application mlm)");
         else
         {
-            var model = Model;
-            if (model.Application is not (Application.MaskedLM or Application.PreTraining))
-                throw new ArgumentException($"fill-mask needs a model built with Application.MaskedLM, this one is {model.Application}");
-            logits = (i, s) => { using var o = model.forward(i, s, null); return PrecisionPolicy.Fp32Handle(o.Logits!); };
+            var mlm = new Generation.TransformerMaskedLanguageModel(Model);                  // checks the model has an MLM head
+            logits = (i, s) => mlm.MaskedLanguageModelLogits(i, s, null);
         }
         if (topK < 1) throw new ArgumentOutOfRangeException(nameof(topK), $"topK must be at least 1, got {topK}");
         var e = Tokenizer.Encode(text);

@@ -50,10 +50,9 @@ public static class WordModels
         using var model = loaded.Model;
         if (model.Config.VocabSize != wordVocabulary.Count)
             throw new InvalidDataException($"{characterModel}: the model has {model.Config.VocabSize - words.Count} embedding rows but vocab.txt {characters.Vocabulary.Count} tokens; pass a model saved with its own vocabulary");
-        var tokenizer = new BertWordPieceTokenizer(wordVocabulary, new BertWordPieceOptions { LowerCase = true });
-        var files = TransformerPipeline.Create(model, tokenizer).SavePretrained(output).ToList();
-        PreTokenization.Write(output, PreTokenization.Jieba);
-        files.Add(Path.Combine(output, PreTokenization.ConfigFileName));
+        // Only the name: SavePretrained records it, and nothing here tokenises (so jieba's dictionary need not be cached).
+        var tokenizer = new BertWordPieceTokenizer(wordVocabulary, new BertWordPieceOptions { LowerCase = true, PreTokenizerName = PreTokenization.Jieba });
+        var files = TransformerPipeline.Create(model, tokenizer).SavePretrained(output);
         return new WordModelResult(output, characters.Vocabulary.Count, words.Count, files);
     }
 }

@@ -65,7 +65,7 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     {
         using var scope = torch.NewDisposeScope();
         bool hidden = Pool.NeedsHiddenStates(pooling);
-        using var output = encoder.Forward(hidden == input.OutputHiddenStates ? input : input with { OutputHiddenStates = hidden }).Widened();   // fp32 states whatever the encoder computes in
+        using var output = encoder.Forward(input with { OutputHiddenStates = hidden }).Widened();   // fp32 states whatever the encoder computes in
         var x = Pool.Apply(pooling, output, input.AttentionMask);
         if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
         return classifier.forward(x).MoveToOuterDisposeScope();

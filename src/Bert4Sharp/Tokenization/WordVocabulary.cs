@@ -146,9 +146,31 @@ public static class PreTokenization
     {
         if (name is null or "none") return null;
         Check(name);
-        var jieba = JiebaSegmenter.FromCache();
+        var jieba = Segmenter();
         return s => jieba.Cut(s, hmm: false);
     }
+
+    /// <summary>Sets <paramref name="options"/>' pre-tokenizer to <see cref="Create"/>(<paramref name="name"/>) and records the name.</summary>
+    /// <exception cref="ArgumentException">Unknown name.</exception>
+    public static BertWordPieceOptions Apply(BertWordPieceOptions options, string? name) =>
+        options with { PreTokenizer = Create(name), PreTokenizerName = name };
+
+    /// <summary>
+    /// The process's jieba segmenter, loaded from the cache once (the dictionary takes a while to read) and shared by every
+    /// pre-tokenizer and whole-word masking. <paramref name="fetch"/>: download the dictionary when it is not cached.
+    /// A failed load is not remembered, so a later call can succeed once the dictionary is cached.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">The dictionary is not cached and <paramref name="fetch"/> is false.</exception>
+    public static JiebaSegmenter Segmenter(bool fetch = false)
+    {
+        lock (Gate) return segmenter ??= JiebaSegmenter.FromCache(fetch);
+    }
+
+    static readonly Lock Gate = new();
+    static JiebaSegmenter? segmenter;
+
+    /// <summary>True for the names <see cref="Create"/> accepts: null, <c>none</c> and <see cref="Jieba"/>.</summary>
+    public static bool IsKnown(string? name) => name is null or "none" or Jieba;
 
     static void Check(string name)
     {

@@ -53,6 +53,20 @@ public static class ClueReaders
     public static IReadOnlySet<string> TnewsLabels(string labelsPath) =>
         JsonLines(labelsPath, null, null, (o, _) => Scalar(Field(o, "label", "$"), "$.label")).Records.ToHashSet();
 
+    /// <summary>The TNEWS label names from labels.json: each label's <c>label_des</c> (the label itself when that is null).</summary>
+    public static IReadOnlyDictionary<string, string> TnewsLabelNames(string labelsPath)
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var (label, name) in JsonLines(labelsPath, null, null, (o, _) =>
+        {
+            string label = Scalar(Field(o, "label", "$"), "$.label");
+            var description = Field(o, "label_des", "$");                                    // required, as in labels.json
+            return (label, description.ValueKind == JsonValueKind.Null ? label : Scalar(description, "$.label_des"));
+        }).Records)
+            map[label] = name;
+        return map;
+    }
+
     /// <summary>TNEWS JSON lines <c>{label, label_desc, sentence, keywords, label_des}</c>; labels checked against <paramref name="labels"/> (e.g. <see cref="TnewsLabels"/>).</summary>
     public static ClueData<SentenceRecord> Tnews(string path, IReadOnlySet<string>? labels, ClueReadOptions? options = null) =>
         JsonLines(path, options, labels, (o, s) =>
