@@ -17,7 +17,10 @@ using static TorchSharp.torch;
 /// <param name="Image">Image metrics (MNIST models).</param>
 /// <param name="Wasserstein2">Exact W2 to fresh target samples (toy models).</param>
 /// <param name="Seconds">Wall-clock sampling time.</param>
-public sealed record EvaluationRow(string Method, int Reflow, string Sampler, int Steps, int Evaluations, int Count, ImageQuality? Image, double? Wasserstein2, double Seconds);
+/// <param name="Precision">Toys: mean distance of a sample to the nearest of <see cref="DiffusionEvaluation.ToyReference"/> target points (off the data: high).</param>
+/// <param name="Coverage">Toys: mean distance of a fresh target point to the nearest sample (parts of the target missed: high).</param>
+public sealed record EvaluationRow(string Method, int Reflow, string Sampler, int Steps, int Evaluations, int Count, ImageQuality? Image, double? Wasserstein2, double Seconds,
+    double? Precision = null, double? Coverage = null);
 
 /// <summary>Samples a model at several step counts and measures the samples.</summary>
 public static class DiffusionEvaluation
@@ -31,7 +34,15 @@ public static class DiffusionEvaluation
     {
         if (!model.Config.IsToy && (classifier is null || realFeatures is null)) throw new ArgumentException("MNIST models are measured with the metric classifier (--classifier) and the held-out images");
         var rows = new List<EvaluationRow>();
-        using var target = model.Config.IsToy ? ToyData.Sample(ToyData.TryParse(model.Config.Data) ?? throw new ArgumentException($"unknown toy data '{model.Config.Data}'"), count, seed + 7919) : null;
+        var toy = model.Config.IsToy ? ToyData.TryParse(model.Config.Data) ?? throw new ArgumentException($"unknown toy data '{model.Config.Data}'") : (ToyDistribution?)null;
+        using var target = toy is ToyDistribution t ? ToyData.Sample(t, count, seed + 7919) : null;
+        using var reference = toy is ToyDistribution r ? ToyData.Sample(r, ToyReference, seed + 7920) : null;
+        if (toy is ToyDistribution o)
+        {
+            using var other = ToyData.Sample(o, count, seed + 7921);                       // what perfect samples would score
+            log(FormattableString.Invariant($"floors ({count} fresh target points as the samples): W2 {SampleQuality.Wasserstein2(other, target!):F4}, ") +
+                FormattableString.Invariant($"distance to the nearest target point {SampleQuality.MeanNearestDistance(other, reference!):F4}, target point to the nearest sample {SampleQuality.MeanNearestDistance(target!, other):F4}"));
+        }
         foreach (var sampler in samplers)
             foreach (int s in steps)
             {
@@ -40,7 +51,8 @@ public static class DiffusionEvaluation
                 double seconds = clock.Elapsed.TotalSeconds;
                 int nfe = sampler == Sampler.Heun ? 2 * s : s;
                 var row = target is not null
-                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds)
+                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds,
+                        SampleQuality.MeanNearestDistance(samples, reference!), SampleQuality.MeanNearestDistance(target, samples))
                     : new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, SampleQuality.ImagesAgainst(classifier!, samples, realFeatures!), null, seconds);
                 log(Describe(row));
                 rows.Add(row);
@@ -53,7 +65,10 @@ public static class DiffusionEvaluation
         FormattableString.Invariant($"{r.Method}{(r.Reflow > 0 ? $" (reflow {r.Reflow})" : "")} {r.Sampler} {r.Steps} steps ({r.Evaluations} NFE, {r.Count} samples, {r.Seconds:F1} s): ") +
         (r.Image is { } q
             ? FormattableString.Invariant($"FD {q.FrechetDistance:F2}, class entropy {q.ClassEntropy:F3}, max class share {q.MaxClassShare:F3}, mean confidence {q.MeanConfidence:F3}")
-            : FormattableString.Invariant($"exact W2 to the target {r.Wasserstein2:F4}"));
+            : FormattableString.Invariant($"exact W2 to the target {r.Wasserstein2:F4}, distance to the nearest target point {r.Precision:F4}, target point to the nearest sample {r.Coverage:F4}"));
+
+    /// <summary>Target points the toy rows' precision distance is measured against.</summary>
+    public const int ToyReference = 10_000;
 
     /// <summary>
     /// The floors of the Fréchet distance with real images only: the held-out set's two halves against each other, and

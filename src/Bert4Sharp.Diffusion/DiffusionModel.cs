@@ -30,6 +30,8 @@ public sealed record DiffusionConfig
     [JsonPropertyName("steps")] public long Steps { get; init; }
     /// <summary>How many reflows made this model (0: the first rectified flow).</summary>
     [JsonPropertyName("reflow")] public int Reflow { get; init; }
+    /// <summary>Poisson flow's settings (chosen for the data's dimension and norm at training; null: the CIFAR-10 defaults).</summary>
+    [JsonPropertyName("pfgm")] public PoissonFlowOptions? Pfgm { get; init; }
 
     /// <summary>True for 2-D toy data.</summary>
     [JsonIgnore] public bool IsToy => Shape.Count == 1;
@@ -53,7 +55,7 @@ public sealed class DiffusionModel : IDisposable
     public DiffusionModel(DiffusionConfig config)
     {
         Config = config;
-        Method = CreateMethod(MethodNames.Parse(config.Method), clipDenoised: !config.IsToy);
+        Method = CreateMethod(MethodNames.Parse(config.Method), clipDenoised: !config.IsToy, config.Pfgm);
         if (config.IsToy)
             Network = new TimeMlp(config.Shape[0], config.Width, config.Layers, config.Shape[0] + Method.ExtraOutputs);
         else if (config.Shape.Count == 3 && config.Shape[1] == config.Shape[2])
@@ -93,12 +95,15 @@ public sealed class DiffusionModel : IDisposable
     /// <summary>Parameters.</summary>
     public long ParameterCount => Network.parameters().Sum(p => p.numel());
 
-    /// <summary>The method object for a kind with default options (<paramref name="clipDenoised"/>: DDPM's x̂_0 clipping).</summary>
-    public static GenerativeMethod CreateMethod(MethodKind kind, bool clipDenoised = false) => kind switch
+    /// <summary>
+    /// The method object for a kind with default options (<paramref name="clipDenoised"/>: DDPM's x̂_0 clipping;
+    /// <paramref name="pfgm"/>: Poisson flow's settings, null for the defaults).
+    /// </summary>
+    public static GenerativeMethod CreateMethod(MethodKind kind, bool clipDenoised = false, PoissonFlowOptions? pfgm = null) => kind switch
     {
         MethodKind.Ddpm => new Ddpm(new DdpmOptions { ClipDenoised = clipDenoised }),
         MethodKind.RectifiedFlow => new RectifiedFlow(),
-        _ => new PoissonFlow(),
+        _ => new PoissonFlow(pfgm),
     };
 
     /// <summary>Records progress in the config (steps, reflow rounds).</summary>
@@ -152,15 +157,23 @@ public sealed class DiffusionModel : IDisposable
     public static DiffusionModel Load(string directory)
     {
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"model directory {directory} does not exist (train one with `b4s diffusion train`)");
-        string config = Path.Combine(directory, ConfigFile), weights = Path.Combine(directory, WeightsFile);
-        if (!File.Exists(config)) throw new FileNotFoundException($"{directory} has no {ConfigFile}: not a diffusion model directory (train one with `b4s diffusion train`)", config);
+        var config = ReadConfig(directory);
+        string weights = Path.Combine(directory, WeightsFile);
         if (!File.Exists(weights)) throw new FileNotFoundException($"{directory} has no {WeightsFile}: training did not finish writing the model", weights);
-        DiffusionConfig c;
-        try { c = JsonSerializer.Deserialize<DiffusionConfig>(File.ReadAllBytes(config)) ?? throw new InvalidDataException($"{config} is empty"); }
-        catch (JsonException e) { throw new InvalidDataException($"{config} is not valid JSON: {e.Message}", e); }
-        var model = new DiffusionModel(c);
+        var model = new DiffusionModel(config);
         LoadWeights(model.Network, weights);
         return model;
+    }
+
+    /// <summary>Reads a model directory's <c>diffusion.json</c>.</summary>
+    /// <exception cref="FileNotFoundException">No <c>diffusion.json</c>.</exception>
+    /// <exception cref="InvalidDataException">A config that does not parse.</exception>
+    public static DiffusionConfig ReadConfig(string directory)
+    {
+        string config = Path.Combine(directory, ConfigFile);
+        if (!File.Exists(config)) throw new FileNotFoundException($"{directory} has no {ConfigFile}: not a diffusion model directory (train one with `b4s diffusion train`)", config);
+        try { return JsonSerializer.Deserialize<DiffusionConfig>(File.ReadAllBytes(config)) ?? throw new InvalidDataException($"{config} is empty"); }
+        catch (JsonException e) { throw new InvalidDataException($"{config} is not valid JSON: {e.Message}", e); }
     }
 
     /// <summary>Copies every tensor of a module's state from a safetensors file, strictly (all present, shapes equal).</summary>

@@ -55,6 +55,13 @@ public sealed record DiffusionTrainingOptions
     public int ReflowPairs { get; init; } = 2000;
     /// <summary>Euler steps of the ODE that generates reflow pairs.</summary>
     public int ReflowPairSteps { get; init; } = 100;
+    /// <summary>
+    /// Poisson flow: data points whose field makes each step's targets (the batch plus random others; PFGM's "large
+    /// batch", 4,096 in its CIFAR-10 runs). At least the batch size.
+    /// </summary>
+    public int Charges { get; init; } = 1024;
+    /// <summary>Poisson flow's settings; null: <see cref="PoissonFlowOptions.ForData"/> of the training data's dimension and mean norm.</summary>
+    public PoissonFlowOptions? Pfgm { get; init; }
 
     /// <summary>Checks the options; names the field and value.</summary>
     /// <exception cref="ArgumentException">A bad value.</exception>
@@ -71,6 +78,8 @@ public sealed record DiffusionTrainingOptions
         if (!(LearningRate > 0)) throw new ArgumentException($"the learning rate must be > 0, got {LearningRate}");
         if (ReflowFrom is not null && MethodNames.Parse(Method) != MethodKind.RectifiedFlow) throw new ArgumentException("reflow (--reflow-from) needs --method rf");
         if (ReflowPairs < 1 || ReflowPairSteps < 1) throw new ArgumentException($"reflow pairs and their ODE steps must be ≥ 1, got {ReflowPairs} and {ReflowPairSteps}");
+        if (Charges < 1) throw new ArgumentException($"--charges must be ≥ 1, got {Charges}");
+        Pfgm?.Validate();
     }
 }
 
@@ -111,8 +120,12 @@ public static class DiffusionTraining
             data = set.Images(train);
         }
         long[] shape = data.shape[1..];
+        bool pfgm = MethodNames.Parse(options.Method) == MethodKind.PoissonFlow;
         var config = new DiffusionConfig
         {
+            // A resumed Poisson flow keeps the settings it started with; a new one takes the options' or the data's.
+            Pfgm = !pfgm ? null : options.Resume && File.Exists(Path.Combine(options.Output, DiffusionModel.ConfigFile))
+                ? DiffusionModel.ReadConfig(options.Output).Pfgm : options.Pfgm ?? PoissonFlowOptions.ForData(shape.Aggregate(1L, (a, b) => a * b), MeanNorm(data)),
             Method = MethodNames.Name(MethodNames.Parse(options.Method)), Data = toy is ToyDistribution t ? ToyData.Name(t) : "mnist",
             Shape = [.. shape.Select(x => (int)x)], Channels = options.Channels, Groups = options.Groups, Width = options.Width, Layers = options.Layers,
         };
@@ -131,6 +144,9 @@ public static class DiffusionTraining
         }
         else model = new DiffusionModel(config);
         using var network = model.Network;
+        if (model.Config.Pfgm is PoissonFlowOptions po)
+            log($"pfgm settings: σ {Num(po.Sigma)}, τ {Num(po.Tau)}, M {Num(po.M)}{(po.RestrictM ? " (0.7·M when |ε_z| < σ/2)" : "")}, γ {Num(po.Gamma)}, " +
+                $"z {Num(po.ZMax)} → {Num(po.ZMin)} (z_exp {Num(po.ZExp)}), prior radius ≤ {Num(po.MaxPriorRadius)}; field of {Math.Min(options.Charges, data.shape[0])} charges per step");
         log($"{model.Config.Method} on {model.Config.Data}: {model.ParameterCount:N0} parameters, batch {options.BatchSize}, lr {options.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
             $"{torch.get_num_threads()} torch thread(s)");
 
@@ -143,7 +159,9 @@ public static class DiffusionTraining
         {
             using var index = torch.tensor(batch.Select(i => (long)i).ToArray());
             var x = data.index_select(0, index);
-            var loss = pairNoise is null ? method.Loss(model.Call, x) : RectifiedFlow.PairLoss(model.Call, pairNoise.index_select(0, index), x);
+            var loss = pairNoise is not null ? RectifiedFlow.PairLoss(model.Call, pairNoise.index_select(0, index), x)
+                : method is PoissonFlow pf ? pf.Loss(model.Call, x, Charges(data, x, batch, options.Charges, ctx.Random))
+                : method.Loss(model.Call, x);
             return new StepResult(loss);
         }, new TrainerOptions
         {
@@ -167,6 +185,36 @@ public static class DiffusionTraining
         pairNoise?.Dispose();
         return r;
     }
+
+    /// <summary>
+    /// The field's charges: the batch <paramref name="x"/> and (charges − batch) other training points drawn without
+    /// replacement by the step's seeded random (so a resumed run draws the same ones).
+    /// </summary>
+    static Tensor Charges(Tensor data, Tensor x, IReadOnlyList<int> batch, int charges, Random random)
+    {
+        int n = (int)data.shape[0], extra = Math.Min(charges, n) - batch.Count;
+        if (extra <= 0) return x;
+        var chosen = new HashSet<int>(batch);
+        var ids = new List<long>(extra);
+        while (ids.Count < extra)
+        {
+            int i = random.Next(n);
+            if (chosen.Add(i)) ids.Add(i);
+        }
+        using var index = torch.tensor(ids.ToArray());
+        using var others = data.index_select(0, index);
+        return torch.cat([x, others], 0);
+    }
+
+    /// <summary>The mean Euclidean norm of the training examples (PFGM's data norm).</summary>
+    static double MeanNorm(Tensor data)
+    {
+        using var norms = data.flatten(1).norm(1);
+        using var mean = norms.mean();
+        return mean.item<float>();
+    }
+
+    static string Num(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     /// <summary>(noise, ODE(noise)) pairs from a rectified flow, cached in the output directory (a resume reuses them).</summary>
     static (Tensor Noise, Tensor Samples) ReflowPairs(DiffusionModel model, DiffusionTrainingOptions options, Action<string> log)

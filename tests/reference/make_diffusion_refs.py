@@ -12,8 +12,10 @@ Each formula is written here from the papers / Su Jianlin's posts, independently
 - Rectified flow (Liu et al. 2022): x_t = t x1 + (1-t) x0, target x1 - x0, Euler and Heun steps of a fixed analytic
   velocity field v(x, t) = -x * (1 + t) + sin(x).
 - PFGM (Xu et al. 2022, Algorithm 1; "生成扩散模型漫谈（十三）"): the perturbation, the empirical normalised field target
-  -sqrt(N) E / (||E|| + gamma) computed directly as sum_j (y - x_j)/||y - x_j||^(N+1) in float64 (small N, no
-  underflow), and the backward ODE drift z * v_x / v_z at s = ln z for a given field.
+  -sqrt(N) E / (||E|| + gamma) with E = c(y) sum_j (y - x_j)/||y - x_j||^(N+1), c(y) = 1/sum_j ||y - x_j||^-(N+1),
+  computed directly in float64 (small N, no underflow); the backward ODE drift z * v_x / v_z at s = ln z for a given
+  field, without and with the appendix B.2.3 substitution of v_z below z_exp; the authors' hyper-parameter relations
+  (M, z_max, radius bound) for CIFAR-10's dimension and norm and for a 2-D toy.
 - Frechet distance: scipy.linalg.sqrtm on the covariances (as pytorch-fid does).
 All inputs are drawn here from torch's generator and stored in the JSON, so C# reads the same inputs.
 """
@@ -99,7 +101,7 @@ refs["rf"] = {"x0": lst(n0), "x1": lst(n1), "t": lst(tt), "xt": lst(xt), "target
               "t0": t0, "dt": dt, "euler": lst(euler), "heun": lst(heun), "path4": lst(xs), "straightness4": S.item()}
 
 # ---------------- PFGM ----------------
-sigma, tau, gamma = 0.01, 0.03, 5e-3
+sigma, tau, gamma = 0.01, 0.03, 0.5
 B, C, N = 4, 6, 3
 data = torch.randn(B, N, dtype=torch.float64)
 charges = torch.cat([data, torch.randn(C - B, N, dtype=torch.float64)], 0)
@@ -121,7 +123,8 @@ def field_target(y, z, charges):
     ct = torch.cat([charges, torch.zeros(len(charges), 1, dtype=torch.float64)], 1)
     diff = yt.unsqueeze(1) - ct.unsqueeze(0)                                  # (B, C, N+1)
     dist = diff.norm(dim=2, keepdim=True)
-    E = (diff / dist ** (N + 1)).sum(1)                                       # (B, N+1)
+    inv = 1 / dist ** (N + 1)                                                 # (B, C, 1)
+    E = (diff * inv).sum(1) / inv.sum(1)                                      # c(y) * sum: (B, N+1)
     return -math.sqrt(N) * E / (E.norm(dim=1, keepdim=True) + gamma)
 
 
@@ -129,10 +132,27 @@ v_field = torch.randn(B, N + 1, dtype=torch.float64)
 v_field[:, -1] = -v_field[:, -1].abs() - 0.5                                  # v_z < 0: pointing down
 zq = 2.5
 drift = zq * v_field[:, :N] / (v_field[:, N:] + 1e-5)
+# Appendix B.2.3 (z below z_exp): v_z from the x part, for fields whose x part has ||v_x||/sqrt(N) = ratio < 1
+ratio = torch.tensor([0.2, 0.5, 0.8, 0.95], dtype=torch.float64).view(-1, 1)
+v_sub = v_field.clone()
+v_sub[:, :N] = v_field[:, :N] / v_field[:, :N].norm(dim=1, keepdim=True) * ratio * math.sqrt(N)
+ex = gamma * ratio / (1 - ratio)
+vz_sub = -math.sqrt(N) * zq / ((ex ** 2 + zq ** 2).sqrt() + gamma)
+drift_sub = zq * v_sub[:, :N] / (vz_sub + 1e-5)
+
+
+def calculator(dim, norm):
+    """The PFGM authors' relations (hyperparam_calculator.py) with D = dim + 1."""
+    D = dim + 1
+    M = int(0.75 * math.log(norm ** 2 / (2 * math.sqrt(D) * sigma ** 2)) / math.log(1 + tau)) + 1
+    return {"dim": dim, "norm": norm, "m": M, "z_max": math.sqrt(2 / math.pi) * sigma * (1 + tau) ** M,
+            "upper_norm": math.sqrt(D) * sigma * (1 + tau) ** M}
 refs["pfgm"] = {"n": N, "data": lst(data), "charges": lst(charges), "m": lst(m), "eps_x": lst(eps_x), "eps_z": lst(eps_z),
                 "direction": lst(direction), "y": lst(y), "z": lst(zz), "target": lst(field_target(y, zz, charges)),
                 "y_near": lst(y_near), "z_near": lst(z_near), "target_near": lst(field_target(y_near, z_near, charges)),
-                "field": lst(v_field), "zq": zq, "drift": lst(drift)}
+                "field": lst(v_field), "zq": zq, "drift": lst(drift), "gamma": gamma,
+                "field_sub": lst(v_sub), "z_exp": 5.0, "drift_sub": lst(drift_sub),
+                "calculator": [calculator(3072, 32.0), calculator(2, 2.0)]}
 
 # ---------------- Frechet distance ----------------
 fa = torch.randn(40, 5, dtype=torch.float64).numpy()

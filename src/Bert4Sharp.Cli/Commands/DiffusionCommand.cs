@@ -53,9 +53,12 @@ internal static class DiffusionCommand
         var reflowFrom = new Option<string?>("--reflow-from") { Description = "Reflow: train on (noise, sample) pairs of this rectified-flow model, starting from its weights" };
         var pairs = new Option<int>("--reflow-pairs") { Description = "Reflow pairs to generate", DefaultValueFactory = _ => 2000 };
         var pairSteps = new Option<int>("--reflow-pair-steps") { Description = "Euler steps that generate each reflow pair", DefaultValueFactory = _ => 100 };
+        var charges = new Option<int>("--charges") { Description = "pfgm: training points whose field makes each step's targets (the batch and random others)", DefaultValueFactory = _ => 1024 };
+        var pfgmSettings = new Option<string>("--pfgm-settings")
+            { Description = "pfgm: 'data' scales M, z_max, γ and the prior's radius to the data's dimension and norm; 'cifar10' keeps the PFGM code's CIFAR-10 values", DefaultValueFactory = _ => "data" };
         var threads = Threads();
         var cmd = new Command("train", "Train a DDPM, rectified-flow or Poisson-flow model (checkpoints, --resume, progress bar)")
-            { method, data, dataDir, output, minutes, maxSteps, batch, lr, channels, seed, noEma, resume, overwrite, reflowFrom, pairs, pairSteps, threads };
+            { method, data, dataDir, output, minutes, maxSteps, batch, lr, channels, seed, noEma, resume, overwrite, reflowFrom, pairs, pairSteps, charges, pfgmSettings, threads };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             ApplyThreads(r, threads);
@@ -67,6 +70,13 @@ internal static class DiffusionCommand
                 LearningRate = r.GetValue(lr) ?? (toy ? 1e-3 : 5e-4), Channels = ParseInts(r.GetValue(channels)!, "--channels"), Seed = r.GetValue(seed),
                 EmaMomentum = r.GetValue(noEma) ? null : 0.999, Resume = r.GetValue(resume), Overwrite = r.GetValue(overwrite),
                 ReflowFrom = r.GetValue(reflowFrom) is string f ? Path.GetFullPath(f) : null, ReflowPairs = r.GetValue(pairs), ReflowPairSteps = r.GetValue(pairSteps),
+                Charges = r.GetValue(charges),
+                Pfgm = r.GetValue(pfgmSettings) switch
+                {
+                    "data" => null,
+                    "cifar10" => new PoissonFlowOptions(),
+                    var other => throw new ArgumentException($"unknown --pfgm-settings '{other}': use data or cifar10"),
+                },
             };
             DiffusionTraining.Run(options, Console.WriteLine, Console.IsOutputRedirected ? ProgressDisplay.Lines : ProgressDisplay.Bar);
             return CliErrors.Ok;

@@ -115,7 +115,8 @@ public sealed class DiffusionReferenceTests
     {
         var r = Root.GetProperty("pfgm");
         int n = r.GetProperty("n").GetInt32();
-        var pfgm = new PoissonFlow();
+        double gamma = r.GetProperty("gamma").GetDouble();
+        var pfgm = new PoissonFlow(new PoissonFlowOptions { Gamma = gamma, ZExp = 0 });           // ZExp 0: the plain drift
         using var data = T(r, "data", 4, n);
         using var charges = T(r, "charges", 6, n);
         using var m = T(r, "m", 4);
@@ -127,7 +128,7 @@ public sealed class DiffusionReferenceTests
         Close.Assert(D(p[1]), D(r, "z"), "perturbed z = |ε_z|(1 + τ)^m", atol: 1e-12, rtol: 1e-10);
         // The C# field goes through ‖y‖² + ‖x‖² − 2y·x and a log-domain softmax; far points (‖y‖ ~ 10³) lose ~1e-10 relative to cancellation.
         using var target = pfgm.Target(p[0], p[1], charges);
-        Close.Assert(D(target), D(r, "target"), "−√N·E/(‖E‖ + γ) at perturbed points", atol: 1e-8, rtol: 1e-7);
+        Close.Assert(D(target), D(r, "target"), "−√N·E/(‖E‖ + γ), E normalised by c(ỹ), at perturbed points", atol: 1e-8, rtol: 1e-7);
         using var yNear = T(r, "y_near", 4, n);
         using var zNear = T(r, "z_near", 4);
         using var near = pfgm.Target(yNear, zNear, charges);
@@ -136,7 +137,27 @@ public sealed class DiffusionReferenceTests
         using var x = torch.zeros(4, n, dtype: ScalarType.Float64);
         using var drift = pfgm.Drift((_, _) => field, x, r.GetProperty("zq").GetDouble());
         Close.Assert(D(drift), D(r, "drift"), "dx/d(ln z) = z·v_x/v_z");
+        // Below z_exp the predicted v_z is replaced by the one the x part implies (PFGM appendix B.2.3).
+        var substituting = new PoissonFlow(new PoissonFlowOptions { Gamma = gamma, ZExp = r.GetProperty("z_exp").GetDouble() });
+        using var fieldSub = T(r, "field_sub", 4, n + 1);
+        using var driftSub = substituting.Drift((_, _) => fieldSub, x, r.GetProperty("zq").GetDouble());
+        Close.Assert(D(driftSub), D(r, "drift_sub"), "drift with v_z = −√N·z/(√(‖E_x‖² + z²) + γ), ‖E_x‖ = γ·n/(1 − n)", atol: 1e-9, rtol: 1e-9);
         foreach (var t in p) t.Dispose();
+    }
+
+    [Fact]
+    public void Poisson_flow_settings_follow_the_authors_relations_for_any_dimension()
+    {
+        foreach (var c in Root.GetProperty("pfgm").GetProperty("calculator").EnumerateArray())
+        {
+            var o = PoissonFlowOptions.ForData(c.GetProperty("dim").GetInt64(), c.GetProperty("norm").GetDouble());
+            string at = $"dimension {c.GetProperty("dim").GetInt64()}";
+            Assert.Equal(c.GetProperty("m").GetDouble(), o.M);
+            Close.Assert([o.ZMax, o.MaxPriorRadius], [c.GetProperty("z_max").GetDouble(), c.GetProperty("upper_norm").GetDouble()], $"z_max and radius bound, {at}", atol: 1e-9, rtol: 1e-9);
+        }
+        // CIFAR-10's dimension and norm give the PFGM code's own M.
+        Assert.Equal(291, PoissonFlowOptions.ForData(3072, 32).M);
+        Assert.Throws<ArgumentException>(() => PoissonFlowOptions.ForData(0, 1));
     }
 
     [Fact]

@@ -45,6 +45,39 @@ public sealed class DiffusionTests
     }
 
     [Fact]
+    public void Poisson_flow_with_the_exact_empirical_field_carries_the_prior_onto_the_data()
+    {
+        // The sampler fed the training target itself (the normalised field of 2,000 charges from eight Gaussians) must
+        // bring the projected-hemisphere prior back onto the eight modes: prior, target normalisation and backward ODE
+        // agree. (A field normalised by its physical size instead of c(ỹ) vanishes far out and the ODE diverges.)
+        using var charges = ToyData.Sample(ToyDistribution.EightGaussians, 2000, 3);
+        using var norms = charges.norm(1);
+        var pfgm = new PoissonFlow(PoissonFlowOptions.ForData(2, norms.mean().item<float>()));
+        double lo = Math.Log(pfgm.Options.ZMin), hi = Math.Log(pfgm.Options.ZMax);
+        DenoisingNetwork exact = (x, time) =>
+        {
+            using var z = (time.to(ScalarType.Float64) * (hi - lo) + lo).exp();
+            return pfgm.Target(x, z, charges);
+        };
+        using var gen = new Generator(11);
+        using var samples = pfgm.Sample(exact, [400, 2], 100, Sampler.Euler, gen);
+        // Distance to the nearest of the eight centres (radius 2): σ = 0.1 gives a mean of 0.1·√(π/2) ≈ 0.125.
+        var angles = Enumerable.Range(0, 8).Select(k => k * Math.PI / 4).ToArray();
+        using var centres = torch.tensor(angles.SelectMany(a => new[] { 2 * Math.Cos(a), 2 * Math.Sin(a) }).ToArray(), dtype: ScalarType.Float32).reshape(8, 2);
+        using var d = torch.cdist(samples, centres);
+        var (nearest, which) = d.min(1);
+        using (nearest)
+        using (which)
+        {
+            double meanDistance = nearest.mean().item<float>();
+            Assert.True(meanDistance < 0.2, $"mean distance to the nearest mode {meanDistance:F3} (≈ 0.125 on the data; a ring through the modes gives ≈ 0.4)");
+            var counts = which.data<long>().ToArray().GroupBy(i => i).ToDictionary(g => g.Key, g => g.Count());
+            for (long k = 0; k < 8; k++)
+                Assert.True(counts.GetValueOrDefault(k) >= 20, $"mode {k} got {counts.GetValueOrDefault(k)} of 400 samples (50 expected)");
+        }
+    }
+
+    [Fact]
     public void Samplers_keep_shapes_and_reject_bad_steps_and_samplers()
     {
         static Tensor Zero(Tensor x, Tensor t) => torch.zeros_like(x);
@@ -215,6 +248,37 @@ public sealed class DiffusionTests
                 DiffusionTraining.Run(o with { Method = "ddpm", Output = Path.Combine(root, "d"), MaxSteps = 1 }, _ => { }, ProgressDisplay.None);
                 DiffusionTraining.Run(o with { Output = Path.Combine(root, "r2"), MaxSteps = 1, ReflowFrom = Path.Combine(root, "d") }, _ => { }, ProgressDisplay.None);
             }).Message);
+        }
+        finally { Directory.Delete(root, true); }
+    }
+
+    [Fact]
+    public void Poisson_flow_saves_its_settings_keeps_them_on_resume_and_resumes_exactly_with_extra_charges()
+    {
+        string root = Directory.CreateTempSubdirectory("b4s-diffusion-pfgm-").FullName;
+        try
+        {
+            var o = new DiffusionTrainingOptions { Method = "pfgm", Data = "8gaussians", ToyCount = 512, Width = 32, Layers = 2, BatchSize = 32, Charges = 128, CheckpointEverySteps = 5 };
+            // Settings from the data: the toy's dimension and norm (≈ 2), saved in diffusion.json.
+            DiffusionTraining.Run(o with { Output = Path.Combine(root, "data"), MaxSteps = 1 }, _ => { }, ProgressDisplay.None);
+            var saved = DiffusionModel.ReadConfig(Path.Combine(root, "data")).Pfgm!;
+            Assert.Equal(238, saved.M);
+            Close.Assert([saved.ZMax], [9.06], "z_max for eight Gaussians", atol: 0.05, rtol: 0);
+
+            // Custom settings survive a resume that does not repeat them; the field's extra charges are drawn per step from
+            // the step's seeded random, so the resumed losses and weights equal one uninterrupted run.
+            var custom = PoissonFlowOptions.ForData(2, 2) with { Gamma = 0.05 };
+            var whole = DiffusionTraining.Run(o with { Output = Path.Combine(root, "whole"), MaxSteps = 12, Pfgm = custom }, _ => { }, ProgressDisplay.None);
+            DiffusionTraining.Run(o with { Output = Path.Combine(root, "split"), MaxSteps = 6, Pfgm = custom }, _ => { }, ProgressDisplay.None);
+            var resumed = DiffusionTraining.Run(o with { Output = Path.Combine(root, "split"), MaxSteps = 12, Resume = true }, _ => { }, ProgressDisplay.None);
+            Assert.Equal(whole.Training.Losses.Skip(6), resumed.Training.Losses);
+            Assert.Equal(File.ReadAllBytes(Path.Combine(root, "whole", DiffusionModel.WeightsFile)), File.ReadAllBytes(Path.Combine(root, "split", DiffusionModel.WeightsFile)));
+            Assert.Equal(custom, DiffusionModel.ReadConfig(Path.Combine(root, "split")).Pfgm);
+            using var model = DiffusionModel.Load(Path.Combine(root, "split"));
+            Assert.Equal(0.05, ((PoissonFlow)model.Method).Options.Gamma);
+
+            Assert.Contains("--charges", Assert.Throws<ArgumentException>(() => (o with { Output = "x", MaxSteps = 1, Charges = 0 }).Validate()).Message);
+            Assert.Contains("z_min < z_max", Assert.Throws<ArgumentException>(() => (o with { Output = "x", MaxSteps = 1, Pfgm = custom with { ZMax = 1e-4 } }).Validate()).Message);
         }
         finally { Directory.Delete(root, true); }
     }
