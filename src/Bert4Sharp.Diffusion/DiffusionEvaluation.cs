@@ -37,11 +37,15 @@ public static class DiffusionEvaluation
         var toy = model.Config.IsToy ? ToyData.TryParse(model.Config.Data) ?? throw new ArgumentException($"unknown toy data '{model.Config.Data}'") : (ToyDistribution?)null;
         using var target = toy is ToyDistribution t ? ToyData.Sample(t, count, seed + 7919) : null;
         using var reference = toy is ToyDistribution r ? ToyData.Sample(r, ToyReference, seed + 7920) : null;
+        // W2 to the target sample, distance to the nearest of the reference points (precision), target point to the nearest of these (coverage).
+        (double W2, double Precision, double Coverage) Measure(Tensor points) =>
+            (SampleQuality.Wasserstein2(points, target!), SampleQuality.MeanNearestDistance(points, reference!), SampleQuality.MeanNearestDistance(target!, points));
         if (toy is ToyDistribution o)
         {
             using var other = ToyData.Sample(o, count, seed + 7921);                       // what perfect samples would score
-            log(FormattableString.Invariant($"floors ({count} fresh target points as the samples): W2 {SampleQuality.Wasserstein2(other, target!):F4}, ") +
-                FormattableString.Invariant($"distance to the nearest target point {SampleQuality.MeanNearestDistance(other, reference!):F4}, target point to the nearest sample {SampleQuality.MeanNearestDistance(target!, other):F4}"));
+            var floor = Measure(other);
+            log(FormattableString.Invariant($"floors ({count} fresh target points as the samples): W2 {floor.W2:F4}, ") +
+                FormattableString.Invariant($"distance to the nearest target point {floor.Precision:F4}, target point to the nearest sample {floor.Coverage:F4}"));
         }
         foreach (var sampler in samplers)
             foreach (int s in steps)
@@ -50,9 +54,8 @@ public static class DiffusionEvaluation
                 using var samples = model.Sample(count, s, sampler, seed);
                 double seconds = clock.Elapsed.TotalSeconds;
                 int nfe = sampler == Sampler.Heun ? 2 * s : s;
-                var row = target is not null
-                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, null, SampleQuality.Wasserstein2(samples, target), seconds,
-                        SampleQuality.MeanNearestDistance(samples, reference!), SampleQuality.MeanNearestDistance(target, samples))
+                var row = target is not null && Measure(samples) is var m
+                    ? new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, null, m.W2, seconds, m.Precision, m.Coverage)
                     : new EvaluationRow(model.Config.Method, model.Config.Reflow, MethodNames.Name(sampler), s, nfe, count, SampleQuality.ImagesAgainst(classifier!, samples, realFeatures!), null, seconds);
                 log(Describe(row));
                 rows.Add(row);

@@ -123,9 +123,7 @@ public static class DiffusionTraining
         bool pfgm = MethodNames.Parse(options.Method) == MethodKind.PoissonFlow;
         var config = new DiffusionConfig
         {
-            // A resumed Poisson flow keeps the settings it started with; a new one takes the options' or the data's.
-            Pfgm = !pfgm ? null : options.Resume && File.Exists(Path.Combine(options.Output, DiffusionModel.ConfigFile))
-                ? DiffusionModel.ReadConfig(options.Output).Pfgm : options.Pfgm ?? PoissonFlowOptions.ForData(shape.Aggregate(1L, (a, b) => a * b), MeanNorm(data)),
+            Pfgm = pfgm ? PoissonFlowSettings(options, data) : null,
             Method = MethodNames.Name(MethodNames.Parse(options.Method)), Data = toy is ToyDistribution t ? ToyData.Name(t) : "mnist",
             Shape = [.. shape.Select(x => (int)x)], Channels = options.Channels, Groups = options.Groups, Width = options.Width, Layers = options.Layers,
         };
@@ -145,8 +143,7 @@ public static class DiffusionTraining
         else model = new DiffusionModel(config);
         using var network = model.Network;
         if (model.Config.Pfgm is PoissonFlowOptions po)
-            log($"pfgm settings: σ {Num(po.Sigma)}, τ {Num(po.Tau)}, M {Num(po.M)}{(po.RestrictM ? " (0.7·M when |ε_z| < σ/2)" : "")}, γ {Num(po.Gamma)}, " +
-                $"z {Num(po.ZMax)} → {Num(po.ZMin)} (z_exp {Num(po.ZExp)}), prior radius ≤ {Num(po.MaxPriorRadius)}; field of {Math.Min(options.Charges, data.shape[0])} charges per step");
+            log($"pfgm settings: {po.Describe()}; field of {Math.Min(options.Charges, data.shape[0])} charges per step");
         log($"{model.Config.Method} on {model.Config.Data}: {model.ParameterCount:N0} parameters, batch {options.BatchSize}, lr {options.LearningRate.ToString(CultureInfo.InvariantCulture)}, " +
             $"{torch.get_num_threads()} torch thread(s)");
 
@@ -206,15 +203,20 @@ public static class DiffusionTraining
         return torch.cat([x, others], 0);
     }
 
-    /// <summary>The mean Euclidean norm of the training examples (PFGM's data norm).</summary>
-    static double MeanNorm(Tensor data)
+    /// <summary>
+    /// Poisson flow's settings for a run: a resumed run keeps those it started with; a new one takes the options', else
+    /// <see cref="PoissonFlowOptions.ForData"/> of the training data's dimension and mean Euclidean norm.
+    /// </summary>
+    static PoissonFlowOptions? PoissonFlowSettings(DiffusionTrainingOptions options, Tensor data)
     {
-        using var norms = data.flatten(1).norm(1);
+        if (options.Resume && File.Exists(Path.Combine(options.Output, DiffusionModel.ConfigFile)))
+            return DiffusionModel.ReadConfig(options.Output).Pfgm;
+        if (options.Pfgm is PoissonFlowOptions given) return given;
+        using var flat = data.flatten(1);                                                 // (examples, N)
+        using var norms = flat.norm(1);
         using var mean = norms.mean();
-        return mean.item<float>();
+        return PoissonFlowOptions.ForData(flat.shape[1], mean.item<float>());
     }
-
-    static string Num(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
 
     /// <summary>(noise, ODE(noise)) pairs from a rectified flow, cached in the output directory (a resume reuses them).</summary>
     static (Tensor Noise, Tensor Samples) ReflowPairs(DiffusionModel model, DiffusionTrainingOptions options, Action<string> log)

@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Diffusion.Methods;
 
+using System.Globalization;
 using System.Text.Json.Serialization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -52,6 +53,14 @@ public sealed record PoissonFlowOptions
             Sigma = sigma, Tau = tau, M = m, Gamma = 5 * dataNorm / 32, ZMax = zMax, ZExp = zMax / 10,
             MaxPriorRadius = Math.Max(1, Math.Sqrt(d) * reach),
         };
+    }
+
+    /// <summary>One line for logs: every setting.</summary>
+    public string Describe()
+    {
+        static string N(double v) => v.ToString("G4", CultureInfo.InvariantCulture);
+        return $"σ {N(Sigma)}, τ {N(Tau)}, M {N(M)}{(RestrictM ? " (0.7·M when |ε_z| < σ/2)" : "")}, γ {N(Gamma)}, " +
+            $"z {N(ZMax)} → {N(ZMin)} (z_exp {N(ZExp)}), prior radius ≤ {N(MaxPriorRadius)}";
     }
 
     /// <summary>Checks ranges.</summary>
