@@ -16,6 +16,13 @@ using static TorchSharp.torch;
 /// </summary>
 public static class DeployBench
 {
+    /// <summary>
+    /// Pause before each contender runs. ONNX Runtime's (and OpenMP's) idle workers spin for a while after a run; with six
+    /// engines' thread pools on two cores, the next engine otherwise ran beside them: at 1 × 32 that cost the engine after
+    /// the peer 25–45 % (Bert4Sharp fp32 measured 0.70× the peer back to back, 1.00× with this pause, 2026-12-01).
+    /// </summary>
+    const int Quiet = 300;
+
     public static int Run(string[] args)
     {
         // --cuda (bench/gpu.sh): ONNX Runtime's sessions on the CUDA execution provider, batch 32 × 128, no TorchSharp-cpu side.
@@ -71,6 +78,7 @@ public static class DeployBench
             {
                 var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
                 if (cuda) so.AppendExecutionProvider_CUDA(0);                                  // fails loudly without the GPU package: a GPU bench must not fall back
+                if (Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") is { Length: > 0 } prof) { so.ProfileOutputPathPrefix = prof + Path.GetFileNameWithoutExtension(path); so.EnableProfiling = true; }
                 if (Environment.GetEnvironmentVariable("B4S_DUMP_OPTIMIZED") is { Length: > 0 } dump)   // the graph ONNX Runtime actually runs, for inspection
                     so.OptimizedModelFilePath = Path.Combine(dump, Path.GetFileNameWithoutExtension(path) + ".optimized.onnx");
                 var session = new InferenceSession(path, so);
@@ -96,6 +104,7 @@ public static class DeployBench
             for (int round = 0; round < rounds + 2; round++)
                 for (int c = 0; c < contenders.Count; c++)
                 {
+                    Thread.Sleep(Quiet);                                     // the previous engine's idle threads stop spinning first
                     var (s, o) = contenders[c].Run();
                     if (round >= 2) times[c].Add(s);
                     outputs[c] = o;
@@ -113,7 +122,11 @@ public static class DeployBench
                 string ratio = peerTime is double p ? $"{p / m:F2}x" : "—";
                 Console.WriteLine($"  {contenders[c].Name,-44} {m * 1e3,8:F1} {batch / m,8:F2} {flops / m / 1e9,8:F1} {ratio,8} {diff,17:E1}");
             }
-            foreach (var c in contenders) c.Owner?.Dispose();
+            foreach (var c in contenders)
+            {
+                if (c.Owner is InferenceSession profiled && Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") is { Length: > 0 }) profiled.EndProfiling();
+                c.Owner?.Dispose();
+            }
         }
         return 0;
     }
@@ -153,6 +166,7 @@ public static class DeployBench
         for (int round = 0; round <= rounds; round++)
             for (int i = 0; i < sides.Length; i++)
             {
+                Thread.Sleep(Quiet);
                 var sw = Stopwatch.StartNew();
                 outputs[i] = Generation.AutoRegressiveDecoder.Greedy(sides[i].Lm, prompt, round == 0 ? decoding with { MaxNewTokens = 4 } : decoding);
                 if (round > 0) times[i].Add(sw.Elapsed.TotalSeconds / tokens);

@@ -2,6 +2,7 @@ namespace Bert4Sharp.Training;
 
 using System.Globalization;
 using System.Text.Json;
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
@@ -52,7 +53,8 @@ public sealed record TextClassifierTraining(TextClassifier Classifier, TrainingR
 /// </code></example>
 public sealed class TextClassifier : IDisposable
 {
-    const string HeadName = "classifier";
+    /// <summary>The head name a saved classifier's task.json carries.</summary>
+    public const string HeadName = "classifier";
 
     internal TextClassifier(SequenceClassifier model, BertWordPieceTokenizer tokenizer, IReadOnlyList<string> labels, TextClassifierOptions options)
     {
@@ -158,8 +160,9 @@ public sealed class TextClassifier : IDisposable
     /// <summary>Loads a classifier <see cref="Save"/> wrote.</summary>
     /// <param name="directory">The saved model directory.</param>
     /// <param name="task">The task it must have been trained for (null: any).</param>
+    /// <param name="engine">A second engine for the encoder at inference (the directory then needs no encoder weights); null: TorchSharp.</param>
     /// <exception cref="InvalidDataException">No task.json, one for another task, or a model without a classifier head.</exception>
-    public static TextClassifier Load(string directory, string? task = null)
+    public static TextClassifier Load(string directory, string? task = null, IEncoder? engine = null)
     {
         task ??= TaskName(directory);
         var file = ClueRun.ReadTask(directory, task);
@@ -167,10 +170,10 @@ public sealed class TextClassifier : IDisposable
         if (!Enum.TryParse<Pooling>(file.Setting("pooling", nameof(Pooling.First)), out var pooling))
             throw new InvalidDataException($"{directory}/task.json: unknown pooling '{file.Setting("pooling", "")}'");
         double dropout = double.Parse(file.Setting("dropout", "0.1"), CultureInfo.InvariantCulture);
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(directory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(directory, engine);
         var model = new SequenceClassifier(encoder, file.Labels.Count, dropout, pooling);
         model.to(encoder.Device);
-        ClueRun.LoadHead(model, directory);
+        ClueRun.LoadHead(model, directory, engine);
         return new TextClassifier(model, tokenizer, file.Labels, new TextClassifierOptions
         {
             Task = task, Pooling = pooling, Dropout = dropout, MaxLength = file.MaxLength, Labels = file.Labels,

@@ -95,13 +95,53 @@ internal static class ClueCommand
         var data = new Option<string>("--data") { Description = "The staged datasets (for the default input)", DefaultValueFactory = _ => Path.Combine("..", "shared", "data") };
         var output = new Option<string>("--output") { Description = "Predictions in the CLUE submission format", Required = true };
         var limit = new Option<int?>("--limit") { Description = "Predict only the first N records (a quick look)" };
-        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output, data, limit };
+        var engine = new Option<string>("--engine")
+        {
+            Description = "torch (TorchSharp) or onnx (ONNX Runtime runs the encoder, the head stays in TorchSharp): the directory's model.onnx (b4s export onnx of the task model, --int8 too), else the encoder exported for this run",
+            DefaultValueFactory = _ => "torch",
+        };
+        engine.AcceptOnlyFromAmong("torch", "onnx");
+        var threads = new Option<int?>("--threads") { Description = "CPU threads (libtorch or ONNX Runtime)" };
+        var cmd = new Command("predict", "Predict a file with a trained task model, in the CLUE submission format") { task, model, input, output, data, limit, engine, threads };
         cmd.SetAction(CliErrors.Wrap(r =>
         {
             var run = ClueRuns.Get(r.GetValue(task)!);
-            run.Predict(r.GetValue(model)!, r.GetValue(input) ?? run.DefaultInput(r.GetValue(data)!), r.GetValue(output)!, Console.WriteLine, r.GetValue(limit));
+            string directory = r.GetValue(model)!;
+            if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"{directory}: model directory not found (give the directory b4s clue train saved, <output>/model)");
+            int? n = r.GetValue(threads) is int t ? (t > 0 ? t : throw new ArgumentException($"--threads must be at least 1, got {t}")) : null;
+            if (n is int count) TorchSharp.torch.set_num_threads(count);
+            string? temporary = null;
+            var onnx = r.GetValue(engine) == "onnx" ? OnnxEngine(directory, n ?? 0, Console.WriteLine, out temporary) : null;
+            try
+            {
+                var sw = System.Diagnostics.Stopwatch.StartNew();
+                int records = run.Predict(directory, r.GetValue(input) ?? run.DefaultInput(r.GetValue(data)!), r.GetValue(output)!, Console.WriteLine, r.GetValue(limit), onnx);
+                Console.WriteLine($"{records:N0} records in {sw.Elapsed.TotalSeconds:F1} s ({records / sw.Elapsed.TotalSeconds:F1}/s, model loading included) on {(onnx is null ? "TorchSharp" : $"ONNX Runtime ({onnx.GraphPath})")}");
+            }
+            finally
+            {
+                onnx?.Dispose();
+                if (temporary is not null) Directory.Delete(temporary, recursive: true);
+            }
             return CliErrors.Ok;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// ONNX Runtime on a task model's encoder: the directory's model.onnx (a <c>b4s export onnx</c> copy), else the TorchSharp
+    /// encoder exported into a temporary directory for this run (returned in <paramref name="temporary"/> to delete).
+    /// </summary>
+    static Onnx.OnnxRuntimeEncoder OnnxEngine(string directory, int threads, Action<string> log, out string? temporary)
+    {
+        var options = new Onnx.OnnxEncoderOptions { Threads = threads };
+        temporary = null;
+        if (File.Exists(Path.Combine(directory, "model.onnx"))) return new Onnx.OnnxRuntimeEncoder(directory, options);
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var (encoder, _) = ClueRun.LoadEncoder(directory);
+        temporary = Directory.CreateTempSubdirectory("b4s-predict-").FullName;
+        using (encoder) Onnx.Export.OnnxExport.Save(encoder, Path.Combine(temporary, "model.onnx"));
+        log($"exported the encoder to ONNX for this run ({sw.Elapsed.TotalSeconds:F1} s); `b4s export onnx --model {directory} --output DIR [--int8]` keeps a copy to predict from");
+        return new Onnx.OnnxRuntimeEncoder(temporary, options);
     }
 }

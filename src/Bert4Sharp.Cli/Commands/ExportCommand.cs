@@ -17,16 +17,17 @@ internal static class ExportCommand
         ["discriminator"] = Application.Discriminator, ["lm"] = Application.LanguageModel, ["unilm"] = Application.UniLM,
     };
 
-    /// <summary>A directory saved by <c>TextClassifier.Save</c> (<c>b4s clue train</c> for the classification tasks).</summary>
-    static bool IsClassifier(string directory)
+    /// <summary>Task and head of a task model (task.json, written by <c>b4s clue train</c>), or null for a plain model directory.</summary>
+    static (string? Task, string? Head)? TaskFile(string directory)
     {
         string task = Path.Combine(directory, "task.json");
-        if (!File.Exists(task)) return false;
+        if (!File.Exists(task)) return null;
         try
         {
             using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(task));
-            return doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty("Head", out var head)
-                && head.ValueKind == System.Text.Json.JsonValueKind.String && head.GetString() == "classifier";
+            string? Text(string name) => doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty(name, out var v)
+                && v.ValueKind == System.Text.Json.JsonValueKind.String ? v.GetString() : null;
+            return (Text("Task"), Text("Head"));
         }
         catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{task}: not valid JSON ({e.Message}); b4s clue train writes it with the model", e); }
     }
@@ -56,14 +57,15 @@ internal static class ExportCommand
                 throw new ArgumentException($"--output {target} is the model directory itself; write the export to another directory");
             string file = Path.Combine(target, "model.onnx");
             if (File.Exists(file) && !r.GetValue(overwrite)) throw new IOException($"{file} exists; pass --overwrite to replace it");
+            var taskFile = TaskFile(source);                                      // b4s clue train: the encoder (its head runs in TorchSharp on the states)
             var options = new AutoModelOptions
             {
                 Family = r.GetValue(family),
-                Application = r.GetValue(application) is { } a ? Applications[a] : null,
+                Application = r.GetValue(application) is { } a ? Applications[a] : taskFile is not null ? Application.Encoder : null,
                 Build = new BuildOptions { Device = TorchSharp.torch.CPU },
             };
             // A fine-tuned classifier (b4s clue train / TextClassifier: task.json with the classifier head) exports with its head.
-            using var classifier = IsClassifier(source) ? Training.TextClassifier.Load(source) : null;
+            using var classifier = taskFile?.Head == Training.TextClassifier.HeadName ? Training.TextClassifier.Load(source) : null;
             if (classifier is not null && (r.GetValue(family) is not null || r.GetValue(application) is not null))
                 throw new ArgumentException($"{source} is a fine-tuned classifier (task.json); it exports as it was trained, without --family or --application");
             var encoder = classifier?.Model.Encoder ?? AutoModel.Load(source, options).Model;
@@ -72,7 +74,7 @@ internal static class ExportCommand
             var sw = System.Diagnostics.Stopwatch.StartNew();
             var result = classifier is not null ? OnnxExport.Save(classifier.Model, file, exportOptions) : OnnxExport.Save(encoder, file, exportOptions);
             double seconds = sw.Elapsed.TotalSeconds;
-            foreach (var name in Companions.Append("task.json"))
+            foreach (var name in Companions.Concat(["task.json", "head.safetensors"]))
             {
                 string from = Path.Combine(source, name);
                 if (name == "config.json") encoder.Config.Save(Path.Combine(target, name), encoder.Family.Name);   // the config the model was built from
@@ -94,7 +96,9 @@ internal static class ExportCommand
                 AnsiConsole.MarkupLine("checked on random ids (batch 2 × 16, one row half padding):");
                 AnsiConsole.Write(table);
             }
-            string use = classifier is not null
+            string use = taskFile?.Task is { } taskName
+                ? $"b4s clue predict {taskName} --model {target} --engine onnx   (the head runs in TorchSharp on the graph's hidden states{(classifier is not null ? "; the graph's logits output is the classifier's own" : "")})"
+                : classifier is not null
                 ? $"new OnnxRuntimeEncoder(\"{target}\").Run([\"logits\"], ids, segments, mask), or TextClassifier.Predict(examples, logits) in C#"
                 : encoder.Application is Application.LanguageModel or Application.UniLM && !result.Outputs.Contains("present.0.key")
                 ? $"{encoder.Family.Name} decodes without a key/value cache, so this graph gives full-sequence logits; generate with the torch engine"

@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Training;
 
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tasks.Clue;
 using Bert4Sharp.Tokenization;
@@ -62,12 +63,12 @@ static class ChoiceRun
     }
 
     /// <summary>Loads a model the run of <paramref name="task"/> saved.</summary>
-    internal static (MultipleChoice Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory, string task)
+    internal static (MultipleChoice Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory, string task, IEncoder? engine = null)
     {
         var file = ClueRun.ReadTask(modelDirectory, task);
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory, engine);
         var model = new MultipleChoice(encoder, new MultipleChoiceOptions { Pooling = Enum.Parse<Pooling>(file.Setting("pooling", nameof(Pooling.First))) });
-        ClueRun.LoadHead(model, modelDirectory);
+        ClueRun.LoadHead(model, modelDirectory, engine);
         return (model, tokenizer, file);
     }
 
@@ -125,9 +126,9 @@ public sealed class C3Runs : IClueRun
 
     /// <summary>Predicts a C3-format file (answers may be absent); writes JSON lines <c>{"id": question index in file order, "label": choice index}</c>, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
-        var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task);
+        var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task, engine);
         var d = ClueReaders.C3(input);
         ChoiceRun.Report(d, log);
         var pieces = new Dictionary<string, int[]>();
@@ -196,9 +197,9 @@ public sealed class ChidRuns : IClueRun
 
     /// <summary>Predicts a CHID (FewCLUE) file (answers may be absent); writes JSON lines <c>{"id": …, "answer": candidate index}</c>, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
-        var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task);
+        var (model, tokenizer, task) = ChoiceRun.Load(modelDirectory, Task, engine);
         var d = ClueReaders.Chid(input);
         ChoiceRun.Report(d, log);
         var items = d.Records.Take(limit ?? int.MaxValue).Select((r, i) => ToItem(r, i, tokenizer, task.MaxLength)).ToList();

@@ -3,6 +3,7 @@ namespace Bert4Sharp.Training;
 using System.Globalization;
 using System.Text;
 using Bert4Sharp.Data;
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tasks.Clue;
 
@@ -148,9 +149,9 @@ public sealed class ClassificationRun : IClueRun
     }
 
     /// <inheritdoc/>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
-        using var classifier = TextClassifier.Load(modelDirectory, Task);
+        using var classifier = TextClassifier.Load(modelDirectory, Task, engine);
         var records = ClueRun.Take(Read(input, ClueReadOptions.Default, log), limit);
         var predicted = classifier.Predict(records);
         WritePredictions(output, records, predicted);

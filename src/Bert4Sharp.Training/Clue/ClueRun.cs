@@ -6,6 +6,7 @@ using System.Text.Json.Serialization;
 using Bert4Sharp.Checkpoints;
 using Bert4Sharp.Models;
 using Bert4Sharp.Runtime;
+using Bert4Sharp.Tasks;
 using Bert4Sharp.Tokenization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -99,9 +100,11 @@ public interface IClueRun
 
     /// <summary>
     /// Predicts a file in the task's input format with a model <see cref="Train"/> saved; writes the submission format
-    /// atomically; returns the records predicted (the first <paramref name="limit"/> when given).
+    /// atomically; returns the records predicted (the first <paramref name="limit"/> when given). With an
+    /// <paramref name="engine"/> (e.g. ONNX Runtime on the exported encoder) the encoder runs there and only the head in
+    /// TorchSharp; the directory then needs no encoder weights (a <c>b4s export onnx</c> copy of the model).
     /// </summary>
-    int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null);
+    int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null);
 }
 
 /// <summary>What every CLUE run shares: the encoder (pretrained or random), the training loop with dev evaluation and the return to the best weights, and the saved task model.</summary>
@@ -236,21 +239,36 @@ public static class ClueRun
         return file;
     }
 
-    /// <summary>The encoder and tokenizer of a saved task model (the head is built by the caller and filled by <see cref="LoadHead"/>).</summary>
-    public static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) LoadEncoder(string modelDirectory)
+    /// <summary>
+    /// The encoder and tokenizer of a saved task model (the head is built by the caller and filled by <see cref="LoadHead"/>).
+    /// With a second <paramref name="engine"/> the encoder's weights are not read (the directory may hold only the exported
+    /// graph): the TorchSharp encoder then gives the head its shape and the engine computes the hidden states.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The engine's hidden width is not the config's.</exception>
+    public static (TransformerModel Encoder, BertWordPieceTokenizer Tokenizer) LoadEncoder(string modelDirectory, IEncoder? engine = null)
     {
-        var loaded = AutoModel.Load(modelDirectory, new AutoModelOptions { Application = Application.Encoder });
+        var loaded = AutoModel.Load(modelDirectory, new AutoModelOptions { Application = Application.Encoder, Weights = engine is null, Build = new BuildOptions { Device = engine?.Device } });
+        if (engine is not null && engine.HiddenSize != loaded.Model.HiddenSize)
+            throw new InvalidDataException($"{modelDirectory}: the {engine.Engine} engine gives hidden states of width {engine.HiddenSize} but config.json says {loaded.Model.HiddenSize}; export this task model's encoder (b4s export onnx --model {modelDirectory})");
         return (loaded.Model, loaded.WordPiece ?? throw new FileNotFoundException($"{modelDirectory}: no vocab.txt"));
     }
 
-    /// <summary>Copies <c>head.safetensors</c> into every parameter of <paramref name="model"/> outside <c>encoder.*</c> and switches it to evaluation mode.</summary>
-    public static void LoadHead(nn.Module model, string modelDirectory)
+    /// <summary>
+    /// Copies <c>head.safetensors</c> into every parameter of <paramref name="model"/> outside <c>encoder.*</c>, switches it
+    /// to evaluation mode and, given an <paramref name="engine"/>, makes it the model's <see cref="ITaskHead.Engine"/>.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No head.safetensors in the directory.</exception>
+    public static void LoadHead(nn.Module model, string modelDirectory, IEncoder? engine = null)
     {
-        using (var head = Checkpoint.Open(Path.Combine(modelDirectory, "head.safetensors")))
+        string path = Path.Combine(modelDirectory, "head.safetensors");
+        if (!File.Exists(path)) throw new FileNotFoundException($"{modelDirectory}: no head.safetensors (the task head's weights); give the directory b4s clue train saved (<output>/model) or its b4s export onnx copy", path);
+        using (var head = Checkpoint.Open(path))
         using (torch.no_grad())
             foreach (var (name, p) in model.named_parameters().Where(p => !p.name.StartsWith("encoder.", StringComparison.Ordinal)))
                 p.copy_(head.ReadTensor(name));
         model.eval();
+        if (engine is not null)
+            ((model as ITaskHead) ?? throw new ArgumentException($"{model.GetName()} is not a task head that can run its encoder on another engine")).Engine = engine;
     }
 
     /// <summary>Writes one JSON object per line, atomically, with Chinese left readable.</summary>

@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Training;
 
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tasks.Clue;
 using Bert4Sharp.Tokenization;
@@ -63,9 +64,9 @@ public sealed class EntityRuns : IClueRun
     /// <c>{"id": …, "label": {type: {entity: [[start, end]]}}}</c> (inclusive character offsets), atomically.
     /// </summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
-        var (model, tokenizer, task) = Load(modelDirectory);
+        var (model, tokenizer, task) = Load(modelDirectory, engine);
         var records = ClueRun.Take(Read(input, log), limit);
         var predicted = model.Predict(tokenizer, records.Select(r => r.Text).ToList(), task.MaxLength);
         WritePredictions(output, records.Select(r => (r.Id, r.Text)).ToList(), predicted);
@@ -75,17 +76,17 @@ public sealed class EntityRuns : IClueRun
 
     /// <summary>Loads a model <see cref="Train"/> saved.</summary>
     /// <exception cref="InvalidDataException">No task.json, or one for another task.</exception>
-    public static (EntityRecognizer Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory)
+    public static (EntityRecognizer Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory, IEncoder? engine = null)
     {
         var task = ClueRun.ReadTask(modelDirectory, "cluener");
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory, engine);
         var options = new EntityRecognizerOptions
         {
             Head = Enum.Parse<EntityHead>(task.Head),
             Scheme = Enum.Parse<TagScheme>(task.Setting("scheme", nameof(TagScheme.Bio))),
         };
         var model = new EntityRecognizer(encoder, task.Labels, options);
-        ClueRun.LoadHead(model, modelDirectory);
+        ClueRun.LoadHead(model, modelDirectory, engine);
         return (model, tokenizer, task);
     }
 

@@ -1,5 +1,6 @@
 namespace Bert4Sharp.Training;
 
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tasks.Clue;
 using Bert4Sharp.Tokenization;
@@ -81,12 +82,12 @@ public sealed class DuieRun : IClueRun
 
     /// <summary>Predicts a DuIE-format file (JSON lines with <c>text</c>); writes <c>{"text", "spo_list": [{"subject", "predicate", "object"}]}</c> lines, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
         var task = ClueRun.ReadTask(modelDirectory, Task);
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory, engine);
         var model = new GpLinkerRelationExtractor(encoder, task.Labels, GpLinkerRun.Options(task));
-        ClueRun.LoadHead(model, modelDirectory);
+        ClueRun.LoadHead(model, modelDirectory, engine);
         var records = ClueRun.Take(Read(input, task.Labels.ToHashSet(), log), limit);
         var texts = records.Select(r => r.Text).ToList();
         var predicted = model.Predict(tokenizer, texts, task.MaxLength, out int capped);
@@ -204,14 +205,14 @@ public sealed class DueeRun : IClueRun
 
     /// <summary>Predicts a DuEE-format file (JSON lines with <c>id</c> and <c>text</c>); writes <c>{"id", "event_list": [{"event_type", "arguments": [{"role", "argument"}]}]}</c> lines, atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
         var task = ClueRun.ReadTask(modelDirectory, Task);
         var labels = task.Labels.Select(l => l.Split(Separator) is [var type, var role] ? (type, role)
             : throw new InvalidDataException($"{modelDirectory}/task.json: label '{l}' is not 'event type<TAB>role'")).ToList();
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory, engine);
         var model = new GpLinkerEventExtractor(encoder, labels, ClueMetrics.TriggerRole, GpLinkerRun.Options(task));
-        ClueRun.LoadHead(model, modelDirectory);
+        ClueRun.LoadHead(model, modelDirectory, engine);
         var schema = labels.GroupBy(l => l.type).ToDictionary(g => g.Key, g => (IReadOnlySet<string>)g.Select(l => l.role).Where(r => r != ClueMetrics.TriggerRole).ToHashSet());
         var records = ClueRun.Take(Read(input, schema, log), limit);
         var predicted = model.Predict(tokenizer, records.Select(r => r.Text).ToList(), task.MaxLength, out int capped);

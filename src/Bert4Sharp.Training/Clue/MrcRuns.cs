@@ -1,6 +1,7 @@
 namespace Bert4Sharp.Training;
 
 using System.Globalization;
+using Bert4Sharp.Models;
 using Bert4Sharp.Tasks;
 using Bert4Sharp.Tasks.Clue;
 using Bert4Sharp.Tokenization;
@@ -98,9 +99,9 @@ public sealed class MrcRuns : IClueRun
 
     /// <summary>Predicts a CMRC2018-format file (SQuAD JSON); writes <c>{question id: answer text}</c> atomically.</summary>
     /// <exception cref="InvalidDataException">The directory holds a model for another task.</exception>
-    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null)
+    public int Predict(string modelDirectory, string input, string output, Action<string> log, int? limit = null, IEncoder? engine = null)
     {
-        var (model, tokenizer, _) = Load(modelDirectory);
+        var (model, tokenizer, _) = Load(modelDirectory, engine);
         var records = ClueRun.Take(Read(input, log), limit);
         var answers = model.Predict(tokenizer, records.Select(r => new SpanExample(r.Question, r.Context)).ToList());
         var predictions = new Dictionary<string, string>();
@@ -112,10 +113,10 @@ public sealed class MrcRuns : IClueRun
 
     /// <summary>Loads a model <see cref="Train"/> saved.</summary>
     /// <exception cref="InvalidDataException">No task.json, or one for another task.</exception>
-    public static (SpanExtractor Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory)
+    public static (SpanExtractor Model, BertWordPieceTokenizer Tokenizer, TaskModelFile Task) Load(string modelDirectory, IEncoder? engine = null)
     {
         var task = ClueRun.ReadTask(modelDirectory, "cmrc2018");
-        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory);
+        var (encoder, tokenizer) = ClueRun.LoadEncoder(modelDirectory, engine);
         var options = new SpanExtractorOptions
         {
             MaxLength = task.MaxLength,
@@ -124,7 +125,7 @@ public sealed class MrcRuns : IClueRun
             MaxAnswerLength = Int(task, "max_answer_length", DefaultMaxAnswerLength),
         };
         var model = new SpanExtractor(encoder, options);
-        ClueRun.LoadHead(model, modelDirectory);
+        ClueRun.LoadHead(model, modelDirectory, engine);
         return (model, tokenizer, task);
     }
 

@@ -25,6 +25,12 @@ public sealed record AutoModelOptions
     public string Revision { get; init; } = "main";
     /// <summary>For a hub model id: endpoint, token, cache and offline mode (default: the HF_* environment variables).</summary>
     public Hub.HubOptions? Hub { get; init; }
+    /// <summary>
+    /// Read the checkpoint's weights (default). False: build the architecture from the config alone, with initial
+    /// weights and without opening any weights file: for a directory whose encoder another engine runs (an exported
+    /// ONNX graph, int8 included), where only the model's shape is needed, e.g. to rebuild a task head around it.
+    /// </summary>
+    public bool Weights { get; init; } = true;
 }
 
 /// <summary>A loaded model with what came with it.</summary>
@@ -71,10 +77,11 @@ public static class AutoModel
             ?? throw new ArgumentException($"{configPath} has no model_type; pass the family (--family in the CLI): {string.Join(", ", ModelFamily.All.Keys.Order())})");
         var family = ModelFamily.Get(familyName);
         var application = options.Application ?? DefaultApplication(family);
-        using var checkpoint = Checkpoint.Open(path);
+        using var checkpoint = options.Weights ? Checkpoint.Open(path) : null;
         var model = TransformerModels.Build(config, checkpoint, family, application, options.Build, out var report);
+        report ??= new LoadReport(CheckpointNaming.HuggingFace, [], [], [], [], [], 0);     // nothing read: nothing loaded, nothing missing
         var (wordPiece, sentencePiece) = Tokenizers(directory, options, model.Config.VocabSize);
-        return new LoadedModel(model, report!, wordPiece, sentencePiece);
+        return new LoadedModel(model, report, wordPiece, sentencePiece);
     }
 
     static string FindConfig(string directory)

@@ -69,7 +69,7 @@ public sealed class EntityBatch : IDisposable
 /// and predicting character spans of the original text (through the tokenizer's offsets). Parameters
 /// <c>encoder.*</c> (as <see cref="TransformerModel"/>) and the head's.
 /// </summary>
-public sealed class EntityRecognizer : nn.Module
+public sealed class EntityRecognizer : nn.Module, ITaskHead
 {
     readonly EntityRecognizerOptions options;
     readonly TagSet? tags;
@@ -118,6 +118,9 @@ public sealed class EntityRecognizer : nn.Module
     /// <summary>The encoder.</summary>
     public TransformerModel Encoder => encoder;
 
+    /// <inheritdoc/>
+    public IEncoder? Engine { get; set; }
+
     /// <summary>Tokenizes and pads examples (single texts, truncated to <paramref name="maxLength"/> tokens) and maps their spans to tokens.</summary>
     /// <exception cref="ArgumentException">An entity type outside <see cref="Types"/>.</exception>
     public EntityBatch Prepare(BertWordPieceTokenizer tokenizer, IReadOnlyList<EntityExample> examples, int maxLength)
@@ -150,7 +153,7 @@ public sealed class EntityRecognizer : nn.Module
     public Tensor Scores(Tensor ids, Tensor mask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, null, mask);
+        using var output = TaskHeads.Encode(this, ids, null, mask);
         var x = output.LastHiddenState;                                                   // (B, T, H)
         if (training && options.Dropout > 0) x = nn.functional.dropout(x, options.Dropout, true);
         var s = emissions is not null ? emissions.forward(x) : pointer!.forward(x, mask);

@@ -58,7 +58,7 @@ public sealed class GpLinkerBatch : IDisposable
 /// (<see cref="GlobalPointerLoss"/>, sparse form, summed over types, mean over the batch), the three summed. The
 /// relation and event extractors differ in their labels, gold cells and decoding only.
 /// </summary>
-public abstract class GpLinkerModel : nn.Module
+public abstract class GpLinkerModel : nn.Module, ITaskHead
 {
     static readonly GlobalPointerLossOptions LossOptions = new() { Form = GlobalPointerLossForm.Sparse, Reduction = GlobalPointerReduction.SumTypesMeanBatch };
     // Protected, not private: RegisterComponents finds the fields of the derived type, which include protected inherited ones.
@@ -96,11 +96,14 @@ public abstract class GpLinkerModel : nn.Module
     /// <summary>The Transformer.</summary>
     public TransformerModel Encoder => encoder;
 
+    /// <inheritdoc/>
+    public IEncoder? Engine { get; set; }
+
     /// <summary>The three score tensors: spans (B, node types, T, T), head links and tail links (B, link types, T, T).</summary>
     public (Tensor Nodes, Tensor Head, Tensor Tail) Scores(Tensor ids, Tensor mask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, null, mask);
+        using var output = TaskHeads.Encode(this, ids, null, mask);
         var x = output.LastHiddenState;                                                   // (B, T, H)
         if (training && Options.Dropout > 0) x = nn.functional.dropout(x, Options.Dropout, true);
         return (nodes.forward(x, mask).MoveToOuterDisposeScope(), head.forward(x, mask).MoveToOuterDisposeScope(), tail.forward(x, mask).MoveToOuterDisposeScope());

@@ -62,7 +62,7 @@ public sealed class ChoiceBatch : IDisposable
 /// batch get padded options that are masked out of the softmax, never encoded and never predicted.
 /// Parameters <c>encoder.*</c> (as <see cref="TransformerModel"/>) and <c>scorer.*</c>.
 /// </summary>
-public sealed class MultipleChoice : nn.Module
+public sealed class MultipleChoice : nn.Module, ITaskHead
 {
     readonly MultipleChoiceOptions options;
 #pragma warning disable IDE0044
@@ -84,6 +84,9 @@ public sealed class MultipleChoice : nn.Module
     public MultipleChoiceOptions Options => options;
     /// <summary>The encoder.</summary>
     public TransformerModel Encoder => encoder;
+
+    /// <inheritdoc/>
+    public IEncoder? Engine { get; set; }
 
     /// <summary>Pads every real option's sequence of <paramref name="questions"/> into one (N, T) batch on the encoder's device.</summary>
     /// <exception cref="ArgumentException">A question without options, an answer outside its options, or segments not matching ids.</exception>
@@ -116,7 +119,7 @@ public sealed class MultipleChoice : nn.Module
     public Tensor Scores(Tensor ids, Tensor segments, Tensor mask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, segments, mask, Pool.NeedsHiddenStates(options.Pooling));
+        using var output = TaskHeads.Encode(this, ids, segments, mask, Pool.NeedsHiddenStates(options.Pooling));
         var x = Pool.Apply(options.Pooling, output, mask);                                // (N, H)
         if (training && options.Dropout > 0) x = nn.functional.dropout(x, options.Dropout, true);
         return scorer.forward(x).squeeze(-1).MoveToOuterDisposeScope();                    // (N)

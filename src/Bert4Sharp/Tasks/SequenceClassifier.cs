@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 /// Text (or text pair) classification: a pooled vector (<see cref="Pooling"/>), dropout and a dense layer to the
 /// labels. Parameters <c>encoder.*</c> (the Transformer, named as in <see cref="TransformerModel"/>) and <c>classifier.*</c>.
 /// </summary>
-public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
+public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, ITaskHead
 {
     readonly double dropout;
     readonly Pooling pooling;
@@ -36,6 +36,9 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
 
     /// <summary>The Transformer.</summary>
     public TransformerModel Encoder => encoder;
+
+    /// <inheritdoc/>
+    public IEncoder? Engine { get; set; }
 
     /// <summary>How the hidden states become one vector.</summary>
     public Pooling Pooling => pooling;
@@ -65,7 +68,10 @@ public sealed class SequenceClassifier : nn.Module<Tensor, Tensor?, Tensor?, Ten
     {
         using var scope = torch.NewDisposeScope();
         bool hidden = Pool.NeedsHiddenStates(pooling);
-        using var output = encoder.Forward(input with { OutputHiddenStates = hidden }).Widened();   // fp32 states whatever the encoder computes in
+        if (Engine is not null && (input.TokenEmbeddings is not null || input.PositionIds is not null || input.Condition is not null || input.Cache is not null))
+            throw new NotSupportedException($"the {Engine.Engine} engine takes ids, segments and a mask only; use the TorchSharp encoder (Engine = null) for embeddings, positions, conditions or a cache");
+        using var output = Engine is not null ? TaskHeads.Encode(this, input.Ids, input.Segments, input.AttentionMask, hidden)
+            : encoder.Forward(input with { OutputHiddenStates = hidden }).Widened();   // fp32 states whatever the encoder computes in
         var x = Pool.Apply(pooling, output, input.AttentionMask);
         if (training && dropout > 0) x = nn.functional.dropout(x, dropout, true);
         return classifier.forward(x).MoveToOuterDisposeScope();

@@ -224,7 +224,7 @@ public sealed class SpanBatch : IDisposable
 /// token; trained with <see cref="SpanExtractionLoss"/> on <see cref="SpanWindows"/>, decoded with <see cref="SpanDecoding"/>.
 /// Parameters <c>encoder.*</c> and <c>span.*</c>.
 /// </summary>
-public sealed class SpanExtractor : nn.Module
+public sealed class SpanExtractor : nn.Module, ITaskHead
 {
     readonly SpanExtractorOptions options;
 #pragma warning disable IDE0044
@@ -247,6 +247,9 @@ public sealed class SpanExtractor : nn.Module
     /// <summary>The encoder.</summary>
     public TransformerModel Encoder => encoder;
 
+    /// <inheritdoc/>
+    public IEncoder? Engine { get; set; }
+
     /// <summary>The head alone: hidden states (B, T, H) → start and end logits (B, T, 2).</summary>
     public Tensor HeadLogits(Tensor hidden) => span.forward(hidden);
 
@@ -254,7 +257,7 @@ public sealed class SpanExtractor : nn.Module
     public Tensor Logits(Tensor ids, Tensor segments, Tensor mask)
     {
         using var scope = torch.NewDisposeScope();
-        using var output = encoder.Encode(ids, segments, mask);
+        using var output = TaskHeads.Encode(this, ids, segments, mask);
         var x = output.LastHiddenState;                                            // (B, T, H)
         if (training && options.Dropout > 0) x = nn.functional.dropout(x, options.Dropout, true);
         return span.forward(x).MoveToOuterDisposeScope();

@@ -56,6 +56,16 @@ public sealed class ClueRunTests
             else
                 JsonDocument.Parse(text).Dispose();
 
+            // The same predictions with the encoder on ONNX Runtime: a directory with only the exported graph, config,
+            // vocabulary and head (no TorchSharp encoder weights), the head in TorchSharp on the graph's hidden states.
+            string exported = Directory.CreateDirectory(Path.Combine(dir, "onnx")).FullName;
+            using (var encoder = ClueRun.LoadEncoder(model).Encoder) Bert4Sharp.Onnx.Export.OnnxExport.Save(encoder, Path.Combine(exported, "model.onnx"));
+            foreach (var f in new[] { "config.json", "vocab.txt", "task.json", "head.safetensors" }) File.Copy(Path.Combine(model, f), Path.Combine(exported, f));
+            string onnxPredictions = Path.Combine(dir, "predictions-onnx.json");
+            using (var engine = new Bert4Sharp.Onnx.OnnxRuntimeEncoder(exported))
+                Assert.Equal(count, run.Predict(exported, run.DefaultInput(data), onnxPredictions, lines.Add, limit: 40, engine));
+            Assert.Equal(text, File.ReadAllText(onnxPredictions));
+
             if (ClueRuns.All.FirstOrDefault(r => r.Task != task) is not { } other) return;
             var e = Assert.Throws<InvalidDataException>(() => other.Predict(model, other.DefaultInput(data), Path.Combine(dir, "other.json"), lines.Add, limit: 1));
             Assert.Contains($"'{task}'", e.Message);
