@@ -31,6 +31,11 @@ public sealed record OnnxExportOptions
     public bool KeyValueCache { get; init; } = true;
     /// <summary>Quantise the dense weights to int8 after writing (<see cref="OnnxQuantization.QuantizeDynamic(string, string, int)"/>).</summary>
     public bool Int8 { get; init; }
+    /// <summary>
+    /// Bits of the int8 weights: 8, or 7 (weights in [−63, 63], for CPUs whose u8·s8 instruction saturates, i.e. without
+    /// VNNI). Default 8.
+    /// </summary>
+    public int Int8WeightBits { get; init; } = 8;
 }
 
 /// <summary>What <see cref="OnnxExport.Save(TransformerModel, string, OnnxExportOptions?)"/> wrote.</summary>
@@ -116,7 +121,7 @@ public static class OnnxExport
             ["bert4sharp.application"] = model.Application.ToString(),
             ["bert4sharp.max_length"] = model.MaxLength.ToString(System.Globalization.CultureInfo.InvariantCulture),
         });
-        QuantizationReport? report = options.Int8 ? OnnxQuantization.QuantizeDynamic(proto) : null;
+        QuantizationReport? report = options.Int8 ? OnnxQuantization.QuantizeDynamic(proto, options.Int8WeightBits) : null;
         long size = proto.Graph.Initializer.Sum(t => (long)t.RawData.Length);               // protobuf sizes are int: check before serialising
         if (size > int.MaxValue - (64 << 20))
             throw new NotSupportedException($"the weights are {size >> 20} MiB; one protobuf file stops at 2 GiB (export with --int8, or a smaller model)");

@@ -358,12 +358,24 @@ internal sealed partial class TransformerGraph
                 x = g.Op("Add", x, Attention(p + ".attention", x, mask, ref scores));
                 return Norm(p + ".ffn_norm", g.Op("Add", x, FeedForward(p + ".ffn", Norm(p + ".attention_norm", x, o.Norm, o.Eps))), o.Norm, o.Eps);
             default:                                                                     // post-norm; DeepNorm scales the residual by α
-                x = Norm(p + ".attention_norm", g.Op("Add", Residual(x), Attention(p + ".attention", x, mask, ref scores)), o.Norm, o.Eps);
-                return Norm(p + ".ffn_norm", g.Op("Add", Residual(x), FeedForward(p + ".ffn", x)), o.Norm, o.Eps);
+                x = AddNorm(p + ".attention_norm", x, Attention(p + ".attention", x, mask, ref scores));
+                return AddNorm(p + ".ffn_norm", x, FeedForward(p + ".ffn", x));
         }
     }
 
     string Residual(string x) => arch.Layer.ResidualScale == 1 ? x : g.Op("Mul", x, g.Float((float)arch.Layer.ResidualScale));
+
+    /// <summary>
+    /// Post-norm's norm(α·residual + y): in the fused graph a LayerNorm over an unscaled residual is ONNX Runtime's
+    /// <c>SkipLayerNormalization</c> (the sum and the norm in one pass), else Add and the norm.
+    /// </summary>
+    string AddNorm(string name, string residual, string y)
+    {
+        var o = arch.Layer;
+        if (options.Fused && o.Norm == NormKind.LayerNorm && o.ResidualScale == 1)
+            return g.Contrib("SkipLayerNormalization", [y, residual, Param(name + ".weight"), Param(name + ".bias")], ("epsilon", o.Eps));
+        return Norm(name, g.Op("Add", Residual(residual), y), o.Norm, o.Eps);
+    }
 
     string FeedForward(string p, string x)
     {

@@ -61,6 +61,13 @@ public class OnnxDeployTests
             var q = small.Quantization!;
             Assert.Equal(6 * 4 + 1, q.MatMuls);
             Assert.True(full.Bytes - small.Bytes >= 0.7 * q.FloatBytesBefore, $"{full.Bytes} → {small.Bytes} bytes; dense float weights {q.FloatBytesBefore}");
+            Assert.Equal(8, q.WeightBits);
+            // 7-bit weights (for CPUs without VNNI) through the export options: the same layers, a bad width refused by name.
+            string int7 = Export(model, new OnnxExportOptions { Int8 = true, Int8WeightBits = 7 }, out var seven);
+            try { Assert.Equal((6 * 4 + 1, 7), (seven.Quantization!.MatMuls, seven.Quantization.WeightBits)); }
+            finally { Directory.Delete(int7, true); }
+            var bad = Assert.Throws<ArgumentOutOfRangeException>(() => OnnxExport.Save(model, Path.Combine(fp32, "bad.onnx"), new OnnxExportOptions { Int8 = true, Int8WeightBits = 6 }));
+            Assert.Contains("weight bits must be 7 or 8, got 6", bad.Message);
         }
         finally { Directory.Delete(fp32, true); Directory.Delete(int8, true); }
     }

@@ -1,3 +1,4 @@
+using Bert4Sharp.Layers;
 using Bert4Sharp.Models;
 using Bert4Sharp.Onnx;
 using Bert4Sharp.Onnx.Export;
@@ -78,6 +79,10 @@ public class OnnxExportTests
             Assert.Equal(kernel && !rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
             Assert.Equal(kernel && rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
             Assert.Equal(kernel && rotary ? 2 * model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.RotaryEmbedding"));
+            // Post-norm LayerNorm blocks (BERT, RoBERTa, ALBERT, ELECTRA, RoFormer, NEZHA, GPT) add the residual inside the norm.
+            var layer = model.Architecture.Layer;
+            bool skip = fused && model.Architecture.Gau is null && layer.Placement == NormPlacement.Post && layer.Norm == NormKind.LayerNorm && layer.ResidualScale == 1;
+            Assert.Equal(skip ? 2 * model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.SkipLayerNormalization"));
         }
     }
 
