@@ -55,6 +55,7 @@ public static class DeployBench
             OnnxExport.Save(model, q, new OnnxExportOptions { Int8 = true, Int8WeightBits = bits });
             graphs.Add(($"ORT, Bert4Sharp export int8 ({bits}-bit weights)", q));
         }
+        string? profile = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE");             // ONNX Runtime's per-node profile, one file per graph
         double peak = Measure.MatmulPeak();
         Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s; {rounds} rounds, medians");
         foreach (var (batch, seq) in cuda ? new[] { (32, 128), (1, 32) } : new[] { (8, 128), (1, 32) })
@@ -80,7 +81,7 @@ public static class DeployBench
             {
                 var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
                 if (cuda) so.AppendExecutionProvider_CUDA(0);                                  // fails loudly without the GPU package: a GPU bench must not fall back
-                if (Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") is { Length: > 0 } prof) { so.ProfileOutputPathPrefix = prof + Path.GetFileNameWithoutExtension(path); so.EnableProfiling = true; }
+                if (profile is { Length: > 0 }) { so.ProfileOutputPathPrefix = profile + Path.GetFileNameWithoutExtension(path); so.EnableProfiling = true; }
                 if (Environment.GetEnvironmentVariable("B4S_DUMP_OPTIMIZED") is { Length: > 0 } dump)   // the graph ONNX Runtime actually runs, for inspection
                     so.OptimizedModelFilePath = Path.Combine(dump, Path.GetFileNameWithoutExtension(path) + ".optimized.onnx");
                 var session = new InferenceSession(path, so);
@@ -126,7 +127,7 @@ public static class DeployBench
             }
             foreach (var c in contenders)
             {
-                if (c.Owner is InferenceSession profiled && Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") is { Length: > 0 }) profiled.EndProfiling();
+                if (c.Owner is InferenceSession profiled && profile is { Length: > 0 }) profiled.EndProfiling();
                 c.Owner?.Dispose();
             }
         }

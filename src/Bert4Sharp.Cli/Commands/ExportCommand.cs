@@ -17,21 +17,6 @@ internal static class ExportCommand
         ["discriminator"] = Application.Discriminator, ["lm"] = Application.LanguageModel, ["unilm"] = Application.UniLM,
     };
 
-    /// <summary>Task and head of a task model (task.json, written by <c>b4s clue train</c>), or null for a plain model directory.</summary>
-    static (string? Task, string? Head)? TaskFile(string directory)
-    {
-        string task = Path.Combine(directory, "task.json");
-        if (!File.Exists(task)) return null;
-        try
-        {
-            using var doc = System.Text.Json.JsonDocument.Parse(File.ReadAllBytes(task));
-            string? Text(string name) => doc.RootElement.ValueKind == System.Text.Json.JsonValueKind.Object && doc.RootElement.TryGetProperty(name, out var v)
-                && v.ValueKind == System.Text.Json.JsonValueKind.String ? v.GetString() : null;
-            return (Text("Task"), Text("Head"));
-        }
-        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{task}: not valid JSON ({e.Message}); b4s clue train writes it with the model", e); }
-    }
-
     public static Command Create()
     {
         var model = new Option<string?>("--model") { Description = $"Model directory (any layout b4s loads). Default: {DefaultModel.Description}" };
@@ -57,7 +42,8 @@ internal static class ExportCommand
                 throw new ArgumentException($"--output {target} is the model directory itself; write the export to another directory");
             string file = Path.Combine(target, "model.onnx");
             if (File.Exists(file) && !r.GetValue(overwrite)) throw new IOException($"{file} exists; pass --overwrite to replace it");
-            var taskFile = TaskFile(source);                                      // b4s clue train: the encoder (its head runs in TorchSharp on the states)
+            // b4s clue train's task models (task.json): the encoder; its head runs in TorchSharp on the graph's states.
+            var taskFile = File.Exists(Path.Combine(source, "task.json")) ? Training.ClueRun.ReadTask(source, null) : null;
             var options = new AutoModelOptions
             {
                 Family = r.GetValue(family),
