@@ -29,6 +29,7 @@ public static class DeployBench
         bool cuda = args.Contains("--cuda");
         args = [.. args.Where(a => a != "--cuda")];
         if (args.Length > 0 && args[0] == "decode") return Decode(args[1..], cuda);
+        if (args.Length > 0 && args[0] == "seq2seq") return Seq2Seq(args[1..]);
         if (args.Length > 0 && args[0] == "classifier") return Classifier(args[1..]);
         int threads = 2, rounds = args.Length > 0 && int.TryParse(args[0], out var n) ? n : 7;
         torch.set_num_threads(threads);
@@ -180,6 +181,74 @@ public static class DeployBench
             double m = Measure.Median(times[i]);
             int same = outputs[i].Zip(outputs[0]).TakeWhile(p => p.First == p.Second).Count() - prompt.Length;
             Console.WriteLine($"  {sides[i].Name,-30} {m * 1e3,9:F1} {1 / m,7:F1} {m / floor,8:F2}  {same} of {tokens}");
+        }
+        return 0;
+    }
+
+    /// <summary>
+    /// Encoder–decoder decoding at T5-base shape (12 + 12 layers × 768, relu, vocabulary 32128), random weights, one source of
+    /// 256 tokens, 32 new tokens, 2 threads: greedy and 4-beam search on the TorchSharp engine and on ONNX Runtime (fp32,
+    /// int8), each in turn per round after a warm-up; the encoding (ONNX: with the cross-attention keys and values) and
+    /// the time per new token after it.
+    /// </summary>
+    static int Seq2Seq(string[] args)
+    {
+        int rounds = args.Length > 0 && int.TryParse(args[0], out var r) ? r : 3, tokens = 32, source = 256;
+        torch.set_num_threads(2);
+        string work = Path.Combine(Path.GetTempPath(), "b4s-bench-seq2seq");
+        Directory.CreateDirectory(work);
+        var config = TransformerConfig.FromJson("""
+            {"model_type": "t5", "d_model": 768, "d_kv": 64, "num_heads": 12, "d_ff": 3072, "num_layers": 12, "num_decoder_layers": 12,
+             "vocab_size": 32128, "feed_forward_proj": "relu", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
+             "layer_norm_epsilon": 1e-6, "tie_word_embeddings": true, "decoder_start_token_id": 0, "eos_token_id": 1}
+            """u8, "T5-base shape");
+        torch.manual_seed(1);
+        var model = TransformerModels.Create(config, "t5", Application.Seq2Seq, new BuildOptions { Device = torch.CPU });
+        foreach (var (name, int8) in new[] { ("fp32", false), ("int8", true) })
+        {
+            Directory.CreateDirectory(Path.Combine(work, name));
+            OnnxExport.Save(model, Path.Combine(work, name, "model.onnx"), new OnnxExportOptions { Int8 = int8 });
+        }
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
+        using var fp32 = new Bert4Sharp.Onnx.OnnxSeq2SeqModel(Path.Combine(work, "fp32"), options);
+        using var q8 = new Bert4Sharp.Onnx.OnnxSeq2SeqModel(Path.Combine(work, "int8"), options);
+        int[] input = Enumerable.Range(0, source).Select(i => 100 + i * 97 % 30000).ToArray();
+        var sides = new (string Name, Func<Generation.ICausalLanguageModel> Prepare)[]
+        {
+            ("TorchSharp engine", () => new Generation.Seq2SeqLanguageModel(model, input)),
+            ("ORT, Bert4Sharp export fp32", () => fp32.Prepare(input)),
+            ("ORT, Bert4Sharp export int8", () => q8.Prepare(input)),
+        };
+        var decoding = new Generation.DecodingOptions { MaxNewTokens = tokens };
+        Console.WriteLine($"T5-base shape, source {source} tokens, {tokens} new tokens, {rounds} rounds, medians: encoding (ms), then ms per new token");
+        foreach (int beams in new[] { 1, 4 })
+        {
+            var (encode, step) = (sides.Select(_ => new List<double>()).ToArray(), sides.Select(_ => new List<double>()).ToArray());
+            var outputs = new List<int>[sides.Length];
+            for (int round = 0; round <= rounds; round++)
+                for (int i = 0; i < sides.Length; i++)
+                {
+                    Thread.Sleep(Quiet);
+                    using var scope = torch.NewDisposeScope();
+                    var sw = Stopwatch.StartNew();
+                    var lm = sides[i].Prepare();
+                    double encoded = sw.Elapsed.TotalSeconds;
+                    var o = round == 0 ? decoding with { MaxNewTokens = 2 } : decoding;
+                    outputs[i] = beams == 1 ? Generation.AutoRegressiveDecoder.Greedy(lm, [0], o) : Generation.AutoRegressiveDecoder.BeamSearch(lm, [0], beams, o);
+                    double all = sw.Elapsed.TotalSeconds;
+                    (lm as IDisposable)?.Dispose();
+                    if (round == 0) continue;
+                    encode[i].Add(encoded);
+                    step[i].Add((all - encoded) / tokens);
+                }
+            Console.WriteLine($"  {(beams == 1 ? "greedy" : $"beam {beams}"),-8} {"engine",-30} {"encode ms",10} {"ms/token",9} {"vs torch",9}  same tokens as torch");
+            double torchStep = Measure.Median(step[0]);
+            for (int i = 0; i < sides.Length; i++)
+            {
+                double m = Measure.Median(step[i]);
+                int same = outputs[i].Zip(outputs[0]).TakeWhile(p => p.First == p.Second).Count() - 1;
+                Console.WriteLine($"  {"",-8} {sides[i].Name,-30} {Measure.Median(encode[i]) * 1e3,10:F0} {m * 1e3,9:F1} {torchStep / m,8:F2}x  {same} of {outputs[0].Count - 1}");
+            }
         }
         return 0;
     }

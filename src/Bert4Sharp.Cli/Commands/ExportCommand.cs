@@ -69,7 +69,7 @@ internal static class ExportCommand
             string what = classifier is not null ? $"{encoder.Family.Name} classifier ({classifier.Labels.Count} labels, {classifier.Model.Pooling} pooling)" : $"{encoder.Family.Name} ({encoder.Application})";
             AnsiConsole.MarkupLine($"{Markup.Escape(what)} → [bold]{Markup.Escape(file)}[/]: {result.Bytes / 1048576.0:F1} MiB, opset {exportOptions.Opset}, {(exportOptions.Fused ? "ONNX Runtime fused operators" : "standard operators only")}, {seconds:F1} s");
             AnsiConsole.MarkupLine($"outputs: {string.Join(", ", result.Outputs.Where(o => !o.StartsWith("present.", StringComparison.Ordinal)))}{(result.Outputs.Any(o => o.StartsWith("present.", StringComparison.Ordinal)) ? " + the key/value cache (past_key_values.N → present.N)" : "")}");
-            if (result.DecoderPath is { } decoderPath) AnsiConsole.MarkupLine($"decoder (cross attention, key/value cache): [bold]{Markup.Escape(decoderPath)}[/]");
+            if (result.DecoderPath is { } decoderPath) AnsiConsole.MarkupLine($"decoder (key/value cache): [bold]{Markup.Escape(decoderPath)}[/]; its cross-attention keys and values, once per input: [bold]{Markup.Escape(result.CrossPath!)}[/]");
             var fused = result.Operators.Where(o => o.Key.StartsWith("com.microsoft.", StringComparison.Ordinal)).Select(o => $"{o.Key["com.microsoft.".Length..]} ×{o.Value}");
             AnsiConsole.MarkupLine($"nodes: {result.Operators.Values.Sum()}{(exportOptions.Fused ? $"; fused: {string.Join(", ", fused)}" : "")}");
             if (result.Quantization is { } q)

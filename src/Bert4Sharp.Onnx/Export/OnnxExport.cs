@@ -48,6 +48,8 @@ public sealed record OnnxExportResult(string Path, IReadOnlyList<string> Outputs
 {
     /// <summary>The decoder graph of an encoder–decoder (<see cref="OnnxExport.DecoderFileName"/> beside <see cref="Path"/>), else null.</summary>
     public string? DecoderPath { get; init; }
+    /// <summary>The cross-attention key/value graph of an encoder–decoder (<see cref="OnnxExport.CrossFileName"/> beside <see cref="Path"/>), else null.</summary>
+    public string? CrossPath { get; init; }
 }
 
 /// <summary>How far an exported graph run by ONNX Runtime is from the TorchSharp model on the same inputs.</summary>
@@ -68,8 +70,8 @@ public static class OnnxExport
     /// untouched). Inputs <c>input_ids</c>, <c>attention_mask</c>, <c>token_type_ids</c> (when the model has segments) and,
     /// for cached LM / UniLM graphs, <c>past_key_values.N.key</c>/<c>.value</c>; outputs <c>last_hidden_state</c>, then
     /// <c>pooler_output</c>, <c>logits</c>, <c>present.N.key</c>/<c>.value</c>, <c>seq_relationship_logits</c>,
-    /// <c>discriminator_logits</c> as the application has them. An encoder–decoder also gets <see cref="DecoderFileName"/>
-    /// beside <paramref name="path"/>.
+    /// <c>discriminator_logits</c> as the application has them. An encoder–decoder also gets <see cref="CrossFileName"/>
+    /// and <see cref="DecoderFileName"/> beside <paramref name="path"/>.
     /// </summary>
     /// <exception cref="NotSupportedException">The model has something the exporter cannot write (named).</exception>
     /// <exception cref="ArgumentOutOfRangeException">Opset outside the supported range.</exception>
@@ -78,18 +80,27 @@ public static class OnnxExport
         options ??= new();
         TransformerGraph.Check(model);
         var (outputs, operators, quantization) = Write(model, path, options, (m, g, o) => TransformerGraph.Write(m, g, o));
-        string? decoder = null;
+        string? decoder = null, cross = null;
+        long bytes = new FileInfo(path).Length;
         if (model.Application == Application.Seq2Seq)
         {
-            decoder = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, DecoderFileName);
-            var d = Write(model, decoder, options, TransformerGraph.WriteDecoder);
-            operators = operators.Concat(d.Operators).GroupBy(kv => kv.Key).ToDictionary(kv => kv.Key, kv => kv.Sum(x => x.Value));
-            if (quantization is not null && d.Quantization is { } dq)
-                quantization = new QuantizationReport(quantization.MatMuls + dq.MatMuls, quantization.BiasesFused + dq.BiasesFused,
-                    quantization.FloatBytesBefore + dq.FloatBytesBefore, quantization.Int8BytesAfter + dq.Int8BytesAfter, dq.WeightBits);
+            string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            (decoder, cross) = (Path.Combine(dir, DecoderFileName), Path.Combine(dir, CrossFileName));
+            var graphs = new (string File, Func<TransformerModel, GraphWriter, OnnxExportOptions, IReadOnlyList<string>> Graph)[]
+            {
+                (cross, TransformerGraph.WriteCross), (decoder, TransformerGraph.WriteDecoder),
+            };
+            foreach (var (file, graph) in graphs)
+            {
+                var d = Write(model, file, options, graph);
+                bytes += new FileInfo(file).Length;
+                operators = operators.Concat(d.Operators).GroupBy(kv => kv.Key).ToDictionary(kv => kv.Key, kv => kv.Sum(x => x.Value));
+                if (quantization is not null && d.Quantization is { } dq)
+                    quantization = new QuantizationReport(quantization.MatMuls + dq.MatMuls, quantization.BiasesFused + dq.BiasesFused,
+                        quantization.FloatBytesBefore + dq.FloatBytesBefore, quantization.Int8BytesAfter + dq.Int8BytesAfter, dq.WeightBits);
+            }
         }
-        long bytes = new FileInfo(path).Length + (decoder is null ? 0 : new FileInfo(decoder).Length);
-        return new OnnxExportResult(path, outputs, operators, bytes, quantization) { DecoderPath = decoder };
+        return new OnnxExportResult(path, outputs, operators, bytes, quantization) { DecoderPath = decoder, CrossPath = cross };
     }
 
     /// <summary>
@@ -107,6 +118,12 @@ public static class OnnxExport
 
     /// <summary>The decoder graph of an encoder–decoder, written beside the encoder's <c>model.onnx</c>.</summary>
     public const string DecoderFileName = "decoder_model.onnx";
+
+    /// <summary>
+    /// The graph computing an encoder–decoder's cross-attention keys and values from the encoder states (once per input),
+    /// written beside the encoder's <c>model.onnx</c>.
+    /// </summary>
+    public const string CrossFileName = "decoder_cross_model.onnx";
 
     static (IReadOnlyList<string> Outputs, IReadOnlyDictionary<string, int> Operators, QuantizationReport? Quantization) Write(TransformerModel model, string path,
         OnnxExportOptions options, Func<TransformerModel, GraphWriter, OnnxExportOptions, IReadOnlyList<string>> graph)

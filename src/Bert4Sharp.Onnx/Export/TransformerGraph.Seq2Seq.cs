@@ -9,28 +9,65 @@ internal sealed partial class TransformerGraph
 {
     /// <summary>
     /// Writes the decoder of an encoder–decoder (T5, <see cref="Application.Seq2Seq"/>): inputs <c>input_ids</c> (B, T),
-    /// <c>encoder_hidden_states</c> (B, S, H), <c>encoder_attention_mask</c> (B, S) and the self-attention cache
-    /// <c>past_key_values.N.key</c>/<c>.value</c>; outputs <c>logits</c> and <c>present.N.key</c>/<c>.value</c>. Cross-attention
-    /// keys and values are recomputed from the encoder states each call (two GEMMs per layer) instead of cached.
+    /// <c>encoder_attention_mask</c> (E, S), the cross-attention keys and values <c>cross_key_values.N.key</c>/<c>.value</c>
+    /// (E, h, S, d) that <see cref="WriteCross(TransformerModel, GraphWriter, OnnxExportOptions)"/>'s graph computes once per input, and the self-attention cache
+    /// <c>past_key_values.N.key</c>/<c>.value</c>; outputs <c>logits</c> and <c>present.N.key</c>/<c>.value</c>. E is B, or 1
+    /// for one input decoded by B beams or samples (broadcast, never copied).
     /// </summary>
-    public static IReadOnlyList<string> WriteDecoder(TransformerModel model, GraphWriter g, OnnxExportOptions options)
+    public static IReadOnlyList<string> WriteDecoder(TransformerModel model, GraphWriter g, OnnxExportOptions options) =>
+        Seq2SeqGraph(model, g, options).WriteDecoder();
+
+    /// <summary>
+    /// Writes the cross-attention keys and values of every decoder layer from the encoder's states: input
+    /// <c>encoder_hidden_states</c> (B, S, H), outputs <c>cross_key_values.N.key</c> (B, h, S, dk) and <c>.value</c> (B, h, S, dv).
+    /// Run once per encoded input, so a decoding step no longer multiplies S × H by H per layer twice (as the TorchSharp
+    /// engine keeps them in <see cref="Layers.KeyValueCache.Cross"/>).
+    /// </summary>
+    public static IReadOnlyList<string> WriteCross(TransformerModel model, GraphWriter g, OnnxExportOptions options) =>
+        Seq2SeqGraph(model, g, options).WriteCross();
+
+    static TransformerGraph Seq2SeqGraph(TransformerModel model, GraphWriter g, OnnxExportOptions options)
     {
         Check(model);
         if (model.Application != Application.Seq2Seq || model.Architecture.Decoder is null)
             throw new NotSupportedException($"{model.Family.Name} built for {model.Application} has no decoder to export");
+        return new TransformerGraph(model, g, options) { Cached = true };
+    }
+
+    IReadOnlyList<string> WriteCross()
+    {
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
-        return new TransformerGraph(model, g, options) { Cached = true }.WriteDecoder();
+        var dec = arch.Decoder!;
+        var a = dec.Layer.Attention;
+        int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
+        g.Input("encoder_hidden_states", DataType.Float, "batch", "encoder_sequence", (long)a.HiddenSize);
+        var outputs = new List<string>();
+        for (int i = 0; i < dec.Layers; i++)
+        {
+            string p = $"decoder_layers.{i}.cross_attention";
+            var kv = g.Node("Split", [Linear(p + ".kv", "encoder_hidden_states"), g.Ints([h * dk, h * dv])], 2, "", [("axis", -1L)]);
+            g.Output($"cross_key_values.{i}.key", Heads(kv[0], h, dk), DataType.Float, "batch", (long)h, "encoder_sequence", (long)dk);
+            g.Output($"cross_key_values.{i}.value", Heads(kv[1], h, dv), DataType.Float, "batch", (long)h, "encoder_sequence", (long)dv);
+            outputs.Add($"cross_key_values.{i}.key");
+            outputs.Add($"cross_key_values.{i}.value");
+        }
+        return outputs;
     }
 
     IReadOnlyList<string> WriteDecoder()
     {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
         var dec = arch.Decoder!;
         var a = dec.Layer.Attention;
-        int h = a.HiddenSize;
         g.Input("input_ids", DataType.Int64, "batch", "sequence");
-        g.Input("encoder_hidden_states", DataType.Float, "batch", "encoder_sequence", (long)h);
-        g.Input("encoder_attention_mask", DataType.Int64, "batch", "encoder_sequence");
+        g.Input("encoder_attention_mask", DataType.Int64, "encoder_batch", "encoder_sequence");
+        for (int i = 0; i < dec.Layers; i++)
+        {
+            g.Input($"cross_key_values.{i}.key", DataType.Float, "encoder_batch", (long)a.Heads, "encoder_sequence", (long)a.QueryKeySize);
+            g.Input($"cross_key_values.{i}.value", DataType.Float, "encoder_batch", (long)a.Heads, "encoder_sequence", (long)a.HeadSize);
+        }
         for (int i = 0; i < dec.Layers; i++)
         {
             g.Input($"past_key_values.{i}.key", DataType.Float, "batch", (long)a.Heads, "past_sequence", (long)a.QueryKeySize);
@@ -43,7 +80,7 @@ internal sealed partial class TransformerGraph
         if (arch.RelativeBias is { } rb) positionBias = BucketBias("decoder_relative_bias.weight", rb, bidirectional: false);
         // Causal over the cache and the new tokens; the memory mask over the encoder states.
         var mask = g.Op("Unsqueeze", CausalBias(), g.Ints([0, 1]));                     // (1, 1, T, P + T)
-        var memoryMask = PaddingBias("encoder_attention_mask");                          // (B, 1, 1, S)
+        var memoryMask = PaddingBias("encoder_attention_mask");                          // (E, 1, 1, S)
         string? scores = null;
         var o = dec.Layer;
         for (int i = 0; i < dec.Layers; i++)
@@ -51,7 +88,7 @@ internal sealed partial class TransformerGraph
             string p = $"decoder_layers.{i}";
             layer = i;
             x = g.Op("Add", x, Attention(p + ".attention", Norm(p + ".attention_norm", x, o.Norm, o.Eps), mask, ref scores));
-            x = g.Op("Add", x, CrossAttention(p + ".cross_attention", Norm(p + ".cross_attention_norm", x, o.Norm, o.Eps), memoryMask));
+            x = g.Op("Add", x, CrossAttention(p + ".cross_attention", i, Norm(p + ".cross_attention_norm", x, o.Norm, o.Eps), memoryMask));
             x = g.Op("Add", x, FeedForward(p + ".ffn", Norm(p + ".ffn_norm", x, o.Norm, o.Eps)));
         }
         x = Norm("decoder_norm", x, o.Norm, o.Eps);
@@ -67,15 +104,18 @@ internal sealed partial class TransformerGraph
         return outputs;
     }
 
-    /// <summary>Queries from <paramref name="x"/>, keys and values from the encoder states, softmax over the memory mask.</summary>
-    string CrossAttention(string p, string x, string memoryMask)
+    /// <summary>
+    /// Queries from <paramref name="x"/>, keys and values of <paramref name="layer"/> from the graph's
+    /// <c>cross_key_values</c> inputs, softmax over the memory mask. Standard ops: MatMul broadcasts an encoder batch of 1
+    /// over the decoding batch.
+    /// </summary>
+    string CrossAttention(string p, int layer, string x, string memoryMask)
     {
         var a = arch.Decoder!.Layer.Attention;
         int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
         var q = Heads(Linear(p + ".q", x), h, dk);                                        // (B, h, T, dk)
-        var kv = g.Node("Split", [Linear(p + ".kv", "encoder_hidden_states"), g.Ints([h * dk, h * dv])], 2, "", [("axis", -1L)]);
-        string k = Heads(kv[0], h, dk), v = Heads(kv[1], h, dv);                          // (B, h, S, d)
-        var s = g.Op("MatMul", q, g.Op("Transpose", [k], ("perm", new long[] { 0, 1, 3, 2 })));
+        string k = $"cross_key_values.{layer}.key", v = $"cross_key_values.{layer}.value"; // (E, h, S, d)
+        var s = g.Op("MatMul", q, g.Op("Transpose", [k], ("perm", new long[] { 0, 1, 3, 2 })));   // (B, h, T, S)
         double scale = a.Scale ?? 1.0 / Math.Sqrt(dk);
         if (scale != 1) s = g.Op("Mul", s, g.Float((float)scale));
         var w = g.Op("Softmax", [g.Op("Add", s, memoryMask)], ("axis", -1L));

@@ -396,10 +396,13 @@ internal sealed partial class TransformerGraph
     /// <summary>
     /// Whether attention goes to ONNX Runtime's fused attention operators: softmax scores, no
     /// positions inside attention or rotary on queries and keys, a padding mask (+ causal for LM), nothing that needs the scores.
+    /// A cached graph qualifies for a causal LM without rotary (GPT, GPT-2, GPT2-ML): <c>MultiHeadAttention</c> takes the
+    /// past keys and values and returns the present ones.
     /// </summary>
     bool FusedAttention(AttentionOptions a) =>
         options.Fused && (a.Kernel ?? AttentionKernels.Softmax) is SoftmaxKernel && a.Position is AttentionPosition.None or AttentionPosition.Rotary
-        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM && !Cached;
+        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM
+        && (!Cached || (model.Application == Application.LanguageModel && a.Position == AttentionPosition.None));
 
     string Attention(string p, string x, string mask, ref string? previousScores)
     {
@@ -438,14 +441,15 @@ internal sealed partial class TransformerGraph
     /// <summary>
     /// Attention through ONNX Runtime's kernels (see <see cref="FusedAttention"/>): <c>com.microsoft.Attention</c> without
     /// positions (measured at BERT-base shape: level with the traced PyTorch graph at 8 × 128), else
-    /// <c>RotaryEmbedding</c> on q and k and <c>MultiHeadAttention</c>.
+    /// <c>RotaryEmbedding</c> on q and k and <c>MultiHeadAttention</c>; with a cache, <c>MultiHeadAttention</c> with
+    /// <c>past_key</c>/<c>past_value</c> in and <c>present_key</c>/<c>present_value</c> out (causal from position P on).
     /// </summary>
     string MultiHead(string p, string x, AttentionOptions a)
     {
         int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
         keyPadding ??= g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Int32));
         var attributes = new (string, object)[] { ("num_heads", (long)h), ("scale", a.Scale ?? 1.0 / Math.Sqrt(dk)), ("unidirectional", model.Application == Application.LanguageModel ? 1L : 0L) };
-        if (a.Position == AttentionPosition.None && !options.Int8)
+        if (a.Position == AttentionPosition.None && !options.Int8 && !Cached)
         {
             // Without rotary: ONNX Runtime's Attention, which projects q, k, v with one GEMM straight into its head layout
             // (for int8 the projection stays a MatMul, which quantisation turns into DynamicQuantizeMatMul).
@@ -463,6 +467,13 @@ internal sealed partial class TransformerGraph
             string cos = g.Op("Cast", [g.Op("Cos", angles)], ("to", (long)DataType.Float)), sin = g.Op("Cast", [g.Op("Sin", angles)], ("to", (long)DataType.Float));
             string Rotated(string t) => g.Contrib("RotaryEmbedding", [t, g.Ints([0]), cos, sin], ("interleaved", 1L), ("num_heads", (long)h));
             (q, k) = (Rotated(q), Rotated(k));
+        }
+        if (Cached)
+        {
+            // keyPadding is (B, P + T) here; the kernel concatenates the past itself.
+            var o = g.Node("MultiHeadAttention", [q, k, parts[2], "", keyPadding, "", $"past_key_values.{layer}.key", $"past_key_values.{layer}.value"], 3, "com.microsoft", attributes);
+            presents.Add((o[1], o[2]));                                                   // (B, h, P + T, d)
+            return Linear(p + ".output", o[0]);
         }
         var attended = g.Contrib("MultiHeadAttention", [q, k, parts[2], "", keyPadding], attributes);
         return Linear(p + ".output", attended);

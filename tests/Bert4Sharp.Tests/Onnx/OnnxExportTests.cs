@@ -72,12 +72,13 @@ public class OnnxExportTests
             // Causal LM and UniLM graphs also return the cache (checked step by step in OnnxGenerationTests).
             int presents = TransformerGraph.CanCache(model) ? 2 * model.Architecture.Layers : 0;
             Assert.Equal(outputs.Split(',').Concat(Enumerable.Range(0, presents).Select(i => $"present.{i / 2}.{(i % 2 == 0 ? "key" : "value")}")), result.Outputs);
-            // The fused graph hands softmax attention (rotary included) to ONNX Runtime's kernel; NEZHA's relative
-            // positions, GAU-α's single head, UniLM's mask and cached graphs are written out op by op.
-            bool kernel = fused && family is not ("nezha" or "gau_alpha") && application != Application.UniLM && presents == 0;
+            // The fused graph hands softmax attention (rotary included) to ONNX Runtime's kernel, and a causal LM's cached
+            // attention to MultiHeadAttention with past and present; NEZHA's relative positions, GAU-α's single head and
+            // UniLM's mask are written out op by op.
             bool rotary = family.StartsWith("roformer", StringComparison.Ordinal);
-            Assert.Equal(kernel && !rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
-            Assert.Equal(kernel && rotary ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
+            bool kernel = fused && family is not ("nezha" or "gau_alpha") && application != Application.UniLM && (presents == 0 || !rotary);
+            Assert.Equal(kernel && !rotary && presents == 0 ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
+            Assert.Equal(kernel && (rotary || presents > 0) ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
             Assert.Equal(kernel && rotary ? 2 * model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.RotaryEmbedding"));
             // Post-norm LayerNorm blocks (BERT, RoBERTa, ALBERT, ELECTRA, RoFormer, NEZHA, GPT) add the residual inside the norm.
             var layer = model.Architecture.Layer;

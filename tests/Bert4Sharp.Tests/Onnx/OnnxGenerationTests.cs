@@ -84,6 +84,7 @@ public class OnnxGenerationTests
         {
             var result = OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
             Assert.Equal(Path.Combine(dir, OnnxExport.DecoderFileName), result.DecoderPath);
+            Assert.Equal(Path.Combine(dir, OnnxExport.CrossFileName), result.CrossPath);
             using (var scope = torch.NewDisposeScope())
                 foreach (var (name, got, want) in OnnxExport.Compare(model, Path.Combine(dir, "model.onnx")))
                     Close.Assert(got, want, $"{fixture} encoder {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
@@ -108,7 +109,14 @@ public class OnnxGenerationTests
             var options = new DecodingOptions { MaxNewTokens = doc.RootElement.GetProperty("max_new_tokens").GetInt32(), EndId = doc.RootElement.GetProperty("eos_token_id").GetInt32() };
             int start = doc.RootElement.GetProperty("decoder_start_token_id").GetInt32();
             Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options));
+            // Beams share the one input's cross-attention keys (batch 1, broadcast by the decoder graph).
             Assert.Equal(L("beam4"), AutoRegressiveDecoder.BeamSearch(lm, [start], 4, options));
+            Assert.Equal(L("greedy"), AutoRegressiveDecoder.Greedy(lm, [start], options, useCache: false));
+            // A directory without the cross-attention graph (an export from before it existed) is refused by name.
+            File.Delete(Path.Combine(dir, OnnxExport.CrossFileName));
+            var e = Assert.Throws<FileNotFoundException>(() => new OnnxSeq2SeqModel(dir));
+            Assert.Contains(OnnxExport.CrossFileName, e.Message);
+            Assert.Contains("export the model again", e.Message);
         }
         finally { Directory.Delete(dir, true); }
     }
