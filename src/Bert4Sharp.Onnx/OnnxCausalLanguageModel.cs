@@ -62,13 +62,14 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
     public KeyValueCache NewCache() => new(layers);
 
     /// <inheritdoc/>
-    /// <exception cref="ArgumentException">Bad shapes, UniLM without a cache, or more positions than the graph's table.</exception>
+    /// <exception cref="ArgumentException">Bad shapes, UniLM without a cache, more positions than the graph's table, or ids outside the vocabulary.</exception>
     public Tensor Logits(Tensor ids, KeyValueCache? cache)
     {
         if (ids.dim() != 2) throw new ArgumentException($"ids must be (batch, length), got shape [{string.Join(", ", ids.shape)}]");
         if (cache is null && unilm) throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
         long b = ids.shape[0], t = ids.shape[1], past = cache?.Length ?? 0;
         if (past + t > maxLength) throw new ArgumentException($"the sequence needs {past + t} positions but {GraphPath} takes {maxLength}; generate fewer tokens");
+        Embeddings.CheckRange(ids, VocabularySize, "token", "vocab_size");               // else ONNX Runtime's Gather fails with a native message
         bool source = cache is null || past == 0 || !unilm;
         var values = new List<(string Name, OrtValue Value)>
         {

@@ -63,10 +63,11 @@ public sealed class OnnxSeq2SeqModel : IDisposable
     /// Encodes <paramref name="encoderIds"/> (one sequence), computes every layer's cross-attention keys and values, and
     /// returns the decoder over them (dispose it to free them).
     /// </summary>
-    /// <exception cref="ArgumentException">The input is empty.</exception>
+    /// <exception cref="ArgumentException">The input is empty, or has ids outside the vocabulary.</exception>
     public OnnxSeq2SeqDecoder Prepare(IReadOnlyList<int> encoderIds)
     {
         if (encoderIds.Count == 0) throw new ArgumentException("the encoder input is empty", nameof(encoderIds));
+        using (var check = torch.tensor(encoderIds.Select(i => (long)i).ToArray())) Embeddings.CheckRange(check, VocabularySize, "token", "vocab_size");
         long s = encoderIds.Count;
         var ones = Enumerable.Repeat(1L, (int)s).ToArray();
         using var ids = OrtValue.CreateTensorValueFromMemory(encoderIds.Select(i => (long)i).ToArray(), [1, s]);
@@ -113,7 +114,11 @@ public sealed class OnnxSeq2SeqModel : IDisposable
         }
 
         /// <inheritdoc/>
-        public Tensor Logits(Tensor ids, KeyValueCache? cache) =>
-            OrtCache.Run(owner.decoder, [("input_ids", OrtCache.Ids(ids))], cache, owner.layers, ids.shape[0], ids.shape[1], VocabularySize, owner.shape, shared);
+        /// <exception cref="ArgumentException">Ids outside the vocabulary.</exception>
+        public Tensor Logits(Tensor ids, KeyValueCache? cache)
+        {
+            Embeddings.CheckRange(ids, VocabularySize, "token", "vocab_size");
+            return OrtCache.Run(owner.decoder, [("input_ids", OrtCache.Ids(ids))], cache, owner.layers, ids.shape[0], ids.shape[1], VocabularySize, owner.shape, shared);
+        }
     }
 }

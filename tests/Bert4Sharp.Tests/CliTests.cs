@@ -82,6 +82,41 @@ public class CliTests
         finally { Directory.Delete(dir, true); }
     }
 
+    [Fact]
+    public void GenerateRunsAT5DirectoryOnBothEngines()
+    {
+        // The t5.1.0 fixture (vocabulary 1,000) with a SentencePiece model whose pieces for this prompt are all below 1,000.
+        string dir = Directory.CreateTempSubdirectory("b4s-gen-t5").FullName;
+        try
+        {
+            foreach (var f in new[] { "config.json", "model.safetensors" }) File.Copy(Path.Combine(TestPaths.Fixture("hf", "t5_v1_0"), f), Path.Combine(dir, f));
+            File.Copy(TestPaths.Fixture("tokenization", "sp_unigram.model"), Path.Combine(dir, "spiece.model"));
+            const string prompt = "他们在这里，我们的";
+            string onnx = Path.Combine(dir, "onnx");
+            var (code, stdout, stderr) = B4s("export", "onnx", "--model", dir, "--output", onnx);
+            Assert.True(code == 0, stderr);
+            Assert.Contains(Bert4Sharp.Onnx.Export.OnnxExport.CrossFileName, stdout);
+            foreach (var decoding in new[] { Array.Empty<string>(), ["--beam", "3"] })
+            {
+                var (c1, torchOut, e1) = B4s([.. new[] { "generate", "--model", dir, "--max-new-tokens", "8", "--json" }, .. decoding, prompt]);
+                var (c2, onnxOut, e2) = B4s([.. new[] { "generate", "--model", onnx, "--engine", "onnx", "--max-new-tokens", "8", "--json" }, .. decoding, prompt]);
+                Assert.True(c1 == 0 && c2 == 0, e1 + e2);
+                var ids = JsonDocument.Parse(torchOut).RootElement.GetProperty("ids");
+                Assert.Equal(8, ids.GetArrayLength());
+                Assert.Equal(ids.ToString(), JsonDocument.Parse(onnxOut).RootElement.GetProperty("ids").ToString());
+            }
+            // A prompt the model's vocabulary cannot hold (中国人民 has piece 1479): the same one-line error on both engines.
+            foreach (var (model, engine) in new[] { (dir, "torch"), (onnx, "onnx") })
+            {
+                var (c, o, e) = B4s("generate", "--model", model, "--engine", engine, "中国人民");
+                Assert.Equal(1, c);
+                Assert.Equal("", o);
+                Assert.StartsWith("b4s: error: token id 1479 is outside [0, 1000) (vocab_size of the model)", e);
+            }
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
     [Theory]
     [InlineData("--seed 1", "--seed only applies to sampling")]
     [InlineData("--keep-end-token", "--keep-end-token only applies to sampling")]

@@ -69,7 +69,7 @@ public sealed class Embeddings : nn.Module<Tensor, Tensor?, Tensor>
     }
 
     /// <summary>Ids outside [0, <paramref name="rows"/>) would crash inside the native embedding lookup: name them instead.</summary>
-    static void CheckRange(Tensor ids, long rows, string what, string field)
+    internal static void CheckRange(Tensor ids, long rows, string what, string field)
     {
         if (ids.numel() == 0) return;
         var (min, max) = ids.aminmax();                                                 // one pass, one copy to the host

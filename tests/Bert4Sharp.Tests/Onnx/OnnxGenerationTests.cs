@@ -32,6 +32,10 @@ public class OnnxGenerationTests
             Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options));
             Assert.Equal(greedy, AutoRegressiveDecoder.Greedy(lm, prompt, options, useCache: false));
             Assert.Equal(beam, AutoRegressiveDecoder.BeamSearch(lm, prompt, 4, options));
+            // An id past the vocabulary is named, as the TorchSharp engine names it (not ONNX Runtime's Gather failure).
+            using var bad = torch.tensor(new long[] { 5, lm.VocabularySize }).unsqueeze(0);
+            var e = Assert.Throws<ArgumentException>(() => lm.Logits(bad, null));
+            Assert.StartsWith($"token id {lm.VocabularySize} is outside [0, {lm.VocabularySize}) (vocab_size of the model)", e.Message);
         }
         finally { Directory.Delete(dir, true); }
     }
