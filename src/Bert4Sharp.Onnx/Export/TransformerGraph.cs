@@ -394,21 +394,21 @@ internal sealed partial class TransformerGraph
     string Heads(string x, int n, int d) => g.Op("Transpose", [g.Op("Reshape", x, g.Ints([0, 0, n, d]))], ("perm", new long[] { 0, 2, 1, 3 }));
 
     /// <summary>
-    /// Whether attention goes to ONNX Runtime's fused attention operators: softmax scores, no
-    /// positions inside attention or rotary on queries and keys, a padding mask (+ causal for LM), nothing that needs the scores.
-    /// A cached graph qualifies for a causal LM without rotary (GPT, GPT-2, GPT2-ML): <c>MultiHeadAttention</c> takes the
-    /// past keys and values and returns the present ones.
+    /// Whether attention goes to ONNX Runtime's fused attention operators: softmax scores; no positions inside attention,
+    /// rotary on queries and keys, or T5's bucketed bias (an additive bias); nothing that needs the scores. The mask is a
+    /// padding mask (+ causal for LM), or UniLM's / a T5 decoder's whole mask as an additive bias. Cached graphs (LM,
+    /// UniLM, T5's decoder) qualify too: <c>MultiHeadAttention</c> takes the past keys and values and returns the present ones.
     /// </summary>
     bool FusedAttention(AttentionOptions a) =>
-        options.Fused && (a.Kernel ?? AttentionKernels.Softmax) is SoftmaxKernel && a.Position is AttentionPosition.None or AttentionPosition.Rotary
-        && !a.RotateValues && !arch.ResidualAttentionScores && model.Application != Application.UniLM
-        && (!Cached || (model.Application == Application.LanguageModel && a.Position == AttentionPosition.None));
+        options.Fused && (a.Kernel ?? AttentionKernels.Softmax) is SoftmaxKernel
+        && a.Position is AttentionPosition.None or AttentionPosition.Rotary or AttentionPosition.RelativeBuckets
+        && !a.RotateValues && !arch.ResidualAttentionScores;
 
     string Attention(string p, string x, string mask, ref string? previousScores)
     {
         var a = arch.Layer.Attention;
         int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
-        if (FusedAttention(a)) return MultiHead(p, x, a);
+        if (FusedAttention(a)) return MultiHead(p, x, a, mask);
         var qkv = g.Node("Split", [Linear(p + ".qkv", x), g.Ints([h * dk, h * dk, h * dv])], 3, "", [("axis", -1L)]);
         string q = Heads(qkv[0], h, dk), k = Heads(qkv[1], h, dk), v = Heads(qkv[2], h, dv);   // (B, h, T, d)
         if (a.Position == AttentionPosition.Rotary)
@@ -443,26 +443,40 @@ internal sealed partial class TransformerGraph
     /// positions (measured at BERT-base shape: level with the traced PyTorch graph at 8 × 128), else
     /// <c>RotaryEmbedding</c> on q and k and <c>MultiHeadAttention</c>; with a cache, <c>MultiHeadAttention</c> with
     /// <c>past_key</c>/<c>past_value</c> in and <c>present_key</c>/<c>present_value</c> out (causal from position P on).
+    /// UniLM's <paramref name="mask"/> (B, 1, T, P + T), padding included, and a T5 decoder's causal mask plus its bucketed
+    /// bias go in whole as <c>attention_bias</c>; elsewhere the bucketed bias (1, h, T, P + T) goes there beside the
+    /// padding mask.
     /// </summary>
-    string MultiHead(string p, string x, AttentionOptions a)
+    string MultiHead(string p, string x, AttentionOptions a, string mask)
     {
         int h = a.Heads, dk = a.QueryKeySize, dv = a.HeadSize;
-        keyPadding ??= g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Int32));
+        bool decoder = Cached && model.Application == Application.Seq2Seq;                // the decoder graph has no padding input
+        bool wholeMask = model.Application == Application.UniLM || decoder;
+        if (!wholeMask) keyPadding ??= g.Op("Cast", ["attention_mask"], ("to", (long)DataType.Int32));
+        string padding = wholeMask ? "" : keyPadding!;
+        string? buckets = a.Position == AttentionPosition.RelativeBuckets ? positionBias ?? throw new InvalidOperationException("relative-bucket attention without the stack's bias") : null;
+        string bias = (wholeMask, buckets) switch
+        {
+            (true, null) => mask,
+            (true, _) => g.Op("Add", mask, buckets),
+            (false, _) => buckets ?? "",
+        };
         var attributes = new (string, object)[] { ("num_heads", (long)h), ("scale", a.Scale ?? 1.0 / Math.Sqrt(dk)), ("unidirectional", model.Application == Application.LanguageModel ? 1L : 0L) };
-        if (a.Position == AttentionPosition.None && !options.Int8 && !Cached)
+        if (a.Position == AttentionPosition.None && !options.Int8 && !Cached && !wholeMask)
         {
             // Without rotary: ONNX Runtime's Attention, which projects q, k, v with one GEMM straight into its head layout
             // (for int8 the projection stays a MatMul, which quantisation turns into DynamicQuantizeMatMul).
             string w = g.Weight(p + ".qkv.weight.T", parameters[p + ".qkv.weight"].t());
             string b = parameters.ContainsKey(p + ".qkv.bias") ? Param(p + ".qkv.bias") : g.Weight(p + ".qkv.zero_bias", torch.zeros(2 * h * dk + h * dv));
-            var attention = g.Contrib("Attention", [x, w, b, keyPadding], [.. attributes, ("qkv_hidden_sizes", new long[] { h * dk, h * dk, h * dv })]);
+            var attention = g.Contrib("Attention", [x, w, b, padding], [.. attributes, ("qkv_hidden_sizes", new long[] { h * dk, h * dk, h * dv })]);
             return Linear(p + ".output", attention);
         }
         var parts = g.Node("Split", [Linear(p + ".qkv", x), g.Ints([h * dk, h * dk, h * dv])], 3, "", [("axis", -1L)]);   // (B, T, h·d) each
         string q = parts[0], k = parts[1];
         if (a.Position == AttentionPosition.Rotary)
         {
-            // ONNX Runtime's rotary with interleaved pairs is RoFormer's; caches (T, d/2) from the same float64 angles.
+            // ONNX Runtime's rotary with interleaved pairs is RoFormer's; caches (T, d/2) from the same float64 angles, at
+            // positions P .. P + T − 1 (so the position offset stays 0 with a cache).
             var angles = Angles(dk);
             string cos = g.Op("Cast", [g.Op("Cos", angles)], ("to", (long)DataType.Float)), sin = g.Op("Cast", [g.Op("Sin", angles)], ("to", (long)DataType.Float));
             string Rotated(string t) => g.Contrib("RotaryEmbedding", [t, g.Ints([0]), cos, sin], ("interleaved", 1L), ("num_heads", (long)h));
@@ -470,13 +484,13 @@ internal sealed partial class TransformerGraph
         }
         if (Cached)
         {
-            // keyPadding is (B, P + T) here; the kernel concatenates the past itself.
-            var o = g.Node("MultiHeadAttention", [q, k, parts[2], "", keyPadding, "", $"past_key_values.{layer}.key", $"past_key_values.{layer}.value"], 3, "com.microsoft", attributes);
+            // The padding mask is (B, P + T) here; the kernel concatenates the past itself.
+            var o = g.Node("MultiHeadAttention", [q, k, parts[2], "", padding, bias, $"past_key_values.{layer}.key", $"past_key_values.{layer}.value"], 3, "com.microsoft", attributes);
             presents.Add((o[1], o[2]));                                                   // (B, h, P + T, d)
             return Linear(p + ".output", o[0]);
         }
-        var attended = g.Contrib("MultiHeadAttention", [q, k, parts[2], "", keyPadding], attributes);
-        return Linear(p + ".output", attended);
+        string[] inputs = bias == "" ? [q, k, parts[2], "", padding] : [q, k, parts[2], "", padding, bias];
+        return Linear(p + ".output", g.Contrib("MultiHeadAttention", inputs, attributes));
     }
 
     /// <summary>Scores (…, Tq, Tk) + mask → weights, by kernel.</summary>

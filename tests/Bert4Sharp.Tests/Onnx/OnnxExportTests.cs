@@ -72,13 +72,14 @@ public class OnnxExportTests
             // Causal LM and UniLM graphs also return the cache (checked step by step in OnnxGenerationTests).
             int presents = TransformerGraph.CanCache(model) ? 2 * model.Architecture.Layers : 0;
             Assert.Equal(outputs.Split(',').Concat(Enumerable.Range(0, presents).Select(i => $"present.{i / 2}.{(i % 2 == 0 ? "key" : "value")}")), result.Outputs);
-            // The fused graph hands softmax attention (rotary included) to ONNX Runtime's kernel, and a causal LM's cached
-            // attention to MultiHeadAttention with past and present; NEZHA's relative positions, GAU-α's single head and
-            // UniLM's mask are written out op by op.
+            // The fused graph hands softmax attention (rotary included) to ONNX Runtime's kernels: Attention for a padding
+            // (+ causal) mask without rotary, else MultiHeadAttention — with past and present in cached graphs, with UniLM's
+            // mask as its bias. NEZHA's relative positions and GAU-α's single head are written out op by op.
             bool rotary = family.StartsWith("roformer", StringComparison.Ordinal);
-            bool kernel = fused && family is not ("nezha" or "gau_alpha") && application != Application.UniLM && (presents == 0 || !rotary);
-            Assert.Equal(kernel && !rotary && presents == 0 ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
-            Assert.Equal(kernel && (rotary || presents > 0) ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
+            bool kernel = fused && family is not ("nezha" or "gau_alpha");
+            bool attentionOp = kernel && !rotary && presents == 0 && application != Application.UniLM;
+            Assert.Equal(attentionOp ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.Attention"));
+            Assert.Equal(kernel && !attentionOp ? model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
             Assert.Equal(kernel && rotary ? 2 * model.Architecture.Layers : 0, result.Operators.GetValueOrDefault("com.microsoft.RotaryEmbedding"));
             // Post-norm LayerNorm blocks (BERT, RoBERTa, ALBERT, ELECTRA, RoFormer, NEZHA, GPT) add the residual inside the norm.
             var layer = model.Architecture.Layer;
@@ -95,6 +96,11 @@ public class OnnxExportTests
         ExportAndCompare(hierarchical, new OnnxExportOptions(), "hierarchical positions");
         var realformer = Model("bert", "hf/bert/config.json", Application.MaskedLM, new BuildOptions { ResidualAttentionScores = true });
         ExportAndCompare(realformer, new OnnxExportOptions { Opset = OnnxExportOptions.MaxOpset, Fused = false }, "RealFormer, opset 21");
+        // UniLM without a cache: its segment mask (padding included) as MultiHeadAttention's bias.
+        var unilm = Model("bert", "hf/bert/config.json", Application.UniLM);
+        var result = ExportAndCompare(unilm, new OnnxExportOptions { KeyValueCache = false }, "UniLM without a cache");
+        Assert.Equal(unilm.Architecture.Layers, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
+        Assert.DoesNotContain("present.0.key", result.Outputs);
     }
 
     [Theory]

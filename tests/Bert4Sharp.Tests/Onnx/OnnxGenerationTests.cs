@@ -16,6 +16,8 @@ public class OnnxGenerationTests
         string dir = Directory.CreateTempSubdirectory("b4s-onnx-lm").FullName;
         var result = OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
         Assert.Contains("present.0.key", result.Outputs);
+        // Every cached graph here runs ONNX Runtime's attention kernel with past and present (rotary and UniLM included).
+        Assert.Equal(model.Architecture.Layers, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
         return dir;
     }
 
@@ -43,6 +45,7 @@ public class OnnxGenerationTests
     [Theory]
     [InlineData("bert", "hf/bert/config.json", Application.UniLM)]
     [InlineData("roformer", "hf/roformer/config.json", Application.UniLM)]
+    [InlineData("roformer", "hf/roformer/config.json", Application.LanguageModel)]
     [InlineData("gpt2_ml", "ports/gpt2_ml/bert_config.json", Application.LanguageModel)]
     public void CachedStepsOnOnnxRuntimeEqualTheTorchEngine(string family, string config, Application application)
     {
@@ -89,6 +92,9 @@ public class OnnxGenerationTests
             var result = OnnxExport.Save(model, Path.Combine(dir, "model.onnx"));
             Assert.Equal(Path.Combine(dir, OnnxExport.DecoderFileName), result.DecoderPath);
             Assert.Equal(Path.Combine(dir, OnnxExport.CrossFileName), result.CrossPath);
+            // Self-attention of both stacks in ONNX Runtime's kernel, the bucketed bias (and the decoder's causal mask) as
+            // its additive bias; cross attention over the precomputed keys is written out.
+            Assert.Equal(model.Architecture.Layers + model.Architecture.Decoder!.Layers, result.Operators.GetValueOrDefault("com.microsoft.MultiHeadAttention"));
             using (var scope = torch.NewDisposeScope())
                 foreach (var (name, got, want) in OnnxExport.Compare(model, Path.Combine(dir, "model.onnx")))
                     Close.Assert(got, want, $"{fixture} encoder {name}", atol: Close.AtolAtScale(want, 2e-5), rtol: 1e-4);
