@@ -23,6 +23,9 @@ public static class DeployBench
     /// </summary>
     const int Quiet = 300;
 
+    /// <summary>B4S_ORT_PROFILE: a path prefix for ONNX Runtime's per-node profiles (one file per graph), else null.</summary>
+    static readonly string? Profile = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") is { Length: > 0 } p ? p : null;
+
     public static int Run(string[] args)
     {
         // --cuda (bench/gpu.sh): ONNX Runtime's sessions on the CUDA execution provider, batch 32 × 128, no TorchSharp-cpu side.
@@ -56,7 +59,6 @@ public static class DeployBench
             OnnxExport.Save(model, q, new OnnxExportOptions { Int8 = true, Int8WeightBits = bits });
             graphs.Add(($"ORT, Bert4Sharp export int8 ({bits}-bit weights)", q));
         }
-        string? profile = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE");             // ONNX Runtime's per-node profile, one file per graph
         double peak = Measure.MatmulPeak();
         Console.WriteLine($"threads {threads}; large-matmul peak (2048³ fp32): {peak:F1} GFLOP/s; {rounds} rounds, medians");
         foreach (var (batch, seq) in cuda ? new[] { (32, 128), (1, 32) } : new[] { (8, 128), (1, 32) })
@@ -82,7 +84,7 @@ public static class DeployBench
             {
                 var so = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, IntraOpNumThreads = threads, InterOpNumThreads = 1, ExecutionMode = ExecutionMode.ORT_SEQUENTIAL };
                 if (cuda) so.AppendExecutionProvider_CUDA(0);                                  // fails loudly without the GPU package: a GPU bench must not fall back
-                if (profile is { Length: > 0 }) { so.ProfileOutputPathPrefix = profile + Path.GetFileNameWithoutExtension(path); so.EnableProfiling = true; }
+                if (Profile is not null) { so.ProfileOutputPathPrefix = Profile + Path.GetFileNameWithoutExtension(path); so.EnableProfiling = true; }
                 if (Environment.GetEnvironmentVariable("B4S_DUMP_OPTIMIZED") is { Length: > 0 } dump)   // the graph ONNX Runtime actually runs, for inspection
                     so.OptimizedModelFilePath = Path.Combine(dump, Path.GetFileNameWithoutExtension(path) + ".optimized.onnx");
                 var session = new InferenceSession(path, so);
@@ -128,7 +130,7 @@ public static class DeployBench
             }
             foreach (var c in contenders)
             {
-                if (c.Owner is InferenceSession profiled && profile is { Length: > 0 }) profiled.EndProfiling();
+                if (c.Owner is InferenceSession profiled && Profile is not null) profiled.EndProfiling();
                 c.Owner?.Dispose();
             }
         }
@@ -152,7 +154,7 @@ public static class DeployBench
         Directory.CreateDirectory(work);
         OnnxExport.Save(model, Path.Combine(work, "fp32.onnx"));
         OnnxExport.Save(model, Path.Combine(work, "int8.onnx"), new OnnxExportOptions { Int8 = true });
-        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, Cuda = cuda, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, Cuda = cuda, ProfilePrefix = Profile };
         using var fp32 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "fp32.onnx"), options);
         using var int8 = new Bert4Sharp.Onnx.OnnxCausalLanguageModel(Path.Combine(work, "int8.onnx"), options);
         if (fp32.Warning is { } w) throw new InvalidOperationException(w);
@@ -209,7 +211,7 @@ public static class DeployBench
             Directory.CreateDirectory(Path.Combine(work, name));
             OnnxExport.Save(model, Path.Combine(work, name, "model.onnx"), new OnnxExportOptions { Int8 = int8 });
         }
-        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, ProfilePrefix = Environment.GetEnvironmentVariable("B4S_ORT_PROFILE") };
+        var options = new Bert4Sharp.Onnx.OnnxEncoderOptions { Threads = 2, ProfilePrefix = Profile };
         using var fp32 = new Bert4Sharp.Onnx.OnnxSeq2SeqModel(Path.Combine(work, "fp32"), options);
         using var q8 = new Bert4Sharp.Onnx.OnnxSeq2SeqModel(Path.Combine(work, "int8"), options);
         int[] input = Enumerable.Range(0, source).Select(i => 100 + i * 97 % 30000).ToArray();

@@ -18,7 +18,8 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
 {
     readonly InferenceSession session;
     readonly int layers;
-    readonly long heads, keySize, valueSize, maxLength;
+    readonly long maxLength;
+    readonly (long Heads, long KeySize, long ValueSize) shape;
     readonly bool unilm, segments;
 
     /// <summary>Opens <paramref name="path"/> (a .onnx file, or a directory holding model.onnx).</summary>
@@ -37,7 +38,7 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
             throw new InvalidDataException($"{file}: not a causal LM graph with a key/value cache (inputs {string.Join(", ", inputs.Keys)}; outputs {string.Join(", ", session.OutputMetadata.Keys)}); " +
                 "b4s export onnx writes one for GPT families and LM/UniLM applications, except NEZHA, GAU-α, RoBERTa-style positions and RealFormer, which decode without a cache: use the torch engine for those");
         }
-        (heads, keySize, valueSize) = OrtCache.HeadShape(inputs);
+        shape = OrtCache.HeadShape(inputs);
         VocabularySize = session.OutputMetadata["logits"].Dimensions[2];
         var meta = session.ModelMetadata.CustomMetadataMap;
         unilm = meta.TryGetValue("bert4sharp.application", out var app) && app == "UniLM";
@@ -69,15 +70,13 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
         if (cache is null && unilm) throw new ArgumentException("UniLM decoding without a cache would need the source length; use the cache");
         long b = ids.shape[0], t = ids.shape[1], past = cache?.Length ?? 0;
         if (past + t > maxLength) throw new ArgumentException($"the sequence needs {past + t} positions but {GraphPath} takes {maxLength}; generate fewer tokens");
-        Embeddings.CheckRange(ids, VocabularySize, "token", "vocab_size");               // else ONNX Runtime's Gather fails with a native message
         bool source = cache is null || past == 0 || !unilm;
         var values = new List<(string Name, OrtValue Value)>
         {
-            ("input_ids", OrtCache.Ids(ids)),
             ("attention_mask", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(1L, (int)(b * (past + t))).ToArray(), [b, past + t])),
         };
         if (segments) values.Add(("token_type_ids", OrtValue.CreateTensorValueFromMemory(Enumerable.Repeat(source ? 0L : 1L, (int)(b * t)).ToArray(), [b, t])));
-        return OrtCache.Run(session, values, cache, layers, b, t, VocabularySize, (heads, keySize, valueSize));
+        return OrtCache.Run(session, ids, values, cache, layers, VocabularySize, shape);
     }
 
     /// <inheritdoc/>
@@ -93,14 +92,21 @@ public sealed class OnnxCausalLanguageModel : ICausalLanguageModel, IDisposable
 internal static class OrtCache
 {
     /// <summary>
-    /// Adds <c>past_key_values.N.key</c>/<c>.value</c> from <paramref name="cache"/> (empty (B, h, 0, d) without one) to
-    /// <paramref name="values"/>, runs, stores <c>present.N.*</c> into the cache and returns the logits (B, T, V); disposes
-    /// the inputs in <paramref name="values"/>, not those in <paramref name="shared"/> (owned by the caller, reused across steps).
+    /// Checks <paramref name="ids"/> (B, T) against the vocabulary (as the TorchSharp engine's embedding does; else ONNX
+    /// Runtime's Gather fails with a native message), adds them as <c>input_ids</c> and <c>past_key_values.N.key</c>/<c>.value</c>
+    /// from <paramref name="cache"/> (empty (B, h, 0, d) without one) to <paramref name="values"/>, runs, stores
+    /// <c>present.N.*</c> into the cache and returns the logits (B, T, V); disposes the inputs in <paramref name="values"/>,
+    /// not those in <paramref name="shared"/> (owned by the caller, reused across steps).
     /// </summary>
-    public static Tensor Run(InferenceSession session, List<(string Name, OrtValue Value)> values, KeyValueCache? cache, int layers, long batch, long length, long vocabulary,
+    /// <exception cref="ArgumentException">An id outside [0, <paramref name="vocabulary"/>).</exception>
+    public static Tensor Run(InferenceSession session, Tensor ids, List<(string Name, OrtValue Value)> values, KeyValueCache? cache, int layers, long vocabulary,
         (long Heads, long KeySize, long ValueSize) shape, IReadOnlyList<(string Name, OrtValue Value)>? shared = null)
     {
         var (heads, keySize, valueSize) = shape;
+        long batch = ids.shape[0], length = ids.shape[1];
+        try { Embeddings.CheckRange(ids, vocabulary, "token", "vocab_size"); }
+        catch { foreach (var (_, v) in values) v.Dispose(); throw; }
+        values.Add(("input_ids", Ids(ids)));
         long total = (cache?.Length ?? 0) + length;
         var outputs = new List<(string Name, Tensor Tensor)> { ("logits", torch.empty(batch, length, vocabulary)) };
         try

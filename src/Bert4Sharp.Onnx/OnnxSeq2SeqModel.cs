@@ -67,10 +67,11 @@ public sealed class OnnxSeq2SeqModel : IDisposable
     public OnnxSeq2SeqDecoder Prepare(IReadOnlyList<int> encoderIds)
     {
         if (encoderIds.Count == 0) throw new ArgumentException("the encoder input is empty", nameof(encoderIds));
-        using (var check = torch.tensor(encoderIds.Select(i => (long)i).ToArray())) Embeddings.CheckRange(check, VocabularySize, "token", "vocab_size");
+        var idArray = encoderIds.Select(i => (long)i).ToArray();
+        using (var check = torch.tensor(idArray)) Embeddings.CheckRange(check, VocabularySize, "token", "vocab_size");
         long s = encoderIds.Count;
         var ones = Enumerable.Repeat(1L, (int)s).ToArray();
-        using var ids = OrtValue.CreateTensorValueFromMemory(encoderIds.Select(i => (long)i).ToArray(), [1, s]);
+        using var ids = OrtValue.CreateTensorValueFromMemory(idArray, [1, s]);
         using var mask = OrtValue.CreateTensorValueFromMemory(ones, [1, s]);
         using var run = new RunOptions();
         using var states = encoder.Run(run, ["input_ids", "attention_mask"], [ids, mask], ["last_hidden_state"]);
@@ -115,10 +116,6 @@ public sealed class OnnxSeq2SeqModel : IDisposable
 
         /// <inheritdoc/>
         /// <exception cref="ArgumentException">Ids outside the vocabulary.</exception>
-        public Tensor Logits(Tensor ids, KeyValueCache? cache)
-        {
-            Embeddings.CheckRange(ids, VocabularySize, "token", "vocab_size");
-            return OrtCache.Run(owner.decoder, [("input_ids", OrtCache.Ids(ids))], cache, owner.layers, ids.shape[0], ids.shape[1], VocabularySize, owner.shape, shared);
-        }
+        public Tensor Logits(Tensor ids, KeyValueCache? cache) => OrtCache.Run(owner.decoder, ids, [], cache, owner.layers, VocabularySize, owner.shape, shared);
     }
 }
